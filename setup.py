@@ -1,0 +1,23 @@
+"""Package definition for visionmtl."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="visionmtl",
+    version="0.1.0",
+    description="Multi-task computer vision: detection + semantic segmentation on one shared network",
+    packages=find_packages(include=["visionmtl", "visionmtl.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "timm>=0.9",
+        "albumentations>=1.4",
+        "pycocotools>=2.0.7",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "numpy",
+        "pillow",
+    ],
+    extras_require={"dev": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
+)

@@ -1,0 +1,78 @@
+"""Predictor round trip on paths, PIL images, arrays and lists; odd inputs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visionmtl import Predictor
+from visionmtl.api import InputError, load_rgb
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run: Path) -> Predictor:
+    return Predictor.from_checkpoint(trained_run / "best.pt", score_thresh=0.0)
+
+
+def test_inputs_of_every_kind_give_the_same_result(
+    predictor: Predictor, shapes_paths: dict
+) -> None:
+    path = sorted(Path(shapes_paths["val_images"]).iterdir())[0]
+    array = np.asarray(Image.open(path).convert("RGB"))
+    by_path, by_pil, by_array = predictor([path, Image.open(path), array])
+    for result in (by_path, by_pil, by_array):
+        assert result.sem_seg.shape == array.shape[:2] == result.image_size
+        np.testing.assert_allclose(result.boxes, by_path.boxes, atol=1e-4)
+    assert set(np.unique(by_path.sem_seg)) <= {0, 1, 3, 7}  # background + dataset category ids
+    assert set(by_path.labels.tolist()) <= {1, 3, 7}
+    assert len(by_path.label_names) == len(by_path)
+
+
+def test_boxes_in_original_pixels(predictor: Predictor, shapes_paths: dict) -> None:
+    path = sorted(Path(shapes_paths["val_images"]).iterdir())[0]
+    big = np.asarray(Image.open(path).convert("RGB").resize((256, 192)))
+    result = predictor(big)[0]
+    assert result.sem_seg.shape == (192, 256)
+    if len(result):
+        assert result.boxes[:, 2].max() <= 256 + 1e-3 and result.boxes[:, 3].max() <= 192 + 1e-3
+
+
+def test_score_threshold_and_batching(trained_run: Path, shapes_paths: dict) -> None:
+    paths = sorted(Path(shapes_paths["val_images"]).iterdir())[:5]
+    strict = Predictor.from_checkpoint(trained_run / "best.pt", score_thresh=0.5, batch_size=2)
+    results = strict(paths)
+    assert len(results) == 5
+    assert all((r.scores >= 0.5).all() for r in results)
+
+
+@pytest.mark.parametrize(
+    "array,shape",
+    [
+        (np.zeros((20, 30), np.uint8), (20, 30, 3)),
+        (np.zeros((20, 30, 4), np.uint8), (20, 30, 3)),
+        (np.full((20, 30, 3), 65535, np.uint16), (20, 30, 3)),
+        (np.ones((1, 1, 3), np.float32), (1, 1, 3)),
+    ],
+)
+def test_odd_arrays_are_converted(array: np.ndarray, shape: tuple) -> None:
+    rgb = load_rgb(array)
+    assert rgb.shape == shape and rgb.dtype == np.uint8
+
+
+def test_one_pixel_image_predicts(predictor: Predictor) -> None:
+    result = predictor(np.zeros((1, 1, 3), np.uint8))[0]
+    assert result.sem_seg.shape == (1, 1)
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such image file"):
+        load_rgb(tmp_path / "missing.jpg")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="notes.txt"):
+        load_rgb(text)
+    with pytest.raises(InputError, match="shape"):
+        load_rgb(np.zeros((2, 3, 5), np.uint8))
+    with pytest.raises(InputError, match="unsupported input"):
+        load_rgb(42)

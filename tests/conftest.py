@@ -1,0 +1,60 @@
+"""Shared test fixtures: a tiny synthetic shapes data set and the optional shared real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from visionmtl.data.synthetic import generate_shapes
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA_DIR = REPO_ROOT / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shapes_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small shapes set (24 train / 8 val images, 64 px): keys train_ann, train_images, val_ann, val_images."""
+    return generate_shapes(
+        tmp_path_factory.mktemp("shapes"), num_train=24, num_val=8, image_size=64, seed=0
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """``../shared/data`` next to the repository; the test is skipped where it is absent."""
+    if not SHARED_DATA_DIR.is_dir():
+        pytest.skip("../shared/data is not available (fresh clone)")
+    return SHARED_DATA_DIR.resolve()
+
+
+@pytest.fixture(scope="session")
+def trained_run(shapes_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory from a 2-epoch training of a tiny resnet18 det+sem model on ``shapes_paths``."""
+    from visionmtl.config import load_config
+    from visionmtl.engine.trainer import train
+
+    output_dir = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, tiny_train_overrides(shapes_paths, output_dir))
+    train(cfg, output_dir)
+    return output_dir
+
+
+def tiny_train_overrides(paths: dict[str, Path], output_dir: Path) -> list[str]:
+    """Config overrides for a seconds-long CPU training on the tiny shapes set."""
+    return [
+        f"data.train_ann={paths['train_ann']}",
+        f"data.train_images={paths['train_images']}",
+        f"data.val_ann={paths['val_ann']}",
+        f"data.val_images={paths['val_images']}",
+        "data.image_size=64",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "model.fpn_channels=32",
+        "model.sem.channels=16",
+        "model.det.num_convs=1",
+        "train.epochs=2",
+        "train.warmup_iters=2",
+        "train.eval_every=1",
+        f"train.output_dir={output_dir}",
+    ]

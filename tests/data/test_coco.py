@@ -1,0 +1,257 @@
+"""Tests for visionmtl/data/coco.py."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from visionmtl.data import CocoDataset, Collator, DataError, build_transforms
+
+# pycocotools' annToMask trips a numpy-2 DeprecationWarning inside pycocotools itself.
+pytestmark = pytest.mark.filterwarnings("ignore:.*__array__ implementation:DeprecationWarning")
+
+
+def _load_coco(ann_file: Path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(ann_file))
+
+
+def _square(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def _write_set(root: Path, annotations: list[dict[str, Any]], **overrides: Any) -> Path:
+    """A hand-made two-image (40x50 each) set; returns the JSON path (images under root/images)."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(root / "images" / name)
+    data = {
+        "images": [
+            {"id": 10, "file_name": "a.png", "height": 40, "width": 50},
+            {"id": 20, "file_name": "b.png", "height": 40, "width": 50},
+        ],
+        "annotations": annotations,
+        "categories": [{"id": 9, "name": "nine"}, {"id": 2, "name": "two"}],
+    }
+    data.update(overrides)
+    ann_file = root / "ann.json"
+    ann_file.write_text(json.dumps(data))
+    return ann_file
+
+
+def _check_against_pycocotools(dataset: CocoDataset) -> None:
+    coco = _load_coco(dataset.ann_file)
+    for index, image_id in enumerate(dataset.image_ids):
+        image, target = dataset[index]
+        info = coco.imgs[image_id]
+        assert image.shape == (3, info["height"], info["width"])
+        assert target["image_id"].item() == image_id
+        assert target["orig_size"].tolist() == target["image_size"].tolist()
+        anns = [a for a in coco.imgToAnns[image_id] if not a["iscrowd"]]
+        assert len(target["boxes"]) == len(anns) == len(target["masks"]) == len(target["labels"])
+        for ann, box, mask, label in zip(
+            anns, target["boxes"], target["masks"], target["labels"], strict=True
+        ):
+            x, y, w, h = ann["bbox"]
+            np.testing.assert_allclose(box.numpy(), [x, y, x + w, y + h], atol=1e-3)
+            np.testing.assert_array_equal(mask.numpy(), coco.annToMask(ann))
+            assert dataset.category_ids[label] == ann["category_id"]
+        crowd = [a for a in coco.imgToAnns[image_id] if a["iscrowd"]]
+        sem_seg = target["sem_seg"]
+        for ann in crowd:
+            assert (sem_seg[torch.from_numpy(coco.annToMask(ann)) > 0] == 255).all()
+        if not crowd:
+            union = (
+                target["masks"].sum(0) > 0 if len(anns) else torch.zeros_like(sem_seg, dtype=bool)
+            )
+            assert torch.equal(sem_seg > 0, union)
+
+
+def test_matches_pycocotools_on_shapes(shapes_paths: dict[str, Path]) -> None:
+    dataset = CocoDataset(shapes_paths["val_ann"], shapes_paths["val_images"])
+    assert len(dataset) == 8
+    _check_against_pycocotools(dataset)
+
+
+def test_matches_pycocotools_on_coco_tiny(shared_data_dir: Path) -> None:
+    root = shared_data_dir / "coco_tiny"
+    dataset = CocoDataset(
+        root / "annotations" / "instances_val2017.json", root / "images" / "val2017"
+    )
+    assert dataset.category_ids == sorted(dataset.category_ids) and len(dataset.category_ids) == 80
+    assert dataset.cat_id_to_label[90] == 79
+    _check_against_pycocotools(dataset)
+    crowd_images = [
+        a["image_id"] for a in _load_coco(dataset.ann_file).anns.values() if a["iscrowd"]
+    ]
+    _, target = dataset[dataset.image_ids.index(crowd_images[0])]
+    assert (target["sem_seg"] == 255).any()
+
+
+def test_non_contiguous_ids_map_to_sorted_labels(shapes_paths: dict[str, Path]) -> None:
+    dataset = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"])
+    assert dataset.category_ids == [1, 3, 7]
+    assert dataset.class_names == ["circle", "square", "triangle"]
+    assert dataset.cat_id_to_label == {1: 0, 3: 1, 7: 2}
+    labels = torch.cat([dataset[i][1]["labels"] for i in range(len(dataset))])
+    assert set(labels.tolist()) == {0, 1, 2}
+
+
+def test_crowd_sem_seg_order_and_empty_image(tmp_path: Path) -> None:
+    crowd_rle = mask_utils.encode(
+        np.asfortranarray(np.pad(np.ones((5, 5), np.uint8), ((30, 5), (40, 5))))
+    )
+    uncompressed = {"size": [40, 50], "counts": [0, 2000]}  # whole image, column-major counts
+    annotations = [
+        {
+            "id": 1,
+            "image_id": 10,
+            "category_id": 9,
+            "bbox": [0, 0, 30, 30],
+            "segmentation": _square(0, 0, 30, 30),
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 10,
+            "category_id": 2,
+            "bbox": [10, 10, 10, 10],
+            "segmentation": _square(10, 10, 20, 20),
+            "iscrowd": 0,
+        },
+        {
+            "id": 3,
+            "image_id": 10,
+            "category_id": 2,
+            "bbox": [40, 30, 5, 5],
+            "segmentation": {"size": [40, 50], "counts": crowd_rle["counts"].decode()},
+            "iscrowd": 1,
+        },
+        {
+            "id": 4,
+            "image_id": 10,
+            "category_id": 9,
+            "bbox": [0, 0, 0, 5],
+            "segmentation": uncompressed,
+            "iscrowd": 0,
+        },  # zero width: dropped
+    ]
+    dataset = CocoDataset(_write_set(tmp_path, annotations), tmp_path / "images")
+    assert dataset.category_ids == [2, 9]
+    _, target = dataset[0]
+    assert target["labels"].tolist() == [1, 0]  # crowd and zero-width excluded
+    sem_seg = target["sem_seg"]
+    assert sem_seg[15, 15] == 1  # small "two" painted on top of the large "nine"
+    assert sem_seg[5, 5] == 2
+    assert (sem_seg[30:35, 40:45] == 255).all() and sem_seg[36, 46] == 0
+    _, empty = dataset[1]
+    assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,)
+    assert empty["masks"].shape == (0, 40, 50) and empty["masks"].dtype == torch.uint8
+    assert empty["sem_seg"].shape == (40, 50) and (empty["sem_seg"] == 0).all()
+
+
+def test_uncompressed_rle_and_resize(tmp_path: Path) -> None:
+    mask = np.zeros((40, 50), np.uint8)
+    mask[8:24, 10:30] = 1
+    runs = [(int(v), len(list(g))) for v, g in itertools.groupby(mask.flatten(order="F"))]
+    counts = ([0] if runs[0][0] == 1 else []) + [length for _, length in runs]
+    annotations = [
+        {
+            "id": 1,
+            "image_id": 20,
+            "category_id": 9,
+            "bbox": [10, 8, 20, 16],
+            "segmentation": {"size": [40, 50], "counts": counts},
+            "iscrowd": 0,
+        }
+    ]
+    ann_file = _write_set(tmp_path, annotations)
+    full = CocoDataset(ann_file, tmp_path / "images")
+    np.testing.assert_array_equal(full[1][1]["masks"][0].numpy(), mask)
+    resized = CocoDataset(ann_file, tmp_path / "images", build_transforms(100, train=False))
+    image, target = resized[1]
+    assert image.shape == (3, 80, 100)
+    assert target["image_size"].tolist() == [80, 100] and target["orig_size"].tolist() == [40, 50]
+    np.testing.assert_allclose(target["boxes"][0].numpy(), [20, 16, 60, 48], atol=1e-3)
+    assert target["masks"].shape == (1, 80, 100) and target["sem_seg"].shape == (80, 100)
+
+
+def test_broken_and_missing_image_raise(tmp_path: Path) -> None:
+    dataset = CocoDataset(_write_set(tmp_path, []), tmp_path / "images")
+    good = (tmp_path / "images" / "a.png").read_bytes()
+    (tmp_path / "images" / "a.png").write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(DataError, match="a.png"):
+        dataset[0]
+    (tmp_path / "images" / "b.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="b.png"):
+        dataset.load_image(1)
+    (tmp_path / "images" / "b.png").unlink()
+    with pytest.raises(DataError, match="b.png.*not found"):
+        dataset[1]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"category_id": 5}, r"annotation 7 .*category_id 5 is not declared"),
+        ({"image_id": 99}, r"annotation 7 .*image_id 99 is not listed"),
+        ({"bbox": None}, r"annotation 7 .*bbox"),
+    ],
+)
+def test_malformed_annotation_raises(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    annotation = {
+        "id": 7,
+        "image_id": 10,
+        "category_id": 9,
+        "bbox": [0, 0, 5, 5],
+        "segmentation": _square(0, 0, 5, 5),
+        "iscrowd": 0,
+    } | change
+    ann_file = _write_set(tmp_path, [annotation])
+    with pytest.raises(DataError, match=message) as error:
+        CocoDataset(ann_file, tmp_path / "images")
+    assert str(ann_file) in str(error.value)
+
+
+def test_malformed_json_structure_raises(tmp_path: Path) -> None:
+    ann_file = _write_set(tmp_path, [], categories=None)
+    with pytest.raises(DataError, match="categories") as error:
+        CocoDataset(ann_file, tmp_path / "images")
+    assert str(ann_file) in str(error.value)
+    ann_file.write_text("{not json")
+    with pytest.raises(DataError, match="JSON"):
+        CocoDataset(ann_file, tmp_path / "images")
+    with pytest.raises(DataError, match="not found"):
+        CocoDataset(tmp_path / "missing.json", tmp_path / "images")
+
+
+def test_picklable_and_spawn_dataloader(shapes_paths: dict[str, Path]) -> None:
+    dataset = CocoDataset(
+        shapes_paths["val_ann"], shapes_paths["val_images"], build_transforms(64, train=True)
+    )
+    clone = pickle.loads(pickle.dumps(dataset))
+    assert clone.image_ids == dataset.image_ids
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=4,
+        num_workers=1,
+        multiprocessing_context="spawn",
+        collate_fn=Collator(32),
+    )
+    batches = list(loader)
+    assert len(batches) == 2
+    images, targets = batches[0]
+    assert images.shape[0] == 4 and images.shape[-1] % 32 == 0
+    assert [t["image_id"].item() for t in targets] == dataset.image_ids[:4]

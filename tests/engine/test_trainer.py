@@ -1,0 +1,87 @@
+"""End to end: train -> checkpoints and run files -> eval tool -> resume; tool errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import tiny_train_overrides
+from tools import eval as eval_tool
+from tools import train as train_tool
+from visionmtl.config import load_config
+from visionmtl.engine.checkpoint import load_checkpoint
+
+
+def test_run_directory_contents(trained_run: Path) -> None:
+    for name in ("config.yaml", "env.json", "last.pt", "best.pt", "metrics.jsonl", "eval.json"):
+        assert (trained_run / name).is_file(), name
+    records = [
+        json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all("bbox_AP" in r and "mIoU" in r for r in records)
+    metrics = json.loads((trained_run / "eval.json").read_text())
+    assert {"bbox_AP", "bbox_AP50", "mIoU", "per_class"} <= set(metrics)
+    assert set(metrics["per_class"]) >= {"circle", "square", "triangle"}
+    env = json.loads((trained_run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and "git_commit" in env
+    saved = load_config(trained_run / "config.yaml")
+    assert saved.model.category_ids == [1, 3, 7] and saved.model.num_classes == 3
+
+
+def test_checkpoint_is_safe_to_load_and_carries_config(trained_run: Path) -> None:
+    raw = torch.load(trained_run / "last.pt", weights_only=True)  # no arbitrary unpickling
+    assert raw["epoch"] == 2 and "optimizer" in raw and "rng" in raw
+    cfg, _ = load_checkpoint(trained_run / "best.pt")
+    assert cfg.model.class_names == ["circle", "square", "triangle"]
+
+
+def test_eval_tool_writes_metrics(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "metrics.json"
+    assert eval_tool.main([str(trained_run / "best.pt"), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert 0.0 <= metrics["bbox_AP50"] <= 1.0 and 0.0 <= metrics["mIoU"] <= 1.0
+    assert "circle" in capsys.readouterr().out
+
+
+def test_resume_continues_from_last_epoch(
+    shapes_paths: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
+        "train.epochs=1",
+        "train.eval_every=5",
+    ]
+    assert train_tool.main(["configs/shapes_demo.yaml", "--set", *overrides]) == 0
+    assert (
+        train_tool.main(
+            ["configs/shapes_demo.yaml", "--resume", "--set", *overrides, "train.epochs=2"]
+        )
+        == 0
+    )
+    assert "resumed from" in capsys.readouterr().out
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
+    epochs = [
+        json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert epochs == [1, 2]
+
+
+def test_tools_turn_bad_input_into_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert train_tool.main(["configs/shapes_demo.yaml", "--set", "train.epoch=3"]) == 2
+    assert "did you mean 'train.epochs'" in capsys.readouterr().err
+    assert (
+        train_tool.main(
+            ["configs/shapes_demo.yaml", "--set", f"data.train_ann={tmp_path}/none.json"]
+        )
+        == 2
+    )
+    assert "none.json" in capsys.readouterr().err
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    assert eval_tool.main([str(broken)]) == 2
+    assert "broken.pt" in capsys.readouterr().err

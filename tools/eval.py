@@ -1,0 +1,54 @@
+"""Evaluate a checkpoint: python tools/eval.py CHECKPOINT [--ann JSON --images DIR] [--out FILE.json]."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from visionmtl.cli import run_tool
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("checkpoint", help="best.pt / last.pt written by tools/train.py")
+    parser.add_argument("--ann", help="COCO instances JSON (default: the config's data.val_ann)")
+    parser.add_argument(
+        "--images", help="image folder for --ann (default: the config's data.val_images)"
+    )
+    parser.add_argument(
+        "--out", help="write the metrics JSON here (default: eval.json beside the checkpoint)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    args = parser.parse_args(argv)
+    if bool(args.ann) != bool(args.images):
+        parser.error("--ann and --images go together")
+
+    def run() -> None:
+        import torch
+
+        from visionmtl.data import CocoDataset, build_transforms
+        from visionmtl.engine.checkpoint import load_model
+        from visionmtl.engine.evaluate import evaluate_model
+        from visionmtl.engine.report import format_metrics_table
+
+        model, cfg = load_model(args.checkpoint, device=args.device)
+        ann, images = args.ann or cfg.data.val_ann, args.images or cfg.data.val_images
+        if not ann:
+            raise FileNotFoundError("no evaluation set: pass --ann JSON --images DIR")
+        dataset = CocoDataset(
+            ann, images, transform=build_transforms(cfg.data.image_size, train=False)
+        )
+        metrics = evaluate_model(model, dataset, cfg, torch.device(args.device))
+        print(format_metrics_table(metrics))
+        out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"wrote {out}")
+
+    return run_tool(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

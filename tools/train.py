@@ -1,0 +1,34 @@
+"""Train a multi-task model: python tools/train.py CONFIG [--set key=value ...] [--output-dir DIR] [--resume]."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from visionmtl.cli import run_tool
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("config", help="YAML config, e.g. configs/shapes_demo.yaml")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config fields"
+    )
+    parser.add_argument(
+        "--output-dir", default=None, help="run directory (default: train.output_dir)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        from visionmtl.config import load_config
+        from visionmtl.engine.trainer import train
+
+        cfg = load_config(args.config, args.set)
+        train(cfg, output_dir=args.output_dir, resume=args.resume)
+
+    return run_tool(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

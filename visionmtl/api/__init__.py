@@ -1,0 +1,8 @@
+"""User-facing API: Predictor, Result, overlays."""
+
+from visionmtl.api.io import InputError, load_rgb
+from visionmtl.api.predictor import Predictor
+from visionmtl.api.result import Result
+from visionmtl.api.visualize import draw_result, image_grid
+
+__all__ = ["InputError", "Predictor", "Result", "draw_result", "image_grid", "load_rgb"]

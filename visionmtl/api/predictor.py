@@ -1,0 +1,104 @@
+"""The Python API: ``Predictor.from_checkpoint(path)(images) -> list[Result]``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from visionmtl.api.io import ImageInput, load_rgb
+from visionmtl.api.result import Result
+from visionmtl.config import Config
+from visionmtl.data import Collator, build_transforms
+from visionmtl.engine.checkpoint import load_model
+from visionmtl.engine.precision import autocast
+
+
+class Predictor:
+    """Run a trained model on images with exactly the evaluation preprocessing.
+
+    Args:
+        model: a MultiTaskModel (put in eval mode here).
+        cfg: the config it was trained with (classes, image size, thresholds).
+        device: where to run.
+        score_thresh: drop detections below this score (default: the config's ``eval.score_thresh``).
+        batch_size: images per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: Config,
+        device: str | torch.device = "cpu",
+        score_thresh: float | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg = cfg
+        self.score_thresh = cfg.eval.score_thresh if score_thresh is None else score_thresh
+        self.batch_size = batch_size
+        self.transform = build_transforms(cfg.data.image_size, train=False)
+        self.collate = Collator(32)
+        self.category_ids = np.asarray(cfg.model.category_ids, dtype=np.int64)
+        self.class_names = list(cfg.model.class_names)
+        # Semantic classes: 0 = background, k + 1 = category k -> category id (0 stays background).
+        self.sem_to_category = np.concatenate([[0], self.category_ids]).astype(np.int64)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        score_thresh: float | None = None,
+        batch_size: int = 8,
+    ) -> Predictor:
+        """Build the model from a checkpoint written by ``tools/train.py`` (no other file needed)."""
+        model, cfg = load_model(path, device=device)
+        return cls(model, cfg, device=device, score_thresh=score_thresh, batch_size=batch_size)
+
+    def __call__(self, images: ImageInput | Sequence[ImageInput]) -> list[Result]:
+        """One or several images (paths, PIL images, HxWx3 arrays) -> one Result per image."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        results: list[Result] = []
+        for start in range(0, len(images), self.batch_size):
+            arrays = [load_rgb(source) for source in images[start : start + self.batch_size]]
+            results.extend(self._predict_batch(arrays))
+        return results
+
+    @torch.no_grad()
+    def _predict_batch(self, arrays: list[np.ndarray]) -> list[Result]:
+        batch = []
+        for array in arrays:
+            image = self.transform(array)["image"]
+            size = torch.tensor(image.shape[-2:])
+            batch.append((image, {"image_size": size, "orig_size": torch.tensor(array.shape[:2])}))
+        images, metas = self.collate(batch)
+        image_sizes = [tuple(m["image_size"].tolist()) for m in metas]
+        orig_sizes = [tuple(m["orig_size"].tolist()) for m in metas]
+        with autocast(self.device, self.cfg.train.amp):
+            outputs = self.model(
+                images.to(self.device), image_sizes=image_sizes, output_sizes=orig_sizes
+            )
+        return [
+            self._to_result(output, size) for output, size in zip(outputs, orig_sizes, strict=True)
+        ]
+
+    def _to_result(self, output: dict[str, torch.Tensor], image_size: tuple[int, int]) -> Result:
+        empty = torch.zeros(0)
+        scores = output.get("scores", empty).float().cpu().numpy()
+        keep = scores >= self.score_thresh
+        boxes = output.get("boxes", torch.zeros(0, 4)).float().cpu().numpy()[keep]
+        labels = output.get("labels", empty.long()).cpu().numpy()[keep]
+        sem_seg = output.get("sem_seg")
+        return Result(
+            boxes=boxes.astype(np.float32),
+            scores=scores[keep].astype(np.float32),
+            labels=self.category_ids[labels] if len(labels) else np.zeros(0, np.int64),
+            label_names=[self.class_names[k] for k in labels],
+            sem_seg=None if sem_seg is None else self.sem_to_category[sem_seg.cpu().numpy()],
+            image_size=tuple(image_size),
+        )

@@ -1,0 +1,53 @@
+"""What the Predictor returns for one image, at the original image size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Result:
+    """Predictions for one image in its original pixel coordinates.
+
+    Attributes:
+        boxes: [N, 4] float32 xyxy.
+        scores: [N] float32, descending.
+        labels: [N] int64 data set category ids (as in the training JSON).
+        label_names: N category names.
+        sem_seg: [H, W] int64 category id per pixel, 0 = background; None without the ``sem`` task.
+        image_size: (H, W) of the original image.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    label_names: list[str]
+    sem_seg: np.ndarray | None
+    image_size: tuple[int, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly: boxes/scores/labels as lists; ``sem_seg`` as pixel counts per category id."""
+        out: dict[str, Any] = {
+            "image_size": list(self.image_size),
+            "boxes": self.boxes.round(2).tolist(),
+            "scores": self.scores.round(4).tolist(),
+            "labels": self.labels.tolist(),
+            "label_names": list(self.label_names),
+        }
+        if self.sem_seg is not None:
+            ids, counts = np.unique(self.sem_seg, return_counts=True)
+            out["sem_seg_pixels"] = {int(i): int(c) for i, c in zip(ids, counts, strict=True)}
+        return out
+
+    def plot(self, image: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+        """The image [H, W, 3] uint8 with the semantic map and boxes drawn on it."""
+        from visionmtl.api.visualize import draw_result
+
+        return draw_result(image, self, alpha=alpha)

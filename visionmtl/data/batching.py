@@ -1,0 +1,57 @@
+"""Batching: pad images and dense targets to a common, stride-aligned size."""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from visionmtl.data.coco import IGNORE_INDEX
+
+
+class Collator:
+    """``collate_fn`` for a DataLoader over ``(image [3, h, w], target dict)`` pairs.
+
+    Images are padded bottom/right with 0 to ``[B, 3, Hp, Wp]``, ``Hp`` and ``Wp`` multiples of
+    ``size_divisor``; each target's ``masks`` ``[N, h, w]`` are padded with 0 and ``sem_seg``
+    ``[h, w]`` with 255 (ignore) to ``[.., Hp, Wp]``. Other keys (``image_size`` stays the unpadded
+    size) are passed through. Targets may be ``{}`` (inference). Picklable.
+    """
+
+    def __init__(self, size_divisor: int = 32) -> None:
+        if size_divisor <= 0:
+            raise ValueError(f"size_divisor must be positive, got {size_divisor}")
+        self.size_divisor = size_divisor
+
+    def __repr__(self) -> str:
+        return f"Collator(size_divisor={self.size_divisor})"
+
+    def __call__(
+        self, batch: list[tuple[Tensor, dict[str, Tensor]]]
+    ) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """Return images ``[B, 3, Hp, Wp]`` and the list of (padded) targets."""
+        if not batch:
+            raise ValueError("cannot collate an empty batch")
+        images = [image for image, _ in batch]
+        max_height = max(image.shape[-2] for image in images)
+        max_width = max(image.shape[-1] for image in images)
+        padded_height = math.ceil(max_height / self.size_divisor) * self.size_divisor
+        padded_width = math.ceil(max_width / self.size_divisor) * self.size_divisor
+        batched = images[0].new_zeros(
+            (len(images), images[0].shape[0], padded_height, padded_width)
+        )
+        for slot, image in zip(batched, images, strict=True):
+            slot[:, : image.shape[-2], : image.shape[-1]].copy_(image)
+        targets = [self._pad_target(target, padded_height, padded_width) for _, target in batch]
+        return batched, targets
+
+    @staticmethod
+    def _pad_target(target: dict[str, Tensor], height: int, width: int) -> dict[str, Tensor]:
+        padded = dict(target)
+        for key, value in (("masks", 0), ("sem_seg", IGNORE_INDEX)):
+            if key in target:
+                tensor = target[key]
+                padding = (0, width - tensor.shape[-1], 0, height - tensor.shape[-2])
+                padded[key] = F.pad(tensor, padding, value=value)
+        return padded

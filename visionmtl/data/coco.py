@@ -1,0 +1,298 @@
+"""COCO-format detection + instance + semantic segmentation dataset."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from pycocotools import mask as mask_utils
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from visionmtl.data.errors import DataError
+from visionmtl.data.transforms import Transform
+
+IGNORE_INDEX: int = 255
+
+_IMAGE_KEYS = ("id", "file_name", "height", "width")
+_ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
+
+
+def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """Decode a COCO segmentation (polygons, uncompressed or compressed RLE) to a uint8 ``[H, W]`` mask."""
+    if isinstance(segmentation, list):
+        polygons = [polygon for polygon in segmentation if len(polygon) >= 6]
+        if not polygons:
+            return np.zeros((height, width), np.uint8)
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes):
+        counts = segmentation["counts"]
+        rle = {
+            "size": segmentation["size"],
+            "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+        }
+    else:
+        raise ValueError("segmentation is neither a polygon list nor an RLE dict with 'counts'")
+    return decode_rle(rle)
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """``pycocotools.mask.decode`` of one RLE to uint8 ``[H, W]``, without its numpy-2 DeprecationWarning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*__array__ implementation", category=DeprecationWarning
+        )
+        return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+
+
+class CocoDataset(Dataset):
+    """A COCO-format data set: ``dataset[i] -> (image [3, h, w], target dict)``.
+
+    Target keys (see the project contract): ``boxes`` float32 ``[N, 4]`` xyxy, ``labels`` int64
+    ``[N]`` contiguous over the categories sorted by JSON id, ``masks`` uint8 ``[N, h, w]``,
+    ``sem_seg`` int64 ``[h, w]`` (0 background, k + 1 category k, 255 crowd), ``image_id`` int64
+    scalar, ``orig_size`` and ``image_size`` int64 ``[2]`` (h, w). Crowd annotations are not in
+    boxes/labels/masks; their region is 255 in ``sem_seg``. ``masks`` and ``sem_seg`` are absent
+    for an image where some annotation has no segmentation (that task is not labelled there).
+
+    ``transform`` is called as ``transform(image, boxes=, labels=, masks=, sem_seg=)`` and must return
+    a dict like :class:`~visionmtl.data.transforms.Transform`; by default images keep their size
+    and are only normalised.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        transform: Callable[..., dict[str, Tensor]] | None = None,
+    ) -> None:
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        self.transform = transform if transform is not None else Transform(None, train=False)
+        data = self._read_json()
+        categories = sorted(data["categories"], key=lambda category: category["id"])
+        self.category_ids: list[int] = [int(category["id"]) for category in categories]
+        self.class_names: list[str] = [str(category.get("name", "")) for category in categories]
+        self.cat_id_to_label: dict[int, int] = {
+            category_id: label for label, category_id in enumerate(self.category_ids)
+        }
+        self._images: dict[int, dict[str, Any]] = {}
+        for image in data["images"]:
+            self._images[int(image["id"])] = image
+        self.image_ids: list[int] = list(self._images)
+        self._annotations: dict[int, list[dict[str, Any]]] = {i: [] for i in self.image_ids}
+        for annotation in data["annotations"]:
+            self._check_annotation(annotation)
+            self._annotations[int(annotation["image_id"])].append(annotation)
+
+    # ----------------------------------------------------------------------------- validation
+    def _fail(self, where: str, problem: str, hint: str) -> DataError:
+        return DataError(f"{self.ann_file}: {where}: {problem}; {hint}")
+
+    def _read_json(self) -> dict[str, Any]:
+        try:
+            with open(self.ann_file, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            raise DataError(f"{self.ann_file}: annotation file not found; check the path") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise DataError(
+                f"{self.ann_file}: cannot be read as JSON ({error}); "
+                "check that it is a COCO annotation file"
+            ) from None
+        if not isinstance(data, dict):
+            raise self._fail("top level", "is not a JSON object", "expected a COCO dict")
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data.get(key), list):
+                raise self._fail(
+                    "top level",
+                    f"missing or non-list {key!r}",
+                    'a COCO file needs "images", "annotations" and "categories" lists',
+                )
+        seen_categories: set[int] = set()
+        for category in data["categories"]:
+            if not isinstance(category, dict) or "id" not in category:
+                raise self._fail(
+                    f"category {category!r}", "has no 'id'", "give every category an id"
+                )
+            if category["id"] in seen_categories:
+                raise self._fail(
+                    f"category {category['id']}", "id is duplicated", "make category ids unique"
+                )
+            seen_categories.add(category["id"])
+        seen_images: set[int] = set()
+        for image in data["images"]:
+            missing = [
+                key for key in _IMAGE_KEYS if not isinstance(image, dict) or key not in image
+            ]
+            image_id = image.get("id") if isinstance(image, dict) else None
+            if missing:
+                raise self._fail(
+                    f"image {image_id}",
+                    f"missing key(s) {missing}",
+                    f"each image needs {_IMAGE_KEYS}",
+                )
+            if image_id in seen_images:
+                raise self._fail(f"image {image_id}", "id is duplicated", "make image ids unique")
+            seen_images.add(image_id)
+        return data
+
+    def _check_annotation(self, annotation: Any) -> None:
+        annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
+        missing = [
+            key
+            for key in _ANNOTATION_KEYS
+            if not isinstance(annotation, dict) or key not in annotation
+        ]
+        if missing:
+            raise self._fail(
+                f"annotation {annotation_id}",
+                f"missing key(s) {missing}",
+                f"each annotation needs {_ANNOTATION_KEYS}",
+            )
+        image_id = annotation["image_id"]
+        where = f"annotation {annotation_id} (image {image_id})"
+        if image_id not in self._annotations:
+            raise self._fail(
+                where,
+                f'image_id {image_id} is not listed in "images"',
+                "add the image or remove the annotation",
+            )
+        if annotation["category_id"] not in self.cat_id_to_label:
+            raise self._fail(
+                where,
+                f'category_id {annotation["category_id"]} is not declared in "categories"',
+                "declare the category or remove the annotation",
+            )
+        bbox = annotation["bbox"]
+        if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+            raise self._fail(where, f"bbox {bbox!r} is not [x, y, w, h]", "fix the bbox")
+
+    # ----------------------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        """``{"id", "file_name", "path", "height", "width"}`` of image ``index`` (from the JSON)."""
+        image = self._images[self.image_ids[index]]
+        return {
+            "id": int(image["id"]),
+            "file_name": str(image["file_name"]),
+            "path": self.image_dir / str(image["file_name"]),
+            "height": int(image["height"]),
+            "width": int(image["width"]),
+        }
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Read image ``index`` as RGB uint8 ``[H, W, 3]`` (EXIF orientation applied).
+
+        If the EXIF-rotated size disagrees with the JSON but the stored one matches, the stored
+        orientation is used (the annotations were made on it).
+        """
+        info = self.image_info(index)
+        path: Path = info["path"]
+        where = f"image {info['id']}"
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                stored = opened.convert("RGB")
+                rotated = ImageOps.exif_transpose(opened).convert("RGB")
+        except FileNotFoundError:
+            raise DataError(
+                f"{path}: {where} file not found; check image_dir ({self.image_dir}) and "
+                f"file_name in {self.ann_file}"
+            ) from None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            raise DataError(
+                f"{path}: {where} cannot be decoded ({error}); the file is broken or truncated, "
+                "replace it or remove the image from the annotations"
+            ) from None
+        expected = (info["width"], info["height"])
+        if rotated.size == expected:
+            return np.array(rotated, dtype=np.uint8)
+        if stored.size == expected:
+            return np.array(stored, dtype=np.uint8)
+        raise DataError(
+            f"{path}: {where} is {rotated.size[0]}x{rotated.size[1]} (w x h) but {self.ann_file} "
+            f"says {expected[0]}x{expected[1]}; fix width/height in the JSON or the image"
+        )
+
+    def _instances(
+        self, index: int, height: int, width: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Boxes ``[N, 4]``, labels ``[N]``, masks ``[N, H, W]`` and sem_seg ``[H, W]`` at original size."""
+        image_id = self.image_ids[index]
+        annotations = [
+            a for a in self._annotations[image_id] if a["bbox"][2] > 0 and a["bbox"][3] > 0
+        ]
+        labelled_masks = all(a.get("segmentation") for a in annotations)
+        boxes, labels, masks, crowd_masks = [], [], [], []
+        for annotation in annotations:
+            mask = None
+            if labelled_masks:
+                try:
+                    mask = decode_segmentation(annotation["segmentation"], height, width)
+                except (ValueError, TypeError, KeyError) as error:
+                    raise self._fail(
+                        f"annotation {annotation['id']} (image {image_id})",
+                        f"segmentation cannot be decoded ({error})",
+                        "use polygons or RLE with the image's height and width",
+                    ) from None
+            if annotation.get("iscrowd", 0):
+                crowd_masks.append(mask)
+                continue
+            x, y, box_width, box_height = (float(v) for v in annotation["bbox"])
+            box = np.clip([x, y, x + box_width, y + box_height], 0, [width, height, width, height])
+            if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
+                continue
+            boxes.append(box)
+            labels.append(self.cat_id_to_label[annotation["category_id"]])
+            masks.append(mask)
+        box_array = np.asarray(boxes, np.float32).reshape(-1, 4)
+        label_array = np.asarray(labels, np.int64)
+        if not labelled_masks:
+            return box_array, label_array, None, None
+        mask_array = (np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)).astype(
+            np.uint8
+        )
+        sem_seg = np.zeros((height, width), np.int64)
+        areas = mask_array.sum(axis=(1, 2), dtype=np.int64)
+        # Paint large instances first so small ones stay visible on top of them.
+        for instance in np.argsort(-areas, kind="stable"):
+            sem_seg[mask_array[instance] > 0] = label_array[instance] + 1
+        for crowd_mask in crowd_masks:
+            sem_seg[crowd_mask > 0] = IGNORE_INDEX
+        return box_array, label_array, mask_array, sem_seg
+
+    def original_sem_seg(self, index: int) -> np.ndarray | None:
+        """The semantic map ``[H, W]`` int64 at the original image size (for evaluation), or None
+        if the image's annotations carry no segmentation."""
+        info = self.image_info(index)
+        return self._instances(index, info["height"], info["width"])[3]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Image float32 ``[3, h, w]`` (normalised) and its target dict (see class docstring)."""
+        image = self.load_image(index)
+        height, width = image.shape[:2]
+        boxes, labels, masks, sem_seg = self._instances(index, height, width)
+        output = self.transform(image, boxes=boxes, labels=labels, masks=masks, sem_seg=sem_seg)
+        image_tensor = output["image"]
+        target: dict[str, Tensor] = {
+            "boxes": output["boxes"],
+            "labels": output["labels"],
+        }
+        if masks is not None:
+            target["masks"] = output["masks"]
+            target["sem_seg"] = output["sem_seg"]
+        target["image_id"] = torch.tensor(self.image_ids[index], dtype=torch.int64)
+        target["orig_size"] = torch.tensor([height, width], dtype=torch.int64)
+        target["image_size"] = torch.tensor(list(image_tensor.shape[-2:]), dtype=torch.int64)
+        return image_tensor, target

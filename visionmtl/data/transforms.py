@@ -1,0 +1,237 @@
+"""Image + target transforms (resize, flip, colour jitter, normalisation) built on albumentations.
+
+Geometry is applied once to the image, the boxes, every instance mask and the semantic map together,
+so all targets stay aligned. Masks and the semantic map are resized with nearest-neighbour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from torch import Tensor
+
+MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# Boxes narrower or shorter than this (in pixels, after the transform) are dropped with their
+# label and mask: a sub-pixel box cannot be learned and breaks box-regression targets.
+MIN_BOX_SIZE: float = 1.0
+
+# (pixel / 255 - mean) / std  ==  pixel * _SCALE - _SHIFT
+_SCALE = (1.0 / (255.0 * np.asarray(STD, np.float32))).astype(np.float32)
+_SHIFT = (np.asarray(MEAN, np.float32) / np.asarray(STD, np.float32)).astype(np.float32)
+
+
+def normalize_image(image: np.ndarray) -> Tensor:
+    """Turn an RGB uint8 image ``[H, W, 3]`` into a normalised float32 tensor ``[3, H, W]``."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image of shape [H, W, 3], got {tuple(image.shape)}")
+    # numpy on one contiguous array: much faster than small torch ops in DataLoader workers
+    scaled = image.astype(np.float32) * _SCALE - _SHIFT
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+class Transform:
+    """Resize (+ augment in training) an image with its targets, then normalise.
+
+    Eval: the longer side is resized to ``image_size`` (aspect kept, upscaling allowed); with
+    ``image_size=None`` the size is kept and only normalisation happens.
+    Train: longer side = ``image_size * U(scale_range)``, horizontal flip with ``hflip_prob``,
+    colour jitter of strength ``color_jitter`` (brightness/contrast/saturation; hue a quarter of it).
+
+    Random state: albumentations keeps its own generator; it is (re)seeded from
+    ``torch.initial_seed()`` whenever that changes, so results follow ``torch.manual_seed`` and every
+    DataLoader worker (which torch seeds differently per worker and per epoch) gets its own stream.
+
+    Picklable (DataLoader workers with ``spawn``): only the parameters are pickled.
+    """
+
+    def __init__(
+        self,
+        image_size: int | None,
+        train: bool,
+        scale_range: tuple[float, float] = (0.75, 1.25),
+        hflip_prob: float = 0.5,
+        color_jitter: float = 0.2,
+    ) -> None:
+        if image_size is not None and image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+        if train and image_size is None:
+            raise ValueError("a training transform needs an image_size")
+        self.image_size = image_size
+        self.train = train
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.hflip_prob = float(hflip_prob)
+        self.color_jitter = float(color_jitter)
+        self._pipeline = self._build()
+        self._seed: int | None = None
+
+    def _build(self) -> A.Compose | None:
+        if self.image_size is None:  # identity + normalise; albumentations would warn on no steps
+            return None
+        steps: list[Any] = []
+        steps.append(A.LongestMaxSize(max_size=self.image_size))
+        if self.train:
+            low, high = self.scale_range
+            if (low, high) != (1.0, 1.0):
+                steps.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0))
+            if self.hflip_prob > 0:
+                steps.append(A.HorizontalFlip(p=self.hflip_prob))
+            if self.color_jitter > 0:
+                strength = self.color_jitter
+                steps.append(
+                    A.ColorJitter(
+                        brightness=strength,
+                        contrast=strength,
+                        saturation=strength,
+                        hue=min(strength / 4.0, 0.5),
+                        p=0.8,
+                    )
+                )
+        bbox_params = A.BboxParams(
+            format="pascal_voc",
+            label_fields=["labels", "instance_ids"],
+            clip=True,
+            min_width=MIN_BOX_SIZE,
+            min_height=MIN_BOX_SIZE,
+        )
+        return A.Compose(steps, bbox_params=bbox_params)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pipeline"] = None
+        state["_seed"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pipeline = self._build()
+
+    def __repr__(self) -> str:
+        return (
+            f"Transform(image_size={self.image_size}, train={self.train}, "
+            f"scale_range={self.scale_range}, hflip_prob={self.hflip_prob}, "
+            f"color_jitter={self.color_jitter})"
+        )
+
+    def _sync_seed(self) -> None:
+        assert self._pipeline is not None
+        seed = torch.initial_seed() % 2**32
+        if seed != self._seed:
+            self._pipeline.set_random_seed(seed)
+            self._seed = seed
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        sem_seg: np.ndarray | None = None,
+    ) -> dict[str, Tensor]:
+        """Transform an RGB uint8 image ``[H, W, 3]`` and whichever targets are given.
+
+        ``boxes`` ``[N, 4]`` xyxy pixels, ``labels`` ``[N]``, ``masks`` ``[N, H, W]`` (aligned with
+        ``boxes`` when both are given), ``sem_seg`` ``[H, W]`` with values 0..255.
+        Returns ``image`` float32 ``[3, h, w]`` normalised and, for each given input, ``boxes``
+        float32 ``[M, 4]``, ``labels`` int64 ``[M]``, ``masks`` uint8 ``[M, h, w]``, ``sem_seg`` int64
+        ``[h, w]``; boxes below 1 px are dropped together with their labels and masks.
+        """
+        if self._pipeline is None:
+            return self._identity(image, boxes, labels, masks, sem_seg)
+        self._sync_seed()
+        num_boxes = 0 if boxes is None else len(boxes)
+        box_array = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32)
+        box_array = box_array.reshape(-1, 4)
+        label_array = (
+            np.zeros(num_boxes, np.int64) if labels is None else np.asarray(labels, np.int64)
+        )
+        if len(label_array) != num_boxes:
+            raise ValueError(f"got {num_boxes} boxes but {len(label_array)} labels")
+        if masks is not None and boxes is not None and len(masks) != num_boxes:
+            raise ValueError(f"got {num_boxes} boxes but {len(masks)} masks")
+
+        inputs: dict[str, Any] = {
+            "image": image,
+            "bboxes": box_array,
+            "labels": label_array,
+            "instance_ids": np.arange(num_boxes),
+        }
+        if masks is not None and len(masks) > 0:
+            inputs["masks"] = [np.asarray(mask, np.uint8) for mask in masks]
+        if sem_seg is not None:
+            sem_seg = np.asarray(sem_seg)
+            if sem_seg.size and (sem_seg.min() < 0 or sem_seg.max() > 255):
+                raise ValueError("sem_seg values must lie in 0..255")
+            inputs["mask"] = sem_seg.astype(np.uint8)
+        result = self._pipeline(**inputs)
+
+        out_image: np.ndarray = result["image"]
+        out_height, out_width = out_image.shape[:2]
+        output: dict[str, Tensor] = {"image": normalize_image(out_image)}
+        kept = np.asarray(result["instance_ids"], np.int64).reshape(-1)
+        if boxes is not None:
+            output["boxes"] = torch.as_tensor(
+                np.asarray(result["bboxes"], np.float32).reshape(-1, 4)
+            )
+            output["labels"] = torch.as_tensor(np.asarray(result["labels"], np.int64).reshape(-1))
+        if masks is not None:
+            if len(masks) == 0:
+                mask_array = np.zeros((0, out_height, out_width), np.uint8)
+            else:
+                mask_array = np.stack(result["masks"]).astype(np.uint8)
+                if boxes is not None:
+                    mask_array = mask_array[kept]
+            output["masks"] = torch.from_numpy(np.ascontiguousarray(mask_array))
+        if sem_seg is not None:
+            output["sem_seg"] = torch.from_numpy(result["mask"].astype(np.int64))
+        return output
+
+    @staticmethod
+    def _identity(
+        image: np.ndarray,
+        boxes: np.ndarray | None,
+        labels: np.ndarray | None,
+        masks: np.ndarray | None,
+        sem_seg: np.ndarray | None,
+    ) -> dict[str, Tensor]:
+        """Normalise only; boxes are clipped and sub-pixel ones dropped as in the resizing path."""
+        height, width = image.shape[:2]
+        output: dict[str, Tensor] = {"image": normalize_image(image)}
+        keep = None
+        if boxes is not None:
+            box_array = np.asarray(boxes, np.float32).reshape(-1, 4)
+            box_array = np.clip(box_array, 0, [width, height, width, height]).astype(np.float32)
+            sizes = box_array[:, 2:] - box_array[:, :2]
+            keep = np.all(sizes >= MIN_BOX_SIZE, axis=1)
+            label_array = (
+                np.zeros(len(box_array), np.int64)
+                if labels is None
+                else np.asarray(labels, np.int64)
+            )
+            output["boxes"] = torch.from_numpy(box_array[keep])
+            output["labels"] = torch.from_numpy(label_array[keep])
+        if masks is not None:
+            mask_array = np.asarray(masks, np.uint8).reshape(-1, height, width)
+            if keep is not None and len(mask_array) == len(keep):
+                mask_array = mask_array[keep]
+            output["masks"] = torch.from_numpy(np.ascontiguousarray(mask_array))
+        if sem_seg is not None:
+            output["sem_seg"] = torch.from_numpy(np.asarray(sem_seg, np.int64).copy())
+        return output
+
+
+def build_transforms(
+    image_size: int,
+    train: bool,
+    scale_range: tuple[float, float] = (0.75, 1.25),
+    hflip_prob: float = 0.5,
+    color_jitter: float = 0.2,
+) -> Transform:
+    """Build the training (augmenting) or evaluation (resize only) transform; see :class:`Transform`."""
+    return Transform(image_size, train, scale_range, hflip_prob, color_jitter)

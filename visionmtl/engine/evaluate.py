@@ -1,0 +1,80 @@
+"""Run a model over a COCO-format data set and compute box AP and mIoU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from visionmtl.config import Config
+from visionmtl.data import CocoDataset, Collator
+from visionmtl.engine.coco_eval import CocoEvaluator
+from visionmtl.engine.precision import autocast
+from visionmtl.engine.report import merge_metrics
+from visionmtl.engine.semseg_eval import SemSegEvaluator
+
+
+def move_targets(
+    targets: list[dict[str, torch.Tensor]], device: torch.device
+) -> list[dict[str, torch.Tensor]]:
+    """Targets to ``device`` (non-blocking)."""
+    return [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    dataset: CocoDataset,
+    cfg: Config,
+    device: torch.device,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Box AP (pycocotools, original image coordinates, JSON category ids) and mIoU (at the original
+    resolution, against the semantic map rasterised from the annotations).
+
+    Returns flat metrics (``bbox_AP``, ``bbox_AP50``, ..., ``mIoU``, ``pixel_acc``) and ``per_class``."""
+    tasks = cfg.model.tasks
+    if cfg.model.category_ids and list(dataset.category_ids) != list(cfg.model.category_ids):
+        raise ValueError(
+            f"{dataset.ann_file}: categories {dataset.category_ids} differ from the model's "
+            f"{cfg.model.category_ids}; evaluate on a set with the training categories"
+        )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=Collator(32),
+    )
+    coco_eval = (
+        CocoEvaluator(dataset.ann_file, dataset.category_ids, dataset.class_names)
+        if "det" in tasks
+        else None
+    )
+    sem_eval = (
+        SemSegEvaluator(len(dataset.class_names) + 1, ["background", *dataset.class_names])
+        if "sem" in tasks
+        else None
+    )
+    was_training = model.training
+    model.eval()
+    index = 0
+    for images, targets in loader:
+        image_sizes = [tuple(t["image_size"].tolist()) for t in targets]
+        orig_sizes = [tuple(t["orig_size"].tolist()) for t in targets]
+        with autocast(device, cfg.train.amp):
+            predictions = model(images.to(device), image_sizes=image_sizes, output_sizes=orig_sizes)
+        predictions = [{k: v.cpu() for k, v in p.items()} for p in predictions]
+        if coco_eval is not None:
+            coco_eval.process([int(t["image_id"]) for t in targets], predictions)
+        if sem_eval is not None:
+            for i, prediction in enumerate(predictions):
+                truth = dataset.original_sem_seg(index + i)
+                if truth is not None:  # images without segmentation are not scored for sem
+                    sem_eval.process([prediction["sem_seg"]], [torch.from_numpy(truth)])
+        index += len(targets)
+    model.train(was_training)
+    results = [e.evaluate() for e in (coco_eval, sem_eval) if e is not None]
+    return merge_metrics(*results)

@@ -1,0 +1,28 @@
+"""Mixed precision: autocast contexts and the gradient scaler for fp16."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Autocast for ``amp`` in {"off", "bf16", "fp16"} on ``device``.
+
+    fp16 on CPU is not supported by the CPU kernels we need, so it falls back to bf16 with a warning."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = _DTYPES[amp]
+    if device.type == "cpu" and dtype is torch.float16:
+        warnings.warn("train.amp=fp16 is CUDA-only; using bf16 autocast on CPU", stacklevel=2)
+        dtype = torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
+    """A GradScaler that is active only for fp16 on CUDA (bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda"))

@@ -1,0 +1,46 @@
+"""Assemble a MultiTaskModel from the model/eval configuration."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from visionmtl.config import EvalConfig, ModelConfig
+from visionmtl.models.backbone import TimmBackbone
+from visionmtl.models.heads import FCOSHead, SemanticFPNHead
+from visionmtl.models.multitask import MultiTaskModel
+from visionmtl.models.neck import PyramidNeck
+
+
+def build_model(cfg: ModelConfig, eval_cfg: EvalConfig | None = None) -> MultiTaskModel:
+    """Backbone -> FPN (P3-P7) -> the heads named in ``cfg.tasks``.
+
+    ``cfg.num_classes`` (object categories, no background) must be set; training fills it from the
+    data set."""
+    if not cfg.num_classes:
+        raise ValueError("model.num_classes is not set (it is filled from the training data set)")
+    eval_cfg = eval_cfg or EvalConfig()
+    backbone = TimmBackbone(
+        cfg.backbone.name,
+        out_strides=list(cfg.backbone.out_strides),
+        pretrained=cfg.backbone.pretrained,
+        weights=cfg.backbone.weights,
+    )
+    neck = PyramidNeck(backbone.channels, backbone.strides, cfg.fpn_channels, extra_levels=2)
+    heads: dict[str, nn.Module] = {}
+    if "det" in cfg.tasks:
+        heads["det"] = FCOSHead(
+            cfg.fpn_channels,
+            cfg.num_classes,
+            neck.strides,
+            num_convs=cfg.det.num_convs,
+            center_sampling_radius=cfg.det.center_sampling_radius,
+            score_thresh=eval_cfg.score_thresh,
+            nms_thresh=eval_cfg.nms_thresh,
+            max_detections=eval_cfg.max_detections,
+        )
+    if "sem" in cfg.tasks:
+        sem_strides = [s for s in neck.strides if s <= 32][:3]
+        heads["sem"] = SemanticFPNHead(
+            cfg.fpn_channels, cfg.num_classes + 1, sem_strides, cfg.sem.channels
+        )
+    return MultiTaskModel(backbone, neck, heads)

@@ -1,0 +1,231 @@
+"""Anchor-free dense detection head (FCOS: Tian et al. 2019, with centre sampling and GIoU)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
+
+from visionmtl.models.heads.common import conv_gn_relu
+
+
+class FCOSHead(nn.Module):
+    """FCOS head shared over pyramid levels.
+
+    Args:
+        in_channels: channels of every pyramid level.
+        num_classes: number of object categories (no background class).
+        strides: stride of each pyramid level it is applied to, ascending.
+        num_convs: conv layers in the classification and regression towers.
+        center_sampling_radius: positives are points within radius * stride of a box centre.
+        score_thresh, nms_thresh, max_detections, pre_nms_topk: inference settings.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        strides: list[int],
+        num_convs: int = 2,
+        center_sampling_radius: float = 1.5,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.6,
+        max_detections: int = 100,
+        pre_nms_topk: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.strides = list(strides)
+        self.center_sampling_radius = center_sampling_radius
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.max_detections = max_detections
+        self.pre_nms_topk = pre_nms_topk
+        self.cls_tower = nn.Sequential(
+            *[conv_gn_relu(in_channels, in_channels) for _ in range(num_convs)]
+        )
+        self.reg_tower = nn.Sequential(
+            *[conv_gn_relu(in_channels, in_channels) for _ in range(num_convs)]
+        )
+        self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
+        self.box_reg = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
+        self.scales = nn.Parameter(torch.ones(len(strides)))
+        for layer in (self.cls_logits, self.box_reg, self.centerness):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - 0.01) / 0.01))
+        # Object size range each level is responsible for (FCOS: 8 * stride boundaries).
+        bounds = [0.0] + [8.0 * s for s in self.strides[1:]] + [float("inf")]
+        self.size_ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+        """features: pyramid maps [B, C, H_l, W_l] -> flattened over all levels' points P:
+        ``cls_logits`` [B, P, K], ``box_ltrb`` [B, P, 4] distances in pixels, ``ctr_logits`` [B, P],
+        ``points`` [P, 2] (x, y), ``point_strides`` [P], ``point_ranges`` [P, 2]."""
+        cls_all, box_all, ctr_all, points, strides, ranges = [], [], [], [], [], []
+        for level, feature in enumerate(features[: len(self.strides)]):
+            stride = self.strides[level]
+            cls_feat = self.cls_tower(feature)
+            reg_feat = self.reg_tower(feature)
+            batch, _, height, width = feature.shape
+            cls_all.append(self.cls_logits(cls_feat).flatten(2).transpose(1, 2))
+            ltrb = F.relu(self.box_reg(reg_feat) * self.scales[level]) * stride
+            box_all.append(ltrb.flatten(2).transpose(1, 2))
+            ctr_all.append(self.centerness(reg_feat).flatten(1))
+            ys, xs = torch.meshgrid(
+                torch.arange(height, device=feature.device, dtype=torch.float32),
+                torch.arange(width, device=feature.device, dtype=torch.float32),
+                indexing="ij",
+            )
+            level_points = torch.stack([xs.flatten(), ys.flatten()], dim=1) * stride + stride // 2
+            points.append(level_points)
+            strides.append(torch.full((height * width,), float(stride), device=feature.device))
+            low, high = self.size_ranges[level]
+            ranges.append(
+                torch.tensor([low, high], device=feature.device).expand(height * width, 2)
+            )
+        return {
+            "cls_logits": torch.cat(cls_all, 1),
+            "box_ltrb": torch.cat(box_all, 1),
+            "ctr_logits": torch.cat(ctr_all, 1),
+            "points": torch.cat(points),
+            "point_strides": torch.cat(strides),
+            "point_ranges": torch.cat(ranges),
+        }
+
+    @torch.no_grad()
+    def assign(
+        self, outputs: dict[str, Tensor], boxes: Tensor, labels: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Match points to one image's boxes [M, 4] / labels [M].
+
+        Returns class targets [P, K] (one-hot, 0 rows for background), positive mask [P] and
+        regression targets [P, 4] (l, t, r, b distances)."""
+        points, strides, ranges = (
+            outputs["points"],
+            outputs["point_strides"],
+            outputs["point_ranges"],
+        )
+        num_points = points.shape[0]
+        cls_target = torch.zeros(num_points, self.num_classes, device=points.device)
+        if boxes.numel() == 0:
+            return (
+                cls_target,
+                torch.zeros(num_points, dtype=torch.bool, device=points.device),
+                points.new_zeros(num_points, 4),
+            )
+        xs, ys = points[:, 0:1], points[:, 1:2]  # [P, 1]
+        ltrb = torch.stack(
+            [xs - boxes[:, 0], ys - boxes[:, 1], boxes[:, 2] - xs, boxes[:, 3] - ys], dim=2
+        )
+        inside_box = ltrb.min(dim=2).values > 0  # [P, M]
+        centers = (boxes[:, :2] + boxes[:, 2:]) / 2
+        radius = strides[:, None] * self.center_sampling_radius  # [P, 1]
+        center_x0 = torch.maximum(centers[:, 0] - radius, boxes[:, 0])
+        center_y0 = torch.maximum(centers[:, 1] - radius, boxes[:, 1])
+        center_x1 = torch.minimum(centers[:, 0] + radius, boxes[:, 2])
+        center_y1 = torch.minimum(centers[:, 1] + radius, boxes[:, 3])
+        inside_center = (xs > center_x0) & (xs < center_x1) & (ys > center_y0) & (ys < center_y1)
+        max_dist = ltrb.max(dim=2).values
+        in_range = (max_dist >= ranges[:, 0:1]) & (max_dist <= ranges[:, 1:2])
+        areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand(
+            num_points, -1
+        )
+        areas = torch.where(
+            inside_box & inside_center & in_range, areas, torch.full_like(areas, float("inf"))
+        )
+        min_area, matched = areas.min(dim=1)
+        positive = torch.isfinite(min_area)
+        cls_target[positive, labels[matched[positive]]] = 1.0
+        reg_target = ltrb[torch.arange(num_points, device=points.device), matched]
+        return cls_target, positive, reg_target
+
+    def loss(
+        self,
+        outputs: dict[str, Tensor],
+        targets: list[dict[str, Tensor]],
+        padded_shape: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        """Focal loss (``det/cls``), centerness-weighted GIoU (``det/box``) and centerness BCE (``det/ctr``).
+
+        Only images whose target has ``boxes`` count; the others are not labelled for detection."""
+        labelled = [i for i, t in enumerate(targets) if "boxes" in t]
+        cls_logits = outputs["cls_logits"].float()
+        box_ltrb = outputs["box_ltrb"].float()
+        ctr_logits = outputs["ctr_logits"].float()
+        if not labelled:
+            zero = cls_logits.sum() * 0 + box_ltrb.sum() * 0 + ctr_logits.sum() * 0
+            return {"det/cls": zero, "det/box": zero, "det/ctr": zero}
+        assigned = [
+            self.assign(outputs, targets[i]["boxes"], targets[i]["labels"]) for i in labelled
+        ]
+        cls_target = torch.stack([a[0] for a in assigned])
+        positive = torch.stack([a[1] for a in assigned])
+        reg_target = torch.stack([a[2] for a in assigned])
+        index = torch.as_tensor(labelled, device=cls_logits.device)
+        cls_logits, box_ltrb, ctr_logits = cls_logits[index], box_ltrb[index], ctr_logits[index]
+        num_pos = max(float(positive.sum()), 1.0)
+        loss_cls = sigmoid_focal_loss(cls_logits, cls_target, reduction="sum") / num_pos
+        if not positive.any():
+            zero = box_ltrb.sum() * 0 + ctr_logits.sum() * 0
+            return {"det/cls": loss_cls, "det/box": zero, "det/ctr": zero}
+        pred, target = box_ltrb[positive], reg_target[positive]
+        left_right, top_bottom = target[:, [0, 2]], target[:, [1, 3]]
+        ctr_target = torch.sqrt(
+            (left_right.min(1).values / left_right.max(1).values)
+            * (top_bottom.min(1).values / top_bottom.max(1).values)
+        )
+        # Both boxes around the same point: origin-relative boxes give the same IoU.
+        pred_boxes = torch.cat([-pred[:, :2], pred[:, 2:]], dim=1)
+        target_boxes = torch.cat([-target[:, :2], target[:, 2:]], dim=1)
+        giou = generalized_box_iou_loss(pred_boxes, target_boxes, reduction="none")
+        loss_box = (giou * ctr_target).sum() / ctr_target.sum().clamp(min=1e-6)
+        loss_ctr = (
+            F.binary_cross_entropy_with_logits(ctr_logits[positive], ctr_target, reduction="sum")
+            / num_pos
+        )
+        return {"det/cls": loss_cls, "det/box": loss_box, "det/ctr": loss_ctr}
+
+    @torch.no_grad()
+    def postprocess(
+        self,
+        outputs: dict[str, Tensor],
+        image_sizes: list[tuple[int, int]],
+        output_sizes: list[tuple[int, int]] | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Decode, threshold and NMS per image. Boxes are clipped to ``image_sizes`` (h, w) and, if
+        ``output_sizes`` is given, rescaled to it. Returns per image ``boxes`` [K, 4], ``scores`` [K],
+        ``labels`` [K]."""
+        results = []
+        points = outputs["points"]
+        for i, (height, width) in enumerate(image_sizes):
+            scores = torch.sqrt(
+                outputs["cls_logits"][i].float().sigmoid()
+                * outputs["ctr_logits"][i].float().sigmoid()[:, None]
+            ).flatten()
+            keep = torch.nonzero(scores > self.score_thresh).squeeze(1)
+            if keep.numel() > self.pre_nms_topk:
+                keep = keep[scores[keep].topk(self.pre_nms_topk).indices]
+            point_index, labels = keep // self.num_classes, keep % self.num_classes
+            ltrb = outputs["box_ltrb"][i, point_index].float()
+            centres = points[point_index]
+            boxes = torch.cat([centres - ltrb[:, :2], centres + ltrb[:, 2:]], dim=1)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+            scores = scores[keep]
+            valid = ((boxes[:, 2] - boxes[:, 0]) > 1e-3) & ((boxes[:, 3] - boxes[:, 1]) > 1e-3)
+            boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+            kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.max_detections]
+            boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
+            if output_sizes is not None:
+                out_h, out_w = output_sizes[i]
+                scale = boxes.new_tensor(
+                    [out_w / width, out_h / height, out_w / width, out_h / height]
+                )
+                boxes = boxes * scale
+            results.append({"boxes": boxes, "scores": scores, "labels": labels})
+        return results

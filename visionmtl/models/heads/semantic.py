@@ -1,0 +1,102 @@
+"""Semantic segmentation head over the finest pyramid levels (Panoptic FPN, Kirillov et al. 2019)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from visionmtl.models.heads.common import conv_gn_relu
+
+IGNORE_INDEX = 255
+
+
+class SemanticFPNHead(nn.Module):
+    """Upsample each level to the finest stride with conv+2x steps, sum, and classify per pixel.
+
+    Args:
+        in_channels: channels of the pyramid levels.
+        num_classes: classes including background (index 0).
+        strides: strides of the levels used (e.g. [8, 16, 32]); the first is the output stride.
+        channels: width of the head.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, strides: list[int], channels: int = 64
+    ) -> None:
+        super().__init__()
+        self.strides = list(strides)
+        self.num_classes = num_classes
+        self.scale_heads = nn.ModuleList()
+        for stride in self.strides:
+            num_up = int(math.log2(stride // self.strides[0]))
+            layers: list[nn.Module] = [conv_gn_relu(in_channels, channels)]
+            for k in range(num_up):
+                if k > 0:
+                    layers.append(conv_gn_relu(channels, channels))
+                layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            self.scale_heads.append(nn.Sequential(*layers))
+        self.predictor = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+        """features: pyramid maps (ascending stride) -> ``sem_logits`` [B, C, H/s0, W/s0]."""
+        fused = self.scale_heads[0](features[0])
+        for head, feature in zip(
+            self.scale_heads[1:], features[1 : len(self.strides)], strict=True
+        ):
+            fused = fused + head(feature)
+        return {"sem_logits": self.predictor(fused)}
+
+    def loss(
+        self,
+        outputs: dict[str, Tensor],
+        targets: list[dict[str, Tensor]],
+        padded_shape: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        """Pixel cross-entropy (``sem/ce``) at the padded input resolution over images with ``sem_seg``."""
+        logits = outputs["sem_logits"]
+        labelled = [i for i, t in enumerate(targets) if "sem_seg" in t]
+        if not labelled:
+            return {"sem/ce": logits.sum() * 0}
+        logits = F.interpolate(
+            logits[labelled].float(), size=padded_shape, mode="bilinear", align_corners=False
+        )
+        target = torch.stack([_pad_to(targets[i]["sem_seg"], padded_shape) for i in labelled])
+        if (target != IGNORE_INDEX).sum() == 0:
+            return {"sem/ce": logits.sum() * 0}
+        return {"sem/ce": F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)}
+
+    @torch.no_grad()
+    def postprocess(
+        self,
+        outputs: dict[str, Tensor],
+        image_sizes: list[tuple[int, int]],
+        output_sizes: list[tuple[int, int]] | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Per image ``sem_seg`` [h, w] int64 class map, cropped to ``image_sizes`` and resized
+        (logits, bilinear) to ``output_sizes`` when given."""
+        logits = outputs["sem_logits"].float()
+        scale = self.strides[0]
+        padded = (logits.shape[-2] * scale, logits.shape[-1] * scale)
+        results = []
+        for i, (height, width) in enumerate(image_sizes):
+            image_logits = F.interpolate(
+                logits[i : i + 1], size=padded, mode="bilinear", align_corners=False
+            )
+            image_logits = image_logits[..., :height, :width]
+            if output_sizes is not None and tuple(output_sizes[i]) != (height, width):
+                image_logits = F.interpolate(
+                    image_logits, size=tuple(output_sizes[i]), mode="bilinear", align_corners=False
+                )
+            results.append({"sem_seg": image_logits[0].argmax(0)})
+        return results
+
+
+def _pad_to(sem_seg: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Pad an [h, w] label map bottom/right with the ignore index to ``shape``."""
+    pad_h, pad_w = shape[0] - sem_seg.shape[0], shape[1] - sem_seg.shape[1]
+    if pad_h == 0 and pad_w == 0:
+        return sem_seg
+    return F.pad(sem_seg, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
