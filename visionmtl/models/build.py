@@ -27,11 +27,15 @@ def build_model(cfg: ModelConfig, eval_cfg: EvalConfig | None = None) -> MultiTa
     )
     neck = PyramidNeck(backbone.channels, backbone.strides, cfg.fpn_channels, extra_levels=2)
     heads: dict[str, nn.Module] = {}
+    # Detection reads P3 and coarser (FCOS); semantic segmentation the finest levels up to P5,
+    # which includes P2 when the backbone is asked for stride 4.
+    det_strides = [s for s in neck.strides if s >= 8]
+    sem_strides = [s for s in neck.strides if s <= 32]
     if "det" in cfg.tasks:
         heads["det"] = FCOSHead(
             cfg.fpn_channels,
             cfg.num_classes,
-            neck.strides,
+            det_strides,
             num_convs=cfg.det.num_convs,
             center_sampling_radius=cfg.det.center_sampling_radius,
             score_thresh=eval_cfg.score_thresh,
@@ -39,8 +43,7 @@ def build_model(cfg: ModelConfig, eval_cfg: EvalConfig | None = None) -> MultiTa
             max_detections=eval_cfg.max_detections,
         )
     if "sem" in cfg.tasks:
-        sem_strides = [s for s in neck.strides if s <= 32][:3]
         heads["sem"] = SemanticFPNHead(
             cfg.fpn_channels, cfg.num_classes + 1, sem_strides, cfg.sem.channels
         )
-    return MultiTaskModel(backbone, neck, heads)
+    return MultiTaskModel(backbone, neck, heads, {"det": det_strides, "sem": sem_strides})

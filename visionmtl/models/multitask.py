@@ -19,15 +19,28 @@ class MultiTaskModel(nn.Module):
         backbone: feature extractor returning maps at ascending strides.
         neck: pyramid over the backbone maps.
         heads: task name (as in ``model.tasks``) -> head with forward / loss / postprocess.
+        head_strides: task name -> the pyramid strides its head reads (default: all levels).
     """
 
     def __init__(
-        self, backbone: TimmBackbone, neck: PyramidNeck, heads: dict[str, nn.Module]
+        self,
+        backbone: TimmBackbone,
+        neck: PyramidNeck,
+        heads: dict[str, nn.Module],
+        head_strides: dict[str, list[int]] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = neck
         self.heads = nn.ModuleDict(heads)
+        head_strides = head_strides or {}
+        self.head_levels = {
+            task: [neck.strides.index(s) for s in head_strides.get(task, neck.strides)]
+            for task in heads
+        }
+
+    def _head_features(self, task: str, features: list[Tensor]) -> list[Tensor]:
+        return [features[i] for i in self.head_levels[task]]
 
     @property
     def tasks(self) -> list[str]:
@@ -54,15 +67,17 @@ class MultiTaskModel(nn.Module):
             if targets is None:
                 raise ValueError("targets are required in training mode")
             losses: dict[str, Tensor] = {}
-            for head in self.heads.values():
-                losses.update(head.loss(head(features), targets, padded_shape))
+            for task, head in self.heads.items():
+                outputs = head(self._head_features(task, features))
+                losses.update(head.loss(outputs, targets, padded_shape))
             return losses
         if image_sizes is None:
             image_sizes = [padded_shape] * images.shape[0]
         results: list[dict[str, Tensor]] = [{} for _ in range(images.shape[0])]
-        for head in self.heads.values():
+        for task, head in self.heads.items():
+            outputs = head(self._head_features(task, features))
             for result, prediction in zip(
-                results, head.postprocess(head(features), image_sizes, output_sizes), strict=True
+                results, head.postprocess(outputs, image_sizes, output_sizes), strict=True
             ):
                 result.update(prediction)
         return results
