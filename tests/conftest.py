@@ -30,7 +30,7 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(shapes_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory from a 2-epoch training of a tiny resnet18 det+sem model on ``shapes_paths``."""
+    """A run directory from a 2-epoch training of a tiny resnet18 det+sem+inst model on ``shapes_paths``."""
     from visionmtl.config import load_config
     from visionmtl.engine.trainer import train
 
@@ -53,6 +53,10 @@ def tiny_train_overrides(paths: dict[str, Path], output_dir: Path) -> list[str]:
         "model.fpn_channels=32",
         "model.sem.channels=16",
         "model.det.num_convs=1",
+        "model.tasks=[det,sem,inst]",
+        "model.inst.channels=16",
+        "model.inst.num_convs=1",
+        "model.inst.roi_size=7",
         "train.epochs=2",
         "train.warmup_iters=2",
         "train.eval_every=1",

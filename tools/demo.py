@@ -14,7 +14,6 @@ from visionmtl.cli import run_tool
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="configs/shapes_demo.yaml")
-    parser.add_argument("--data-dir", default="data/shapes")
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides"
     )
@@ -29,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         from visionmtl.engine.trainer import train
 
         start = time.perf_counter()
-        paths = generate_shapes(args.data_dir)
-        generated = time.perf_counter()
         cfg = load_config(args.config, args.set)
+        paths = generate_shapes(Path(cfg.data.train_ann).parents[1])  # <dir>/annotations/train.json
+        generated = time.perf_counter()
         output_dir = Path(cfg.train.output_dir)
         metrics = train(cfg, output_dir)
         trained = time.perf_counter()

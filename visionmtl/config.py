@@ -54,12 +54,23 @@ class SemConfig:
 
 
 @dataclass
+class InstConfig:
+    """Mask R-CNN style mask head (RoIAlign on the pyramid, small FCN, 2 * roi_size masks)."""
+
+    roi_size: int = 14
+    channels: int = 128
+    num_convs: int = 4
+    class_agnostic: bool = False
+
+
+@dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     tasks: list[str] = field(default_factory=lambda: ["det", "sem"])
     fpn_channels: int = 128
     det: DetConfig = field(default_factory=DetConfig)
     sem: SemConfig = field(default_factory=SemConfig)
+    inst: InstConfig = field(default_factory=InstConfig)
     # The last three are filled from the data set at training time.
     num_classes: int | None = None
     class_names: list[str] = field(default_factory=list)
@@ -171,7 +182,9 @@ def _one_of(choices: Sequence[str]) -> Callable[[Any], str | None]:
 
 
 def _distinct_tasks(tasks: list[str]) -> bool:
-    return bool(tasks) and set(tasks) <= set(TASKS) and len(set(tasks)) == len(tasks)
+    # Instance masks are predicted inside detected boxes, so "inst" needs "det".
+    distinct = bool(tasks) and set(tasks) <= set(TASKS) and len(set(tasks)) == len(tasks)
+    return distinct and ("inst" not in tasks or "det" in tasks)
 
 
 _POSITIVE = _rule(lambda value: value >= 1, "an int >= 1")
@@ -184,11 +197,17 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
         lambda strides: bool(strides) and strides[0] > 0 and sorted(set(strides)) == strides,
         "a non-empty, strictly increasing list of positive ints",
     ),
-    "model.tasks": _rule(_distinct_tasks, f"a non-empty list of distinct tasks from {list(TASKS)}"),
+    "model.tasks": _rule(
+        _distinct_tasks,
+        f"a non-empty list of distinct tasks from {list(TASKS)} ('inst' needs 'det')",
+    ),
     "model.fpn_channels": _POSITIVE,
     "model.det.num_convs": _NON_NEGATIVE,
     "model.det.center_sampling_radius": _NON_NEGATIVE,
     "model.sem.channels": _POSITIVE,
+    "model.inst.roi_size": _POSITIVE,
+    "model.inst.channels": _POSITIVE,
+    "model.inst.num_convs": _NON_NEGATIVE,
     "model.num_classes": _POSITIVE,
     "data.image_size": _rule(lambda value: value >= 32, "an int >= 32"),
     "data.scale_range": _rule(

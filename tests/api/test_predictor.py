@@ -76,3 +76,16 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
         load_rgb(np.zeros((2, 3, 5), np.uint8))
     with pytest.raises(InputError, match="unsupported input"):
         load_rgb(42)
+
+
+def test_masks_at_original_size_and_panoptic(predictor: Predictor, shapes_paths: dict) -> None:
+    path = sorted(Path(shapes_paths["val_images"]).iterdir())[0]
+    big = np.asarray(Image.open(path).convert("RGB").resize((96, 80)))
+    result = predictor(big)[0]
+    assert result.masks is not None and result.masks.dtype == bool
+    assert result.masks.shape == (len(result), 80, 96)
+    id_map, segments = result.panoptic(score_thresh=0.0, overlap_thresh=0.0, stuff_area_thresh=1)
+    assert id_map.shape == (80, 96)
+    for segment in segments:
+        assert (id_map == segment["id"]).sum() == segment["area"] > 0
+    assert sum(s["area"] for s in segments) == (id_map > 0).sum()

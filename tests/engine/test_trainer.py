@@ -22,7 +22,7 @@ def test_run_directory_contents(trained_run: Path) -> None:
     assert [r["epoch"] for r in records] == [1, 2]
     assert all("bbox_AP" in r and "mIoU" in r for r in records)
     metrics = json.loads((trained_run / "eval.json").read_text())
-    assert {"bbox_AP", "bbox_AP50", "mIoU", "per_class"} <= set(metrics)
+    assert {"bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "mIoU", "per_class"} <= set(metrics)
     assert set(metrics["per_class"]) >= {"circle", "square", "triangle"}
     env = json.loads((trained_run / "env.json").read_text())
     assert env["torch"] == torch.__version__ and "git_commit" in env

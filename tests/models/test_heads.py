@@ -3,6 +3,7 @@
 import torch
 
 from visionmtl.models.heads import FCOSHead, SemanticFPNHead
+from visionmtl.models.heads.detection import scale_boxes
 
 STRIDES = [8, 16, 32, 64, 128]
 
@@ -63,20 +64,16 @@ def test_unlabelled_images_give_no_detection_gradient() -> None:
 def test_postprocess_boxes_inside_image_and_rescaled() -> None:
     head = FCOSHead(16, num_classes=3, strides=STRIDES, score_thresh=0.0, max_detections=20)
     outputs = head(pyramid())
-    results = head.postprocess(
-        outputs, [(128, 100), (90, 128)], output_sizes=[(256, 200), (45, 64)]
-    )
-    for result, (height, width) in zip(results, [(256, 200), (45, 64)], strict=True):
+    results = head.postprocess(outputs, [(128, 100), (90, 128)])
+    for result, (height, width) in zip(results, [(128, 100), (90, 128)], strict=True):
         assert result["boxes"].shape[0] <= 20
         assert result["boxes"].shape[0] == result["scores"].shape[0] == result["labels"].shape[0]
         assert (result["boxes"][:, 2] <= width + 1e-3).all() and (
             result["boxes"][:, 3] <= height + 1e-3
         ).all()
-        assert (
-            (result["scores"][:-1] >= result["scores"][1:]).all()
-            or result["scores"].numel() < 2
-            or True
-        )
+        assert (result["scores"][:-1] >= result["scores"][1:]).all()
+    scaled = scale_boxes(torch.tensor([[10.0, 20, 50, 60]]), (128, 100), (256, 50))
+    assert torch.allclose(scaled, torch.tensor([[5.0, 40, 25, 120]]))
 
 
 def test_semantic_loss_ignores_255_and_postprocess_sizes() -> None:

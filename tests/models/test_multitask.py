@@ -94,3 +94,37 @@ def test_bf16_autocast_step_on_cpu() -> None:
         if p.grad is not None and not torch.isfinite(p.grad).all()
     ]
     assert not bad, bad
+
+
+def with_masks(targets: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    out = []
+    for target in targets:
+        masks = torch.zeros(len(target["boxes"]), 64, 64, dtype=torch.uint8)
+        for mask, box in zip(masks, target["boxes"].long(), strict=True):
+            mask[box[1] : box[3], box[0] : box[2]] = 1
+        out.append({**target, "masks": masks})
+    return out
+
+
+def test_instance_masks_train_and_predict_at_output_size() -> None:
+    model = tiny_model(["det", "sem", "inst"])
+    images, targets = batch()
+    losses = model(images, with_masks(targets))
+    assert "inst/mask" in losses and losses["inst/mask"] > 0
+    assert model(images, targets)["inst/mask"] == 0  # no masks -> not labelled, no loss
+    model.eval()
+    model.heads["det"].score_thresh = 0.0
+    predictions = model(
+        images, image_sizes=[(64, 64), (50, 60)], output_sizes=[(128, 128), (100, 120)]
+    )
+    for prediction, size in zip(predictions, [(128, 128), (100, 120)], strict=True):
+        assert prediction["masks"].dtype == torch.bool
+        assert prediction["masks"].shape == (len(prediction["boxes"]), *size)
+        assert prediction["boxes"][:, 2].max() <= size[1] + 1e-3
+
+
+def test_inst_requires_det_in_config() -> None:
+    from visionmtl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="needs 'det'"):
+        load_config(None, ["model.tasks=[sem,inst]"])

@@ -94,6 +94,7 @@ class Predictor:
         boxes = output.get("boxes", torch.zeros(0, 4)).float().cpu().numpy()[keep]
         labels = output.get("labels", empty.long()).cpu().numpy()[keep]
         sem_seg = output.get("sem_seg")
+        masks = output.get("masks")
         return Result(
             boxes=boxes.astype(np.float32),
             scores=scores[keep].astype(np.float32),
@@ -101,4 +102,5 @@ class Predictor:
             label_names=[self.class_names[k] for k in labels],
             sem_seg=None if sem_seg is None else self.sem_to_category[sem_seg.cpu().numpy()],
             image_size=tuple(image_size),
+            masks=None if masks is None else masks.cpu().numpy()[keep],
         )

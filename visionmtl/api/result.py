@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ class Result:
         label_names: N category names.
         sem_seg: [H, W] int64 category id per pixel, 0 = background; None without the ``sem`` task.
         image_size: (H, W) of the original image.
+        masks: [N, H, W] bool instance masks, one per box; None without the ``inst`` task.
     """
 
     boxes: np.ndarray
@@ -27,7 +28,7 @@ class Result:
     label_names: list[str]
     sem_seg: np.ndarray | None
     image_size: tuple[int, int]
-    extra: dict[str, Any] = field(default_factory=dict)
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -41,10 +42,34 @@ class Result:
             "labels": self.labels.tolist(),
             "label_names": list(self.label_names),
         }
+        if self.masks is not None:
+            out["mask_areas"] = self.masks.reshape(len(self.masks), -1).sum(axis=1).tolist()
         if self.sem_seg is not None:
             ids, counts = np.unique(self.sem_seg, return_counts=True)
             out["sem_seg_pixels"] = {int(i): int(c) for i, c in zip(ids, counts, strict=True)}
         return out
+
+    def panoptic(
+        self, score_thresh: float = 0.5, overlap_thresh: float = 0.5, stuff_area_thresh: int = 64
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Merge instance masks over the semantic map into one id map [H, W] int32 (0 = void) and a
+        segment list (id, category_id, isthing, score, area); see :func:`merge_panoptic`."""
+        from visionmtl.api.panoptic import merge_panoptic
+
+        if self.masks is None:
+            raise ValueError(
+                "panoptic() needs instance masks: train with model.tasks including 'inst'"
+            )
+        id_map, segments = merge_panoptic(
+            self.masks,
+            self.scores,
+            self.labels,
+            self.sem_seg,
+            score_thresh,
+            overlap_thresh,
+            stuff_area_thresh,
+        )
+        return id_map, [asdict(segment) for segment in segments]
 
     def plot(self, image: np.ndarray, alpha: float = 0.45) -> np.ndarray:
         """The image [H, W, 3] uint8 with the semantic map and boxes drawn on it."""

@@ -31,10 +31,11 @@ def evaluate_model(
     device: torch.device,
     num_workers: int = 0,
 ) -> dict[str, Any]:
-    """Box AP (pycocotools, original image coordinates, JSON category ids) and mIoU (at the original
-    resolution, against the semantic map rasterised from the annotations).
+    """Box and mask AP (pycocotools, original image coordinates, JSON category ids) and mIoU (at the
+    original resolution, against the semantic map rasterised from the annotations).
 
-    Returns flat metrics (``bbox_AP``, ``bbox_AP50``, ..., ``mIoU``, ``pixel_acc``) and ``per_class``."""
+    Returns flat metrics (``bbox_AP``, ``bbox_AP50``, ..., ``segm_AP``, ..., ``mIoU``,
+    ``pixel_acc``) and ``per_class``."""
     tasks = cfg.model.tasks
     if cfg.model.category_ids and list(dataset.category_ids) != list(cfg.model.category_ids):
         raise ValueError(
@@ -48,8 +49,9 @@ def evaluate_model(
         num_workers=num_workers,
         collate_fn=Collator(32),
     )
+    iou_types = ("bbox", "segm") if "inst" in tasks else ("bbox",)
     coco_eval = (
-        CocoEvaluator(dataset.ann_file, dataset.category_ids, dataset.class_names)
+        CocoEvaluator(dataset.ann_file, dataset.category_ids, dataset.class_names, iou_types)
         if "det" in tasks
         else None
     )

@@ -83,7 +83,7 @@ def with_dataset_classes(cfg: Config, dataset: CocoDataset) -> Config:
 
 def selection_score(metrics: dict[str, Any]) -> float:
     """One number to pick ``best.pt``: mean of the main metric of each task present."""
-    values = [metrics[k] for k in ("bbox_AP", "mIoU") if metrics.get(k) is not None]
+    values = [metrics[k] for k in ("bbox_AP", "segm_AP", "mIoU") if metrics.get(k) is not None]
     return float(sum(values) / len(values)) if values else -1.0
 
 

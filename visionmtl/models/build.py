@@ -6,7 +6,7 @@ from torch import nn
 
 from visionmtl.config import EvalConfig, ModelConfig
 from visionmtl.models.backbone import TimmBackbone
-from visionmtl.models.heads import FCOSHead, SemanticFPNHead
+from visionmtl.models.heads import FCOSHead, MaskHead, SemanticFPNHead
 from visionmtl.models.multitask import MultiTaskModel
 from visionmtl.models.neck import PyramidNeck
 
@@ -46,4 +46,15 @@ def build_model(cfg: ModelConfig, eval_cfg: EvalConfig | None = None) -> MultiTa
         heads["sem"] = SemanticFPNHead(
             cfg.fpn_channels, cfg.num_classes + 1, sem_strides, cfg.sem.channels
         )
-    return MultiTaskModel(backbone, neck, heads, {"det": det_strides, "sem": sem_strides})
+    if "inst" in cfg.tasks:
+        heads["inst"] = MaskHead(
+            cfg.fpn_channels,
+            cfg.num_classes,
+            sem_strides,
+            roi_size=cfg.inst.roi_size,
+            channels=cfg.inst.channels,
+            num_convs=cfg.inst.num_convs,
+            class_agnostic=cfg.inst.class_agnostic,
+        )
+    head_strides = {"det": det_strides, "sem": sem_strides, "inst": sem_strides}
+    return MultiTaskModel(backbone, neck, heads, head_strides)

@@ -5,11 +5,15 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from visionmtl.models.backbone import TimmBackbone
+from visionmtl.models.heads.detection import scale_boxes
 from visionmtl.models.neck import PyramidNeck
 
 
 class MultiTaskModel(nn.Module):
     """Hard parameter sharing: every task head reads the same pyramid.
+
+    The mask head (``inst``) predicts inside boxes: ground truth in training, the detection
+    head's boxes at inference.
 
     torchvision's contract: in training ``model(images, targets)`` returns a dict of named losses
     (``det/cls``, ``sem/ce``, ...); in eval ``model(images)`` returns one dict per image with the
@@ -66,18 +70,62 @@ class MultiTaskModel(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
-            losses: dict[str, Tensor] = {}
-            for task, head in self.heads.items():
-                outputs = head(self._head_features(task, features))
-                losses.update(head.loss(outputs, targets, padded_shape))
-            return losses
+            return self._losses(features, targets, padded_shape)
         if image_sizes is None:
             image_sizes = [padded_shape] * images.shape[0]
-        results: list[dict[str, Tensor]] = [{} for _ in range(images.shape[0])]
+        return self._predict(features, image_sizes, output_sizes)
+
+    def _losses(
+        self,
+        features: list[Tensor],
+        targets: list[dict[str, Tensor]],
+        padded_shape: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        losses: dict[str, Tensor] = {}
         for task, head in self.heads.items():
-            outputs = head(self._head_features(task, features))
+            task_features = self._head_features(task, features)
+            if task == "inst":
+                # Ground-truth boxes are the RoIs; images without masks get none.
+                boxes = [t["boxes"] if "masks" in t else t["boxes"][:0] for t in targets]
+                labels = [t["labels"] if "masks" in t else t["labels"][:0] for t in targets]
+                losses.update(head.loss(head(task_features, boxes), targets, boxes, labels))
+            else:
+                losses.update(head.loss(head(task_features), targets, padded_shape))
+        return losses
+
+    def _predict(
+        self,
+        features: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        output_sizes: list[tuple[int, int]] | None,
+    ) -> list[dict[str, Tensor]]:
+        results: list[dict[str, Tensor]] = [{} for _ in image_sizes]
+        if "sem" in self.heads:
+            head = self.heads["sem"]
+            outputs = head(self._head_features("sem", features))
             for result, prediction in zip(
                 results, head.postprocess(outputs, image_sizes, output_sizes), strict=True
             ):
                 result.update(prediction)
+        if "det" not in self.heads:
+            return results
+        head = self.heads["det"]
+        detections = head.postprocess(head(self._head_features("det", features)), image_sizes)
+        mask_outputs = None
+        if "inst" in self.heads:  # masks for the detected boxes, in input coordinates
+            boxes = [d["boxes"] for d in detections]
+            mask_outputs = self.heads["inst"](self._head_features("inst", features), boxes)
+        if output_sizes is not None:
+            for detection, image_size, output_size in zip(
+                detections, image_sizes, output_sizes, strict=True
+            ):
+                detection["boxes"] = scale_boxes(detection["boxes"], image_size, output_size)
+        if mask_outputs is not None:
+            masks = self.heads["inst"].postprocess(
+                mask_outputs, detections, image_sizes, output_sizes
+            )
+            for detection, mask in zip(detections, masks, strict=True):
+                detection.update(mask)
+        for result, detection in zip(results, detections, strict=True):
+            result.update(detection)
         return results

@@ -195,10 +195,9 @@ class FCOSHead(nn.Module):
         self,
         outputs: dict[str, Tensor],
         image_sizes: list[tuple[int, int]],
-        output_sizes: list[tuple[int, int]] | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Decode, threshold and NMS per image. Boxes are clipped to ``image_sizes`` (h, w) and, if
-        ``output_sizes`` is given, rescaled to it. Returns per image ``boxes`` [K, 4], ``scores`` [K],
+        """Decode, threshold and NMS per image. Boxes are in input pixels, clipped to ``image_sizes``
+        (h, w) (see :func:`scale_boxes`). Returns per image ``boxes`` [K, 4], ``scores`` [K] (descending),
         ``labels`` [K]."""
         results = []
         points = outputs["points"]
@@ -221,11 +220,11 @@ class FCOSHead(nn.Module):
             boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
             kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.max_detections]
             boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
-            if output_sizes is not None:
-                out_h, out_w = output_sizes[i]
-                scale = boxes.new_tensor(
-                    [out_w / width, out_h / height, out_w / width, out_h / height]
-                )
-                boxes = boxes * scale
             results.append({"boxes": boxes, "scores": scores, "labels": labels})
         return results
+
+
+def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
+    """Boxes [K, 4] xyxy in an image of ``from_size`` (h, w) -> the same boxes at ``to_size``."""
+    (from_h, from_w), (to_h, to_w) = from_size, to_size
+    return boxes * boxes.new_tensor([to_w / from_w, to_h / from_h, to_w / from_w, to_h / from_h])

@@ -1,0 +1,242 @@
+"""Mask head (RoI pooling, loss, postprocess) and batched mask pasting."""
+
+import pytest
+import torch
+
+from visionmtl.models.heads.instance import MaskHead
+from visionmtl.models.paste import paste_masks
+
+STRIDES = [4, 8, 16]
+SIZE = 64
+
+
+def pyramid(batch: int = 2, channels: int = 8) -> list[torch.Tensor]:
+    return [torch.randn(batch, channels, SIZE // s, SIZE // s) for s in STRIDES]
+
+
+def small_head(**kwargs: object) -> MaskHead:
+    options = {"roi_size": 7, "channels": 8, "num_convs": 2, **kwargs}
+    return MaskHead(8, num_classes=3, strides=STRIDES, **options)  # type: ignore[arg-type]
+
+
+def box_target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tensor]:
+    """Target whose instance masks fill their boxes' left halves."""
+    box_tensor = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    masks = torch.zeros(len(boxes), SIZE, SIZE, dtype=torch.uint8)
+    for mask, (x0, y0, x1, y1) in zip(masks, box_tensor.long().tolist(), strict=True):
+        mask[y0:y1, x0 : (x0 + x1) // 2] = 1
+    return {"boxes": box_tensor, "labels": torch.tensor(labels), "masks": masks}
+
+
+def bbox_of(mask: torch.Tensor) -> list[int]:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+# --- head ---------------------------------------------------------------------------------------
+
+
+def test_forward_shapes_with_and_without_boxes() -> None:
+    head = small_head().eval()
+    boxes = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 60.0, 40.0], [1, 2, 3, 4.0]])]
+    boxes.append(torch.zeros(0, 4))
+    outputs = head(pyramid(), boxes)
+    assert outputs["mask_logits"].shape == (3, 3, 14, 14)
+    assert outputs["num_boxes"].tolist() == [3, 0]
+    assert outputs["roi_index"].tolist() == [0, 1, 2]
+    agnostic = small_head(class_agnostic=True).eval()(pyramid(), boxes)
+    assert agnostic["mask_logits"].shape == (3, 1, 14, 14)
+
+
+def test_forward_with_no_boxes_in_the_batch_stays_in_the_graph() -> None:
+    head = MaskHead(8, num_classes=3, strides=STRIDES, channels=8)
+    outputs = head(pyramid(), [torch.zeros(0, 4), torch.zeros(0, 4)])
+    assert outputs["mask_logits"].shape == (0, 3, 28, 28)
+    assert outputs["mask_logits"].grad_fn is not None
+    outputs["mask_logits"].sum().backward()
+    assert head.predictor.weight.grad is not None
+
+
+def test_boxes_are_pooled_from_their_fpn_level() -> None:
+    head = small_head().eval()
+    # Level l is filled with the value l, so the pooled value tells which level was read.
+    features = [
+        torch.full((1, 8, SIZE // s, SIZE // s), float(level)) for level, s in enumerate(STRIDES)
+    ]
+    boxes = [torch.tensor([[10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 64.0, 64.0]])]
+    pooled = head.roi_features(features, boxes)
+    # 10 px box -> finest level; 64 px box: floor(4 + log2(64 / 224)) = 2 -> k_min = 2 -> level 0.
+    assert pooled.shape == (2, 8, 7, 7)
+    assert torch.allclose(pooled[0], torch.tensor(0.0))
+    large = [torch.tensor([[0.0, 0.0, 64.0, 64.0], [0.0, 0.0, 2.0, 2.0]]) * 8]
+    big_features = [
+        torch.full((1, 8, 512 // s, 512 // s), float(lv)) for lv, s in enumerate(STRIDES)
+    ]
+    pooled = head.roi_features(big_features, large)
+    # 512 px box: floor(4 + log2(512 / 224)) = 5 -> clamped to the coarsest level (stride 16).
+    assert torch.allclose(pooled[0], torch.tensor(2.0))
+    assert torch.allclose(pooled[1], torch.tensor(0.0))
+
+
+def test_strides_must_be_consecutive_powers_of_two() -> None:
+    with pytest.raises(ValueError, match="consecutive powers of two"):
+        MaskHead(8, 3, strides=[4, 16])
+
+
+def test_loss_positive_with_instances_and_zero_without() -> None:
+    head = small_head()
+    targets = [box_target([[4, 4, 30, 40], [20, 10, 60, 50]], [0, 2]), box_target([], [])]
+    boxes = [t["boxes"] for t in targets]
+    labels = [t["labels"] for t in targets]
+    loss = head.loss(head(pyramid(), boxes), targets, boxes, labels)["inst/mask"]
+    assert torch.isfinite(loss) and loss > 0
+
+    empty = [box_target([], []), box_target([], [])]
+    boxes = [t["boxes"] for t in empty]
+    outputs = head(pyramid(), boxes)
+    loss = head.loss(outputs, empty, boxes, [t["labels"] for t in empty])["inst/mask"]
+    assert loss == 0
+    loss.backward()
+    assert head.predictor.weight.grad is not None
+
+
+def test_images_without_masks_contribute_nothing() -> None:
+    head = small_head().eval()
+    features = pyramid()
+    labelled = box_target([[4, 4, 30, 40]], [1])
+    other = box_target([[10, 10, 50, 50], [0, 0, 20, 20]], [0, 2])
+    del other["masks"]
+    targets = [labelled, other]
+    boxes = [t["boxes"] for t in targets]
+    labels = [t["labels"] for t in targets]
+    mixed = head.loss(head(features, boxes), targets, boxes, labels)["inst/mask"]
+    only = [labelled, {k: v for k, v in other.items() if k != "boxes"}]
+    only_boxes = [labelled["boxes"], torch.zeros(0, 4)]
+    only_labels = [labelled["labels"], torch.zeros(0, dtype=torch.int64)]
+    alone = head.loss(head(features, only_boxes), only, only_boxes, only_labels)["inst/mask"]
+    assert torch.allclose(mixed, alone)
+    unlabelled = head.loss(head(features, boxes), [other, other], boxes, labels)["inst/mask"]
+    assert unlabelled == 0
+
+
+def test_training_caps_the_rois_per_image() -> None:
+    head = small_head(max_gt_per_image=2).train()
+    boxes_list = [[i, i, 30 + i, 30 + i] for i in range(5)]
+    targets = [box_target(boxes_list, [0, 1, 2, 0, 1]), box_target([[1, 1, 9, 9]], [2])]
+    boxes = [t["boxes"] for t in targets]
+    outputs = head(pyramid(), boxes)
+    assert outputs["num_boxes"].tolist() == [2, 1]
+    first = outputs["roi_index"][:2]
+    assert first.unique().numel() == 2 and bool((first < 5).all())
+    loss = head.loss(outputs, targets, boxes, [t["labels"] for t in targets])["inst/mask"]
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_a_few_steps_lower_the_mask_loss() -> None:
+    torch.manual_seed(0)
+    head = small_head()
+    features = pyramid()
+    targets = [
+        box_target([[4, 4, 30, 40], [20, 10, 60, 50]], [0, 2]),
+        box_target([[8, 30, 56, 62]], [1]),
+    ]
+    boxes = [t["boxes"] for t in targets]
+    labels = [t["labels"] for t in targets]
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-2)
+    losses = []
+    for _ in range(10):
+        loss = head.loss(head(features, boxes), targets, boxes, labels)["inst/mask"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_mask_targets_follow_the_boxes() -> None:
+    head = small_head()
+    target = box_target([[8, 16, 40, 48]], [0])
+    mask_target = head.mask_targets(target["masks"], target["boxes"])
+    assert mask_target.shape == (1, 14, 14)
+    assert bool((mask_target[0, :, :7] == 1).all()) and bool((mask_target[0, :, 7:] == 0).all())
+
+
+def test_postprocess_pastes_the_label_channel_at_the_output_size() -> None:
+    head = small_head().eval()
+    boxes = [torch.tensor([[0.0, 0.0, 32.0, 32.0], [16.0, 8.0, 48.0, 40.0]]), torch.zeros(0, 4)]
+    outputs = head(pyramid(), boxes)
+    logits = torch.full_like(outputs["mask_logits"], -10.0)
+    logits[0, 1] = 10.0  # only detection 0's label channel is foreground
+    logits[1, 0] = 10.0  # detection 1 has label 2, so channel 0 must not be used
+    outputs["mask_logits"] = logits
+    detections = [
+        {"boxes": boxes[0] * 2, "labels": torch.tensor([1, 2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    results = head.postprocess(outputs, detections, [(64, 64), (48, 64)], [(128, 128), (96, 128)])
+    assert results[0]["masks"].shape == (2, 128, 128) and results[0]["masks"].dtype == torch.bool
+    assert bbox_of(results[0]["masks"][0]) == [0, 0, 64, 64]
+    assert not results[0]["masks"][1].any()
+    assert results[1]["masks"].shape == (0, 96, 128)
+    with pytest.raises(ValueError, match="detections"):
+        head.postprocess(outputs, [detections[1], detections[1]], [(64, 64), (64, 64)])
+
+
+# --- paste --------------------------------------------------------------------------------------
+
+
+def test_full_mask_fills_exactly_its_box() -> None:
+    pasted = paste_masks(torch.ones(1, 28, 28), torch.tensor([[10.0, 20.0, 30.0, 50.0]]), (64, 64))
+    assert pasted.shape == (1, 64, 64) and pasted.dtype == torch.bool
+    expected = torch.zeros(64, 64, dtype=torch.bool)
+    expected[20:50, 10:30] = True
+    assert torch.equal(pasted[0], expected)
+
+
+def test_pasted_masks_line_up_with_random_boxes() -> None:
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.rand(6, 2, generator=generator) * 40
+    sizes = torch.rand(6, 2, generator=generator) * 50 + 8
+    boxes = torch.cat([corners, corners + sizes], dim=1)
+    pasted = paste_masks(torch.ones(6, 28, 28), boxes, (80, 100))
+    for mask, box in zip(pasted, boxes, strict=True):
+        expected = [min(float(v), limit) for v, limit in zip(box, (100, 80, 100, 80), strict=True)]
+        assert all(abs(a - b) <= 1 for a, b in zip(bbox_of(mask), expected, strict=True))
+
+
+def test_paste_without_instances() -> None:
+    pasted = paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), (32, 48))
+    assert pasted.shape == (0, 32, 48) and pasted.dtype == torch.bool
+
+
+def test_left_half_mask_pastes_into_the_left_half_of_its_box() -> None:
+    masks = torch.zeros(2, 28, 28)
+    masks[:, :, :14] = 1.0
+    boxes = torch.tensor([[8.0, 8.0, 40.0, 24.0], [20.0, 30.0, 60.0, 62.0]])
+    pasted = paste_masks(masks, boxes, (64, 64))
+    for mask, (x0, y0, x1, y1) in zip(pasted, boxes.long().tolist(), strict=True):
+        middle = (x0 + x1) // 2
+        assert bbox_of(mask) == [x0, y0, middle, y1]
+        assert int(mask.sum()) == (middle - x0) * (y1 - y0)
+
+
+def test_chunked_paste_matches_a_single_chunk() -> None:
+    generator = torch.Generator().manual_seed(1)
+    probs = torch.rand(5, 28, 28, generator=generator)
+    corners = torch.rand(5, 2, generator=generator) * 30
+    boxes = torch.cat([corners, corners + 20], dim=1)
+    whole = paste_masks(probs, boxes, (64, 64))
+    chunked = paste_masks(probs, boxes, (64, 64), chunk_bytes=64 * 64 * 12 * 2)
+    assert whole.any() and torch.equal(whole, chunked)
+
+
+def test_roi_aligned_circle_pastes_back_onto_itself() -> None:
+    ys, xs = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
+    circle = ((xs - 30) ** 2 + (ys - 34) ** 2 <= 12**2).to(torch.uint8)
+    box = torch.tensor([[18.0, 22.0, 42.0, 46.0]])
+    head = MaskHead(8, num_classes=1, strides=[8])
+    small = head.mask_targets(circle[None], box)  # [1, 28, 28]
+    pasted = paste_masks(small, box, (64, 64))[0]
+    original = circle.bool()
+    iou = (pasted & original).sum() / (pasted | original).sum()
+    assert iou > 0.9

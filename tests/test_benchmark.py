@@ -1,0 +1,144 @@
+"""The benchmark's peer (torchvision Mask R-CNN): weights mapping, tiny train + eval, mIoU painting;
+the benchmark table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tools import benchmark as benchmark_tool
+from visionmtl.bench import (
+    build_peer_maskrcnn,
+    evaluate_peer,
+    instances_to_semantic,
+    timm_to_torchvision_mobilenet_v2,
+    train_peer,
+)
+from visionmtl.data import CocoDataset
+from visionmtl.models import BackboneError
+
+WEIGHTS = (
+    Path(__file__).resolve().parents[1]
+    / ".."
+    / "shared"
+    / "weights"
+    / "mobilenetv2_100.in1k_tv.pth"
+)
+
+
+@pytest.fixture(scope="module")
+def weights_file() -> Path:
+    if not WEIGHTS.is_file():
+        pytest.skip("../shared/weights is not available (fresh clone)")
+    return WEIGHTS.resolve()
+
+
+def test_peer_backbone_tensors_all_come_from_the_file(weights_file: Path) -> None:
+    state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    mapped = timm_to_torchvision_mobilenet_v2(state)
+    model = build_peer_maskrcnn(num_classes=1, weights=weights_file, min_size=64, max_size=64)
+    body = model.backbone.body.state_dict()
+    file_tensors = [k for k in state if not k.startswith("classifier")]
+    file_tensors = [k for k in file_tensors if not k.endswith("num_batches_tracked")]
+    assert len(body) == len(file_tensors) == 260
+    for name, tensor in body.items():
+        assert torch.equal(tensor, mapped[f"features.{name}"]), name
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2  # person + background
+
+
+def test_mapped_weights_give_timm_logits(weights_file: Path) -> None:
+    timm = pytest.importorskip("timm")
+    import torchvision
+
+    state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    reference = timm.create_model("mobilenetv2_100").eval()
+    reference.load_state_dict(state)
+    mapped = torchvision.models.mobilenet_v2().eval()
+    mapped.load_state_dict(timm_to_torchvision_mobilenet_v2(state), strict=True)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(mapped(images), reference(images), atol=1e-5)
+
+
+def test_bad_weights_file_is_a_backbone_error(tmp_path: Path) -> None:
+    with pytest.raises(BackboneError, match="not found"):
+        build_peer_maskrcnn(1, tmp_path / "missing.pth", 64, 64)
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv_stem.weight": torch.zeros(32, 3, 3, 3)}, bad)
+    with pytest.raises(BackboneError, match="missing"):
+        build_peer_maskrcnn(1, bad, 64, 64)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions are dominated by thread synchronisation on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_train_and_evaluate_peer(shapes_paths: dict[str, Path], one_thread: None) -> None:
+    torch.manual_seed(0)
+    train_set = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"])
+    val_set = CocoDataset(shapes_paths["val_ann"], shapes_paths["val_images"])
+    model = build_peer_maskrcnn(len(train_set.category_ids), None, min_size=64, max_size=64)
+    # fewer proposals, sampled RoIs and detections: the mask head dominates CPU time
+    model.rpn._pre_nms_top_n = {"training": 200, "testing": 100}
+    model.rpn._post_nms_top_n = {"training": 50, "testing": 20}
+    model.roi_heads.fg_bg_sampler.batch_size_per_image = 32
+    model.roi_heads.detections_per_img = 10
+    before = model.roi_heads.mask_predictor.mask_fcn_logits.weight.clone()
+    seconds = train_peer(
+        model, train_set, epochs=1, batch_size=2, lr=None, device="cpu", max_iters=2
+    )
+    assert seconds > 0
+    assert not torch.equal(before, model.roi_heads.mask_predictor.mask_fcn_logits.weight)
+    metrics = evaluate_peer(model, val_set, "cpu")
+    for key in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "mIoU", "infer_ms"):
+        assert key in metrics, key
+    assert metrics["infer_ms"] > 0 and 0.0 <= metrics["mIoU"] <= 1.0
+
+
+def test_instances_to_semantic_higher_score_wins() -> None:
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True  # label 0, score 0.6
+    masks[1, 1:3, 1:3] = True  # label 2, score 0.9: overlaps instance 0 at (1, 1)
+    masks[2, 3, :] = True  # label 1, score 0.3: below the threshold, not painted
+    labels = torch.tensor([0, 2, 1])
+    scores = torch.tensor([0.6, 0.9, 0.3])
+    expected = torch.tensor(
+        [
+            [1, 1, 0, 0],
+            [1, 3, 3, 0],
+            [0, 3, 3, 0],
+            [0, 0, 0, 0],
+        ]
+    )
+    assert torch.equal(instances_to_semantic(masks, labels, scores), expected)
+    # the same instances in another order give the same map
+    order = torch.tensor([1, 2, 0])
+    assert torch.equal(instances_to_semantic(masks[order], labels[order], scores[order]), expected)
+
+
+def test_table_reports_missing_metrics_as_dash() -> None:
+    rows = {
+        "ours": {"bbox_AP": 0.5, "bbox_AP50": 0.8, "mIoU": 0.7, "train_s": 12.0, "infer_ms": 30.0},
+        "peer": {"bbox_AP": 0.4, "segm_AP": 0.35, "mIoU": 0.6, "train_s": 20.0, "infer_ms": 50.0},
+    }
+    text = benchmark_tool.format_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["model", "box", "AP"]
+    assert lines[2].startswith("ours") and "0.5000" in lines[2] and "-" in lines[2].split()
+    assert "0.3500" in lines[3]
+    markdown = benchmark_tool.format_table(rows, markdown=True)
+    assert markdown.splitlines()[1].startswith("|---")
+
+
+def test_benchmark_tool_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = benchmark_tool.main(["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error:")

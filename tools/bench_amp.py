@@ -1,0 +1,127 @@
+"""Mixed-precision check: train the demo model for N steps with train.amp off / bf16 / fp16.
+
+Records, per mode, whether every loss stayed finite, the median step time and the peak memory
+(CUDA: torch.cuda.max_memory_allocated; CPU: peak RSS of the process), as JSON.
+
+    python tools/bench_amp.py --steps 300 --out docs/amp_benchmark.json [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from visionmtl.cli import run_tool
+
+
+def bench_mode(cfg, amp: str, steps: int, device):  # type: ignore[no-untyped-def]
+    """Train ``steps`` iterations from a fixed seed with ``amp``; return timings and loss health."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from visionmtl.data import Collator
+    from visionmtl.engine.evaluate import move_targets
+    from visionmtl.engine.optim import build_optimizer
+    from visionmtl.engine.precision import autocast, make_scaler
+    from visionmtl.engine.trainer import build_datasets, seed_everything, with_dataset_classes
+    from visionmtl.models import build_model
+
+    seed_everything(0)
+    train_set, _ = build_datasets(cfg)
+    cfg = with_dataset_classes(cfg, train_set)
+    model = build_model(cfg.model, cfg.eval).to(device).train()
+    optimizer = build_optimizer(model, cfg.train)
+    scaler = make_scaler(device, amp)
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        collate_fn=Collator(32),
+        num_workers=2,
+        drop_last=True,
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times, finite, last_losses = [], True, {}
+    step = 0
+    while step < steps:
+        for images, targets in loader:
+            images, targets = images.to(device), move_targets(targets, device)
+            start = time.perf_counter()
+            with autocast(device, amp):
+                losses = model(images, targets)
+            total = sum(v.float() for v in losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+            finite = finite and bool(torch.isfinite(total))
+            last_losses = {k: round(float(v), 4) for k, v in losses.items()}
+            step += 1
+            if step >= steps:
+                break
+    peak = (
+        torch.cuda.max_memory_allocated(device) / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "amp": amp,
+        "steps": steps,
+        "all_losses_finite": finite,
+        "median_step_ms": round(1000 * statistics.median(times[5:] or times), 2),
+        "peak_memory_mib": round(peak, 1),
+        "final_losses": last_losses,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="configs/shapes_demo.yaml")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--modes", nargs="+", default=["off", "bf16", "fp16"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="docs/amp_benchmark.json")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        import torch
+
+        from visionmtl.config import load_config
+        from visionmtl.data import generate_shapes
+        from visionmtl.engine.rundir import environment_info
+        from visionmtl.engine.trainer import resolve_device
+
+        cfg = load_config(args.config)
+        generate_shapes(Path(cfg.data.train_ann).parents[1])  # <dir>/annotations/train.json
+        device = resolve_device(args.device)
+        results = [bench_mode(cfg, mode, args.steps, device) for mode in args.modes]
+        report = {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "environment": environment_info(),
+            "results": results,
+        }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        for r in results:
+            print(
+                f"{r['amp']:>5}: finite={r['all_losses_finite']} step {r['median_step_ms']} ms, peak {r['peak_memory_mib']} MiB"
+            )
+
+    return run_tool(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Benchmark our model against torchvision's Mask R-CNN (MobileNetV2-FPN) on the same data.
+
+python tools/benchmark.py --config configs/pennfudan.yaml [--set KEY=VALUE ...] [--epochs N]
+    [--threads T] [--out runs/benchmark] [--skip-peer] [--skip-ours]
+
+One process, same train/val JSON, image size (longer side), epochs, batch size, ImageNet weights
+and thread count for both. Writes ``benchmark.json`` and ``benchmark.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from visionmtl.cli import run_tool
+
+OURS = "visionmtl"
+PEER = "torchvision Mask R-CNN"
+# (column title, metrics key)
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("box AP", "bbox_AP"),
+    ("box AP50", "bbox_AP50"),
+    ("mask AP", "segm_AP"),
+    ("mask AP50", "segm_AP50"),
+    ("mIoU", "mIoU"),
+    ("train s", "train_s"),
+    ("infer ms/img", "infer_ms"),
+)
+NOTES: tuple[str, ...] = (
+    "train s: wall time of the training loop (data loading and, for visionmtl, per-epoch "
+    "checkpoint writing included). visionmtl is evaluated once, after the last epoch; that "
+    "evaluation is timed again separately and subtracted. The peer's evaluation is not included.",
+    "infer ms/img: median over the validation images of one image at batch 1, from the decoded "
+    "RGB array to predictions at the original size (resize, normalisation and post-processing "
+    "included; file decoding excluded). visionmtl through Predictor, the peer through its forward.",
+    "Pixels: visionmtl resizes the longer side to data.image_size; the peer gets min_size = "
+    "max_size = data.image_size, which puts its longer side at the same size. Training "
+    "augmentation: visionmtl its configured scale/flip/colour jitter; the peer horizontal flips "
+    "only (torchvision's reference recipe).",
+    "Peer mIoU: its instance masks (prob >= 0.5) with score >= 0.5 painted by increasing score; "
+    "mask AP is '-' for a model without instance masks.",
+    "Peer optimiser: SGD momentum 0.9, weight decay 1e-4, lr 0.02/16 per image of the batch, "
+    "linear warm-up (train.warmup_iters) + cosine, gradient-norm clipping at 10.",
+)
+
+
+def _format_value(value: Any, key: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if key in ("train_s", "infer_ms"):
+        return f"{value:.1f}"
+    return f"{value:.4f}"
+
+
+def format_table(rows: dict[str, dict[str, Any]], markdown: bool = False) -> str:
+    """One row per model, the columns of :data:`COLUMNS`; missing or None values print as '-'."""
+    header = ["model", *(title for title, _ in COLUMNS)]
+    body = [
+        [name, *(_format_value(values.get(key), key) for _, key in COLUMNS)]
+        for name, values in rows.items()
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+
+    def render(row: list[str]) -> str:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join(cells)
+
+    separator = "  ".join("-" * width for width in widths)
+    return "\n".join([render(header), separator, *(render(row) for row in body)])
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The table's metric columns (None where the model has no such output)."""
+    return {key: metrics.get(key) for _, key in COLUMNS if key not in ("train_s", "infer_ms")}
+
+
+def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
+    """Train + evaluate our model into ``out_dir``; time training and inference."""
+    from visionmtl.api import Predictor
+    from visionmtl.data import CocoDataset, build_transforms
+    from visionmtl.engine.checkpoint import load_model
+    from visionmtl.engine.evaluate import evaluate_model
+    from visionmtl.engine.trainer import train
+
+    start = time.perf_counter()
+    metrics = train(cfg, out_dir)
+    train_wall = time.perf_counter() - start
+    model, saved_cfg = load_model(out_dir / "best.pt", device=device)
+    val_set = CocoDataset(
+        cfg.data.val_ann,
+        cfg.data.val_images,
+        transform=build_transforms(cfg.data.image_size, train=False),
+    )
+    start = time.perf_counter()
+    evaluate_model(model, val_set, saved_cfg, device)
+    eval_seconds = time.perf_counter() - start
+    predictor = Predictor(model, saved_cfg, device=device, batch_size=1)
+    times_ms = []
+    for index in range(len(val_set)):
+        array = val_set.load_image(index)
+        start = time.perf_counter()
+        predictor(array)
+        times_ms.append((time.perf_counter() - start) * 1000.0)
+    return {
+        **_summary(metrics),
+        "train_s": max(train_wall - eval_seconds, 0.0),
+        "infer_ms": statistics.median(times_ms) if times_ms else None,
+        "train_wall_s": train_wall,
+        "eval_s": eval_seconds,
+    }
+
+
+def run_peer(cfg: Any, out_dir: Path, device: Any, weights: str | None) -> dict[str, Any]:
+    """Train + evaluate the torchvision Mask R-CNN with the same data and budget."""
+    import torch
+
+    from visionmtl.bench import build_peer_maskrcnn, evaluate_peer, peer_lr, train_peer
+    from visionmtl.data import CocoDataset
+
+    train_set = CocoDataset(cfg.data.train_ann, cfg.data.train_images)
+    val_set = CocoDataset(cfg.data.val_ann, cfg.data.val_images)
+    size = cfg.data.image_size
+    model = build_peer_maskrcnn(len(train_set.category_ids), weights, min_size=size, max_size=size)
+    torch.manual_seed(cfg.train.seed)
+    seconds = train_peer(
+        model,
+        train_set,
+        epochs=cfg.train.epochs,
+        batch_size=cfg.data.batch_size,
+        lr=None,
+        device=device,
+        hflip_prob=cfg.data.hflip_prob,
+        warmup_iters=cfg.train.warmup_iters,
+        clip_grad_norm=10.0,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.train.seed,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    metrics = evaluate_peer(model, val_set, device)
+    (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return {
+        **_summary(metrics),
+        "train_s": seconds,
+        "infer_ms": metrics["infer_ms"],
+        "lr": peer_lr(cfg.data.batch_size),
+    }
+
+
+def peer_weights(cfg: Any, override: str | None) -> str | None:
+    """The ImageNet file for the peer: ``--peer-weights`` or our mobilenetv2_100 file."""
+    from visionmtl.config import ConfigError
+
+    if override:
+        return override
+    backbone = cfg.model.backbone
+    if backbone.weights and backbone.name == "mobilenetv2_100":
+        return backbone.weights
+    if backbone.weights or backbone.pretrained:
+        raise ConfigError(
+            f"model.backbone is {backbone.name!r} with ImageNet weights, but the peer needs a "
+            "timm mobilenetv2_100 file: pass --peer-weights PATH"
+        )
+    return None  # neither model is pretrained
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/pennfudan.yaml")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
+    parser.add_argument("--epochs", type=int, help="epochs for both models (train.epochs)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--out", default="runs/benchmark", help="output directory")
+    parser.add_argument("--peer-weights", help="timm mobilenetv2_100 file for the peer")
+    parser.add_argument("--skip-peer", action="store_true", help="only our model")
+    parser.add_argument("--skip-ours", action="store_true", help="only the peer")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        import torch
+
+        from visionmtl.config import load_config
+        from visionmtl.engine.trainer import resolve_device
+
+        overrides = list(args.set)
+        if args.epochs is not None:
+            overrides.append(f"train.epochs={args.epochs}")
+        if args.threads > 0:
+            overrides.append(f"train.threads={args.threads}")
+            torch.set_num_threads(args.threads)
+        cfg = load_config(args.config, overrides)
+        # evaluate once, after the last epoch, so its time can be taken out of training time
+        cfg = load_config(args.config, [*overrides, f"train.eval_every={cfg.train.epochs}"])
+        out = Path(args.out)
+        device = resolve_device(cfg.train.device)
+        weights = peer_weights(cfg, args.peer_weights)
+        rows: dict[str, dict[str, Any]] = {}
+        if not args.skip_ours:
+            rows[OURS] = run_ours(cfg, out / "ours", device)
+        if not args.skip_peer:
+            rows[PEER] = run_peer(cfg, out / "peer", device, weights)
+        settings = {
+            "config": str(args.config),
+            "overrides": overrides,
+            "train_ann": cfg.data.train_ann,
+            "val_ann": cfg.data.val_ann,
+            "image_size": cfg.data.image_size,
+            "epochs": cfg.train.epochs,
+            "batch_size": cfg.data.batch_size,
+            "imagenet_weights": weights,
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+            "torch": torch.__version__,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        report = {"settings": settings, "results": rows, "notes": list(NOTES)}
+        (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
+        lines = [
+            "# Benchmark",
+            "",
+            ", ".join(f"{k}: {v}" for k, v in settings.items() if k != "overrides"),
+            "",
+            format_table(rows, markdown=True),
+            "",
+            *(f"- {note}" for note in NOTES),
+        ]
+        (out / "benchmark.md").write_text("\n".join(lines) + "\n")
+        print(format_table(rows))
+        print(f"wrote {out / 'benchmark.json'} and {out / 'benchmark.md'}")
+
+    return run_tool(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
