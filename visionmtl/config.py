@@ -25,7 +25,11 @@ import yaml
 TASKS: tuple[str, ...] = ("det", "sem", "inst")
 AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
-MTL_METHODS: tuple[str, ...] = ("fixed",)
+MTL_METHODS: tuple[str, ...] = ("fixed", "uncertainty", "dwa", "gradnorm", "pcgrad", "cagrad")
+MTL_SHARING: tuple[str, ...] = ("hard", "adapters")
+GRAD_TARGETS: tuple[str, ...] = ("params", "features")
+ON_INVALID: tuple[str, ...] = ("error", "skip", "fix")
+NAN_POLICIES: tuple[str, ...] = ("stop", "skip")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 _YAML_NULLS = frozenset({"null", "Null", "NULL", "~"})
 
@@ -89,6 +93,8 @@ class DataConfig:
     color_jitter: float = 0.2
     batch_size: int = 8
     num_workers: int = 2
+    on_invalid: str = "skip"  # bad annotations: error (stop before training) | skip | fix
+    max_bad_image_fraction: float = 0.01  # stop when more images than this fail to load
 
 
 @dataclass
@@ -107,6 +113,10 @@ class TrainConfig:
     log_every: int = 20
     output_dir: str = "runs/exp"
     threads: int = 0  # 0 keeps torch's default
+    nan_policy: str = "stop"  # non-finite loss: stop (save nan_debug.pt) | skip the step
+    max_nan_skips: int = 10  # with nan_policy=skip, stop after this many skipped steps
+    checkpoint_every: int = 0  # also save last.pt every N steps inside an epoch (0: epoch ends only)
+    sync_bn: bool = False  # SyncBatchNorm under torchrun
 
 
 @dataclass
@@ -121,6 +131,13 @@ class EvalConfig:
 class MtlConfig:
     method: str = "fixed"
     weights: dict[str, float] = field(default_factory=dict)  # task -> loss weight; missing = 1.0
+    sharing: str = "hard"  # hard: shared backbone + FPN; adapters: per-task adapters on the FPN
+    grad_on: str = "params"  # gradient methods act on shared parameters or shared features
+    dwa_temperature: float = 2.0
+    gradnorm_alpha: float = 1.5
+    gradnorm_lr: float = 0.025
+    cagrad_c: float = 0.4
+    log_every: int = 50  # steps between per-task gradient statistics (0: never)
 
 
 @dataclass
@@ -238,6 +255,18 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "eval.max_detections": _POSITIVE,
     "eval.batch_size": _POSITIVE,
     "mtl.method": _one_of(MTL_METHODS),
+    "mtl.sharing": _one_of(MTL_SHARING),
+    "mtl.grad_on": _one_of(GRAD_TARGETS),
+    "mtl.dwa_temperature": _rule(lambda value: value > 0, "a number > 0"),
+    "mtl.gradnorm_alpha": _NON_NEGATIVE,
+    "mtl.gradnorm_lr": _rule(lambda value: value > 0, "a number > 0"),
+    "mtl.cagrad_c": _NON_NEGATIVE,
+    "mtl.log_every": _NON_NEGATIVE,
+    "data.on_invalid": _one_of(ON_INVALID),
+    "data.max_bad_image_fraction": _PROBABILITY,
+    "train.nan_policy": _one_of(NAN_POLICIES),
+    "train.max_nan_skips": _NON_NEGATIVE,
+    "train.checkpoint_every": _NON_NEGATIVE,
     "mtl.weights": _rule(
         lambda weights: set(weights) <= set(TASKS) and all(w >= 0 for w in weights.values()),
         f"task names from {list(TASKS)} mapped to weights >= 0",

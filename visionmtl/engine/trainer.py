@@ -173,7 +173,8 @@ def train(
             scaler.update()
             scheduler.step()
             for name, value in losses.items():
-                running[name] = 0.9 * running.get(name, float(value)) + 0.1 * float(value)
+                value = float(value.detach())
+                running[name] = 0.9 * running.get(name, value) + 0.1 * value
             if step % max(cfg.train.log_every, 1) == 0:
                 progress.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
         record: dict[str, Any] = {
