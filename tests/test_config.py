@@ -204,7 +204,7 @@ def test_wrong_type_names_the_key(data: dict, expected: str) -> None:
         ("data.image_size=16", "data.image_size"),
         ("train.epochs=0", "train.epochs"),
         ("data.batch_size=0", "data.batch_size"),
-        ("mtl.method=pcgrad", "mtl.method"),
+        ("mtl.method=magic", "mtl.method"),
         ("mtl.weights.dett=1", "mtl.weights"),
     ],
 )

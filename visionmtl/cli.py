@@ -11,7 +11,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from visionmtl.config import ConfigError
     from visionmtl.data import DataError
     from visionmtl.engine.checkpoint import CheckpointError
-    from visionmtl.engine.trainer import TrainingError
+    from visionmtl.engine.errors import TrainingError
     from visionmtl.models import BackboneError
 
     return (

@@ -115,7 +115,9 @@ class TrainConfig:
     threads: int = 0  # 0 keeps torch's default
     nan_policy: str = "stop"  # non-finite loss: stop (save nan_debug.pt) | skip the step
     max_nan_skips: int = 10  # with nan_policy=skip, stop after this many skipped steps
-    checkpoint_every: int = 0  # also save last.pt every N steps inside an epoch (0: epoch ends only)
+    checkpoint_every: int = (
+        0  # also save last.pt every N steps inside an epoch (0: epoch ends only)
+    )
     sync_bn: bool = False  # SyncBatchNorm under torchrun
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,23 +13,34 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, Collator, build_transforms
 from visionmtl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from visionmtl.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    any_rank,
+    barrier,
+    init_distributed,
+    parameters_in_sync,
+    shutdown_distributed,
+)
+from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.evaluate import evaluate_model, move_targets
+from visionmtl.engine.nan_guard import NanGuard
 from visionmtl.engine.optim import build_optimizer, build_scheduler
 from visionmtl.engine.precision import autocast, make_scaler
 from visionmtl.engine.report import format_metrics_table
 from visionmtl.engine.rundir import prepare_run_dir
+from visionmtl.engine.sampler import EpochSampler, SeededDataset
 from visionmtl.models import build_model
-from visionmtl.mtl import FixedWeighting
+from visionmtl.mtl import FixedWeighting, group_by_task
 
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, nothing to train on)."""
+__all__ = ["TrainingError", "train"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,13 +56,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _seed_worker(worker_id: int) -> None:
-    # Each worker's numpy/random streams derive from torch's per-worker seed (reproducible).
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def build_datasets(cfg: Config) -> tuple[CocoDataset, CocoDataset | None]:
     """Training set (with augmentation) and validation set (eval resize), if configured."""
     data = cfg.data
@@ -64,9 +69,8 @@ def build_datasets(cfg: Config) -> tuple[CocoDataset, CocoDataset | None]:
     train_set = CocoDataset(data.train_ann, data.train_images, transform=train_tf)
     val_set = None
     if data.val_ann:
-        val_set = CocoDataset(
-            data.val_ann, data.val_images, transform=build_transforms(data.image_size, train=False)
-        )
+        val_tf = build_transforms(data.image_size, train=False)
+        val_set = CocoDataset(data.val_ann, data.val_images, transform=val_tf)
     return train_set, val_set
 
 
@@ -87,41 +91,103 @@ def selection_score(metrics: dict[str, Any]) -> float:
     return float(sum(values) / len(values)) if values else -1.0
 
 
+class _StopRequest:
+    """Turns SIGTERM (schedulers' pre-emption) into a checkpoint at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopRequest:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def train(
-    cfg: Config, output_dir: str | Path | None = None, resume: bool = False
+    cfg: Config,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg`` and write ``config.yaml``, ``env.json``, ``last.pt``, ``best.pt``, ``metrics.jsonl``
-    and ``eval.json`` into the output directory. Returns the final evaluation metrics."""
+    """Train ``cfg`` and write ``config.yaml``, ``env.json``, ``last.pt``, ``best.pt``,
+    ``metrics.jsonl`` and ``eval.json`` into the output directory (rank 0 only under torchrun).
+
+    ``resume`` continues from ``last.pt`` at the exact step it was saved at (mid-epoch too).
+    ``stop_after_steps`` saves ``last.pt`` and returns after that many steps in total (used to
+    test resumption; SIGTERM does the same). Returns the final evaluation metrics."""
     output_dir = Path(output_dir or cfg.train.output_dir)
     device = resolve_device(cfg.train.device)
+    dist_info = init_distributed(device)
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
+    try:
+        with _StopRequest() as stop:
+            return _train(cfg, output_dir, resume, stop_after_steps, device, dist_info, stop)
+    finally:
+        shutdown_distributed()
 
+
+def _train(
+    cfg: Config,
+    output_dir: Path,
+    resume: bool,
+    stop_after_steps: int | None,
+    device: torch.device,
+    dist_info: DistInfo,
+    stop: _StopRequest,
+) -> dict[str, Any]:
+    is_main = dist_info.is_main
     train_set, val_set = build_datasets(cfg)
     cfg = with_dataset_classes(cfg, train_set)
-    prepare_run_dir(output_dir, cfg)
+    if is_main:
+        prepare_run_dir(output_dir, cfg)
     model = build_model(cfg.model, cfg.eval).to(device)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
+    if dist_info.enabled and cfg.train.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    train_model = DistributedDataParallel(model) if dist_info.enabled else model
+
+    batch_size = cfg.data.batch_size
+    sampler = EpochSampler(
+        len(train_set),
+        batch_size,
+        seed=cfg.train.seed,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+        drop_last=len(train_set) > batch_size * dist_info.world_size,
+    )
     loader = DataLoader(
-        train_set,
-        batch_size=cfg.data.batch_size,
-        shuffle=True,
-        drop_last=len(train_set) > cfg.data.batch_size,
+        SeededDataset(train_set),
+        batch_size=batch_size,
+        sampler=sampler,
         num_workers=cfg.data.num_workers,
         collate_fn=Collator(32),
-        worker_init_fn=_seed_worker,
-        generator=generator,
         persistent_workers=cfg.data.num_workers > 0,
     )
-    if len(loader) == 0:
+    iters_per_epoch = sampler.batches_per_epoch()
+    if iters_per_epoch == 0:
         raise TrainingError(f"{cfg.data.train_ann}: the training set has no images")
-    total_iters = cfg.train.epochs * len(loader)
     optimizer = build_optimizer(model, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train, total_iters)
+    scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * iters_per_epoch)
     scaler = make_scaler(device, cfg.train.amp)
     weighting = FixedWeighting(cfg.mtl.weights)
-    start_epoch, best_score = 0, -math.inf
+    file_names = {
+        train_set.image_ids[i]: train_set.image_info(i)["file_name"] for i in range(len(train_set))
+    }
+    nan_guard = NanGuard(cfg.train.nan_policy, cfg.train.max_nan_skips, output_dir, file_names)
+    start_epoch, start_batch, global_step, best_score = 0, 0, 0, -math.inf
 
     last_path = output_dir / "last.pt"
     if resume and last_path.is_file():
@@ -131,19 +197,43 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         weighting.load_state_dict(state["mtl"])
+        nan_guard.load_state_dict(state.get("nan_guard", {}))
         set_rng_state(state["rng"])
-        generator.set_state(state["loader_rng"])
-        start_epoch, best_score = int(state["epoch"]), float(state["best_score"])
-        print(f"resumed from {last_path} at epoch {start_epoch}")
+        start_epoch, start_batch = int(state["epoch"]), int(state.get("batch", 0))
+        global_step, best_score = int(state.get("step", 0)), float(state["best_score"])
+        if is_main:
+            print(f"resumed from {last_path} at epoch {start_epoch + 1}, batch {start_batch}")
 
-    print(
-        f"model: {cfg.model.backbone.name}, tasks {cfg.model.tasks}, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; device {device}; "
-        f"{len(train_set)} training images, {len(loader)} iterations/epoch"
-    )
+    def save_last(epoch: int, batch: int) -> None:
+        """Everything needed to continue at (epoch, batch) exactly."""
+        if is_main:
+            save_checkpoint(
+                last_path,
+                cfg,
+                model,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict(),
+                mtl=weighting.state_dict(),
+                nan_guard=nan_guard.state_dict(),
+                rng=rng_state(),
+                epoch=epoch,
+                batch=batch,
+                step=global_step,
+                best_score=best_score,
+            )
+
+    if is_main:
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(
+            f"model: {cfg.model.backbone.name}, tasks {cfg.model.tasks}, {params:.2f}M parameters; "
+            f"device {device} x {dist_info.world_size}; {len(train_set)} training images, "
+            f"{iters_per_epoch} iterations/epoch"
+        )
     metrics: dict[str, Any] = {}
-    metrics_file = output_dir / "metrics.jsonl"
     for epoch in range(start_epoch, cfg.train.epochs):
+        first_batch = start_batch if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, first_batch)
         model.train()
         running: dict[str, float] = {}
         epoch_start = time.perf_counter()
@@ -152,70 +242,84 @@ def train(
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
             dynamic_ncols=True,
             mininterval=2.0,
+            disable=not is_main,
         )
-        for step, (images, targets) in enumerate(progress):
+        for batch, (images, targets) in enumerate(progress, start=first_batch):
             images, targets = images.to(device, non_blocking=True), move_targets(targets, device)
+            buffers = nan_guard.snapshot(model)
             with autocast(device, cfg.train.amp):
-                losses = model(images, targets)
-            total, _ = weighting.combine({k: v.float() for k, v in losses.items()})
-            if not torch.isfinite(total):
-                bad = [k for k, v in losses.items() if not torch.isfinite(v)]
-                ids = [int(t["image_id"]) for t in targets]
-                raise TrainingError(
-                    f"non-finite loss {bad} at epoch {epoch + 1}, step {step} (image ids {ids})"
-                )
+                losses = train_model(images, targets)
+            losses = {name: value.float() for name, value in losses.items()}
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if cfg.train.clip_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
+            if any_rank(bool(nan_guard.bad_losses(losses)), dist_info, device):
+                nan_guard.handle(
+                    losses, images, targets, model, buffers, epoch, batch, dist_info.rank
+                )
+            else:
+                total, _ = weighting.combine(losses)
+                scaler.scale(total).backward()
+                if cfg.train.clip_grad_norm > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                for name, value in {**group_by_task(losses), **losses}.items():
+                    value = float(value.detach())
+                    running[name] = 0.9 * running.get(name, value) + 0.1 * value
             scheduler.step()
-            for name, value in losses.items():
-                value = float(value.detach())
-                running[name] = 0.9 * running.get(name, value) + 0.1 * value
-            if step % max(cfg.train.log_every, 1) == 0:
-                progress.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+            global_step += 1
+            if batch % max(cfg.train.log_every, 1) == 0:
+                progress.set_postfix({k: f"{v:.3f}" for k, v in running.items() if "/" in k})
+            every = cfg.train.checkpoint_every
+            if every and global_step % every == 0:
+                save_last(epoch, batch + 1)
+            halt = stop.requested or (
+                stop_after_steps is not None and global_step >= stop_after_steps
+            )
+            if any_rank(halt, dist_info, device):
+                save_last(epoch, batch + 1)
+                if is_main:
+                    print(f"stopped at epoch {epoch + 1}, batch {batch + 1}; resume with --resume")
+                return {"interrupted": True, "step": global_step}
         record: dict[str, Any] = {
             "epoch": epoch + 1,
+            "step": global_step,
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
-            **{f"loss/{k}": round(v, 5) for k, v in running.items()},
+            **{
+                f"loss/{k}": round(v, 5)
+                for k, v in all_reduce_mean(running, dist_info, device).items()
+            },
         }
         last_epoch = epoch + 1 == cfg.train.epochs
         if val_set is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last_epoch):
-            metrics = evaluate_model(model, val_set, cfg, device)
-            record.update({k: v for k, v in metrics.items() if k != "per_class"})
-            score = selection_score(metrics)
-            if score > best_score:
-                best_score = score
-                save_checkpoint(
-                    output_dir / "best.pt", cfg, model, epoch=epoch + 1, metrics=_plain(metrics)
-                )
-        with open(metrics_file, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        save_checkpoint(
-            last_path,
-            cfg,
-            model,
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict(),
-            mtl=weighting.state_dict(),
-            rng=rng_state(),
-            loader_rng=generator.get_state(),
-            epoch=epoch + 1,
-            best_score=best_score,
-        )
-    if val_set is None:
-        save_checkpoint(output_dir / "best.pt", cfg, model, epoch=cfg.train.epochs)
-    if metrics:
-        (output_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print(format_metrics_table(metrics))
+            if is_main:
+                metrics = evaluate_model(model, val_set, cfg, device)
+                record.update({k: v for k, v in metrics.items() if k != "per_class"})
+                score = selection_score(metrics)
+                if score > best_score:
+                    best_score = score
+                    save_checkpoint(
+                        output_dir / "best.pt",
+                        cfg,
+                        model,
+                        epoch=epoch + 1,
+                        metrics=json.dumps(metrics),
+                    )
+            barrier(dist_info)
+        if is_main:
+            with open(output_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        save_last(epoch + 1, 0)
+    if dist_info.enabled:
+        if not parameters_in_sync(model, dist_info, device):
+            raise TrainingError("ranks ended with different weights")
+        if is_main:
+            print(f"all {dist_info.world_size} ranks hold identical weights")
+    if is_main:
+        if val_set is None:
+            save_checkpoint(output_dir / "best.pt", cfg, model, epoch=cfg.train.epochs)
+        if metrics:
+            (output_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            print(format_metrics_table(metrics))
     return metrics
-
-
-def _plain(metrics: dict[str, Any]) -> str:
-    """Metrics as JSON text (checkpoints hold plain data only)."""
-    return json.dumps(metrics)
