@@ -122,7 +122,9 @@ def test_nan_skip_policy_keeps_batchnorm_statistics(
         train(cfg, tmp_path / "limit")
 
 
-def test_torchrun_two_processes_stay_in_sync(shapes_paths: dict, tmp_path: Path) -> None:
+def test_torchrun_two_processes_with_pcgrad_stay_in_sync(
+    shapes_paths: dict, tmp_path: Path
+) -> None:
     overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
         "data.val_ann=",
         "data.num_workers=0",
@@ -130,6 +132,8 @@ def test_torchrun_two_processes_stay_in_sync(shapes_paths: dict, tmp_path: Path)
         "train.epochs=1",
         "train.device=cpu",
         "train.threads=1",
+        "mtl.method=pcgrad",  # several backward passes per step under DDP
+        "mtl.log_every=1",
     ]
     command = [
         sys.executable,

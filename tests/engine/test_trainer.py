@@ -16,9 +16,8 @@ from visionmtl.engine.checkpoint import load_checkpoint
 def test_run_directory_contents(trained_run: Path) -> None:
     for name in ("config.yaml", "env.json", "last.pt", "best.pt", "metrics.jsonl", "eval.json"):
         assert (trained_run / name).is_file(), name
-    records = [
-        json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
-    ]
+    lines = (trained_run / "metrics.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if "epoch" in r]
     assert [r["epoch"] for r in records] == [1, 2]
     assert all("bbox_AP" in r and "mIoU" in r for r in records)
     metrics = json.loads((trained_run / "eval.json").read_text())
@@ -63,9 +62,8 @@ def test_resume_continues_from_last_epoch(
     )
     assert "resumed from" in capsys.readouterr().out
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
-    epochs = [
-        json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
-    ]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    epochs = [r["epoch"] for r in map(json.loads, lines) if "epoch" in r]
     assert epochs == [1, 2]
 
 
@@ -85,3 +83,26 @@ def test_tools_turn_bad_input_into_one_line_errors(
     broken.write_bytes(b"not a checkpoint")
     assert eval_tool.main([str(broken)]) == 2
     assert "broken.pt" in capsys.readouterr().err
+
+
+def test_bad_annotations_skip_by_default_or_stop_before_training(
+    shapes_paths: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = json.loads(Path(shapes_paths["train_ann"]).read_text())
+    data["annotations"][0]["category_id"] = 99  # undeclared
+    bad_id = data["annotations"][0]["id"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    overrides = tiny_train_overrides(shapes_paths, tmp_path / "run") + [
+        f"data.train_ann={bad}",
+        "data.val_ann=",
+        "train.epochs=1",
+    ]
+    assert train_tool.main(["configs/shapes_demo.yaml", "--set", *overrides]) == 0
+    assert "data: " in capsys.readouterr().out
+    listing = (tmp_path / "run" / "data_problems.txt").read_text()
+    assert f"annotation {bad_id}" in listing and "99" in listing
+    strict = [*overrides, "data.on_invalid=error", f"train.output_dir={tmp_path / 'strict'}"]
+    assert train_tool.main(["configs/shapes_demo.yaml", "--set", *strict]) == 2
+    assert "bad.json" in capsys.readouterr().err
+    assert not (tmp_path / "strict" / "last.pt").exists()

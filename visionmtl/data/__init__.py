@@ -1,6 +1,7 @@
 """Data layer: COCO-format datasets, transforms, batching and a synthetic shapes generator."""
 
 from visionmtl.data.batching import Collator
+from visionmtl.data.checks import CheckReport, Problem, check_coco, clean_annotations
 from visionmtl.data.coco import IGNORE_INDEX, CocoDataset, decode_segmentation
 from visionmtl.data.errors import DataError
 from visionmtl.data.synthetic import generate_shapes
@@ -10,11 +11,15 @@ __all__ = [
     "IGNORE_INDEX",
     "MEAN",
     "STD",
+    "CheckReport",
     "CocoDataset",
     "Collator",
     "DataError",
+    "Problem",
     "Transform",
     "build_transforms",
+    "check_coco",
+    "clean_annotations",
     "decode_segmentation",
     "generate_shapes",
     "normalize_image",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +14,17 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from visionmtl.data.checks import (
+    CheckReport,
+    Problem,
+    check_coco_data,
+    clean_annotations,
+    read_coco_json,
+)
 from visionmtl.data.errors import DataError
 from visionmtl.data.transforms import Transform
 
 IGNORE_INDEX: int = 255
-
-_IMAGE_KEYS = ("id", "file_name", "height", "width")
-_ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -63,6 +66,13 @@ class CocoDataset(Dataset):
     boxes/labels/masks; their region is 255 in ``sem_seg``. ``masks`` and ``sem_seg`` are absent
     for an image where some annotation has no segmentation (that task is not labelled there).
 
+    ``on_invalid`` ("error" | "skip" | "fix") is applied to the problems that
+    :func:`~visionmtl.data.checks.check_coco_data` finds in the JSON (see
+    :func:`~visionmtl.data.checks.clean_annotations`); ``report`` holds them and ``problems`` the
+    same with the action taken, plus images that later failed to load. Image files are only
+    checked when loaded: with ``skip_corrupt`` (default: on unless ``on_invalid`` is "error") a
+    broken one is skipped, see :meth:`__getitem__`.
+
     ``transform`` is called as ``transform(image, boxes=, labels=, masks=, sem_seg=)`` and must return
     a dict like :class:`~visionmtl.data.transforms.Transform`; by default images keep their size
     and are only normalised.
@@ -73,108 +83,37 @@ class CocoDataset(Dataset):
         ann_file: str | Path,
         image_dir: str | Path,
         transform: Callable[..., dict[str, Tensor]] | None = None,
+        on_invalid: str = "error",
+        max_bad_fraction: float = 0.01,
+        skip_corrupt: bool | None = None,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.transform = transform if transform is not None else Transform(None, train=False)
-        data = self._read_json()
+        self.on_invalid = on_invalid
+        self.max_bad_fraction = max_bad_fraction
+        self.skip_corrupt = on_invalid != "error" if skip_corrupt is None else skip_corrupt
+        # JSON-only checks here; image files are checked lazily, when __getitem__ loads them.
+        data = read_coco_json(self.ann_file)
+        self.report: CheckReport = check_coco_data(data, self.ann_file, self.image_dir)
+        data, self.problems = clean_annotations(data, self.report, on_invalid)
         categories = sorted(data["categories"], key=lambda category: category["id"])
         self.category_ids: list[int] = [int(category["id"]) for category in categories]
         self.class_names: list[str] = [str(category.get("name", "")) for category in categories]
         self.cat_id_to_label: dict[int, int] = {
             category_id: label for label, category_id in enumerate(self.category_ids)
         }
-        self._images: dict[int, dict[str, Any]] = {}
-        for image in data["images"]:
-            self._images[int(image["id"])] = image
+        self._images: dict[int, dict[str, Any]] = {int(i["id"]): i for i in data["images"]}
         self.image_ids: list[int] = list(self._images)
         self._annotations: dict[int, list[dict[str, Any]]] = {i: [] for i in self.image_ids}
         for annotation in data["annotations"]:
-            self._check_annotation(annotation)
             self._annotations[int(annotation["image_id"])].append(annotation)
+        # Indices whose image failed to load, in this process only: each DataLoader worker holds
+        # its own copy, so the max_bad_fraction limit is applied per worker.
+        self.failed_indices: set[int] = set()
 
-    # ----------------------------------------------------------------------------- validation
     def _fail(self, where: str, problem: str, hint: str) -> DataError:
         return DataError(f"{self.ann_file}: {where}: {problem}; {hint}")
-
-    def _read_json(self) -> dict[str, Any]:
-        try:
-            with open(self.ann_file, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            raise DataError(f"{self.ann_file}: annotation file not found; check the path") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise DataError(
-                f"{self.ann_file}: cannot be read as JSON ({error}); "
-                "check that it is a COCO annotation file"
-            ) from None
-        if not isinstance(data, dict):
-            raise self._fail("top level", "is not a JSON object", "expected a COCO dict")
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data.get(key), list):
-                raise self._fail(
-                    "top level",
-                    f"missing or non-list {key!r}",
-                    'a COCO file needs "images", "annotations" and "categories" lists',
-                )
-        seen_categories: set[int] = set()
-        for category in data["categories"]:
-            if not isinstance(category, dict) or "id" not in category:
-                raise self._fail(
-                    f"category {category!r}", "has no 'id'", "give every category an id"
-                )
-            if category["id"] in seen_categories:
-                raise self._fail(
-                    f"category {category['id']}", "id is duplicated", "make category ids unique"
-                )
-            seen_categories.add(category["id"])
-        seen_images: set[int] = set()
-        for image in data["images"]:
-            missing = [
-                key for key in _IMAGE_KEYS if not isinstance(image, dict) or key not in image
-            ]
-            image_id = image.get("id") if isinstance(image, dict) else None
-            if missing:
-                raise self._fail(
-                    f"image {image_id}",
-                    f"missing key(s) {missing}",
-                    f"each image needs {_IMAGE_KEYS}",
-                )
-            if image_id in seen_images:
-                raise self._fail(f"image {image_id}", "id is duplicated", "make image ids unique")
-            seen_images.add(image_id)
-        return data
-
-    def _check_annotation(self, annotation: Any) -> None:
-        annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
-        missing = [
-            key
-            for key in _ANNOTATION_KEYS
-            if not isinstance(annotation, dict) or key not in annotation
-        ]
-        if missing:
-            raise self._fail(
-                f"annotation {annotation_id}",
-                f"missing key(s) {missing}",
-                f"each annotation needs {_ANNOTATION_KEYS}",
-            )
-        image_id = annotation["image_id"]
-        where = f"annotation {annotation_id} (image {image_id})"
-        if image_id not in self._annotations:
-            raise self._fail(
-                where,
-                f'image_id {image_id} is not listed in "images"',
-                "add the image or remove the annotation",
-            )
-        if annotation["category_id"] not in self.cat_id_to_label:
-            raise self._fail(
-                where,
-                f'category_id {annotation["category_id"]} is not declared in "categories"',
-                "declare the category or remove the annotation",
-            )
-        bbox = annotation["bbox"]
-        if not isinstance(bbox, list | tuple) or len(bbox) != 4:
-            raise self._fail(where, f"bbox {bbox!r} is not [x, y, w, h]", "fix the bbox")
 
     # ----------------------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -279,8 +218,53 @@ class CocoDataset(Dataset):
         return self._instances(index, info["height"], info["width"])[3]
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """Image float32 ``[3, h, w]`` (normalised) and its target dict (see class docstring)."""
-        image = self.load_image(index)
+        """Image float32 ``[3, h, w]`` (normalised) and its target dict (see class docstring).
+
+        With ``skip_corrupt``, an image that fails to load is skipped with a warning naming the
+        file and the next loadable index is returned instead; DataError once more than
+        ``max_bad_fraction`` of the images (counted in this process) have failed.
+        """
+        if not self.skip_corrupt:
+            return self._item(index, self.load_image(index))
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            if candidate in self.failed_indices:
+                continue
+            try:
+                image = self.load_image(candidate)
+            except DataError as error:
+                self._record_failure(candidate, error)
+                continue
+            return self._item(candidate, image)
+        raise DataError(f"{self.ann_file}: no image of {self.image_dir} could be loaded")
+
+    def _record_failure(self, index: int, error: DataError) -> None:
+        """Remember a failed load, warn once for its file and stop when too many have failed."""
+        self.failed_indices.add(index)
+        info = self.image_info(index)
+        failed, total = len(self.failed_indices), len(self)
+        self.problems.append(
+            Problem(
+                "error",
+                "image-load-failed",
+                str(error),
+                image_id=info["id"],
+                file_name=info["file_name"],
+                entity="image",
+                action="skipped",
+                fix_hint="replace the file or remove the image (tools/check_data.py lists all)",
+            )
+        )
+        if failed > self.max_bad_fraction * total:
+            raise DataError(
+                f"{self.ann_file}: more than {self.max_bad_fraction:.1%} of images failed to load "
+                f"({failed} of {total} in this process), last: {error}; fix the files "
+                "(tools/check_data.py lists them) or raise data.max_bad_image_fraction"
+            )
+        warnings.warn(f"{error} (skipped: {failed} of {total} images failed)", stacklevel=3)
+
+    def _item(self, index: int, image: np.ndarray) -> tuple[Tensor, dict[str, Tensor]]:
+        """Target and transform for image ``index``, already loaded as ``[H, W, 3]`` uint8."""
         height, width = image.shape[:2]
         boxes, labels, masks, sem_seg = self._instances(index, height, width)
         output = self.transform(image, boxes=boxes, labels=labels, masks=masks, sem_seg=sem_seg)

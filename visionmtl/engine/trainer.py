@@ -38,7 +38,7 @@ from visionmtl.engine.report import format_metrics_table
 from visionmtl.engine.rundir import prepare_run_dir
 from visionmtl.engine.sampler import EpochSampler, SeededDataset
 from visionmtl.models import build_model
-from visionmtl.mtl import FixedWeighting, group_by_task
+from visionmtl.mtl import build_balancer, group_by_task, task_gradient_stats
 
 __all__ = ["TrainingError", "train"]
 
@@ -66,11 +66,12 @@ def build_datasets(cfg: Config) -> tuple[CocoDataset, CocoDataset | None]:
         hflip_prob=data.hflip_prob,
         color_jitter=data.color_jitter,
     )
-    train_set = CocoDataset(data.train_ann, data.train_images, transform=train_tf)
+    policy = {"on_invalid": data.on_invalid, "max_bad_fraction": data.max_bad_image_fraction}
+    train_set = CocoDataset(data.train_ann, data.train_images, transform=train_tf, **policy)
     val_set = None
     if data.val_ann:
         val_tf = build_transforms(data.image_size, train=False)
-        val_set = CocoDataset(data.val_ann, data.val_images, transform=val_tf)
+        val_set = CocoDataset(data.val_ann, data.val_images, transform=val_tf, **policy)
     return train_set, val_set
 
 
@@ -111,6 +112,43 @@ class _StopRequest:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+
+
+def _report_data_problems(output_dir: Path, *datasets: CocoDataset | None) -> None:
+    """One line per data set on what the checks found; the full list into the run directory."""
+    lines = []
+    for dataset in datasets:
+        if dataset is None or not dataset.problems:
+            continue
+        print(f"data: {dataset.report.summary()}")
+        lines.append(dataset.report.to_text())
+    if lines:
+        (output_dir / "data_problems.txt").write_text("\n\n".join(lines) + "\n")
+
+
+def _gradient_stats(
+    task_losses: dict[str, torch.Tensor], shared: list[torch.Tensor], scaler: Any
+) -> dict[str, float]:
+    """Per-task gradient norms on the shared parameters and pairwise cosines (T extra backwards)."""
+    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+    scaled = {task: scaler.scale(loss) for task, loss in task_losses.items()}
+    return task_gradient_stats(scaled, shared, scale=scale)
+
+
+def _log_step(
+    output_dir: Path,
+    step: int,
+    task_losses: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    grad_stats: dict[str, float],
+) -> None:
+    """One metrics.jsonl line on how the tasks interact at this step."""
+    record: dict[str, Any] = {"step": step}
+    record.update({f"loss/{task}": round(float(v.detach()), 5) for task, v in task_losses.items()})
+    record.update({f"weight/{task}": round(w, 5) for task, w in weights.items()})
+    record.update({k: round(v, 5) for k, v in grad_stats.items()})
+    with open(output_dir / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def train(
@@ -154,6 +192,7 @@ def _train(
     cfg = with_dataset_classes(cfg, train_set)
     if is_main:
         prepare_run_dir(output_dir, cfg)
+        _report_data_problems(output_dir, train_set, val_set)
     model = build_model(cfg.model, cfg.eval).to(device)
     if dist_info.enabled and cfg.train.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -180,9 +219,15 @@ def _train(
     if iters_per_epoch == 0:
         raise TrainingError(f"{cfg.data.train_ann}: the training set has no images")
     optimizer = build_optimizer(model, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * iters_per_epoch)
     scaler = make_scaler(device, cfg.train.amp)
-    weighting = FixedWeighting(cfg.mtl.weights)
+    balancer = build_balancer(cfg.mtl, cfg.model.tasks, device=device)
+    if balancer.parameters():  # learned task weights (uncertainty) train with the network
+        optimizer.add_param_group({"params": balancer.parameters(), "weight_decay": 0.0})
+    on_features = cfg.mtl.grad_on == "features"
+    shared_params = [
+        p for m in (model.backbone, model.neck) for p in m.parameters() if p.requires_grad
+    ]
+    scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * iters_per_epoch)
     file_names = {
         train_set.image_ids[i]: train_set.image_info(i)["file_name"] for i in range(len(train_set))
     }
@@ -196,7 +241,7 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        weighting.load_state_dict(state["mtl"])
+        balancer.load_state_dict(state["mtl"])
         nan_guard.load_state_dict(state.get("nan_guard", {}))
         set_rng_state(state["rng"])
         start_epoch, start_batch = int(state["epoch"]), int(state.get("batch", 0))
@@ -214,7 +259,7 @@ def _train(
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict(),
-                mtl=weighting.state_dict(),
+                mtl=balancer.state_dict(),
                 nan_guard=nan_guard.state_dict(),
                 rng=rng_state(),
                 epoch=epoch,
@@ -236,6 +281,7 @@ def _train(
         sampler.set_epoch(epoch, first_batch)
         model.train()
         running: dict[str, float] = {}
+        task_sums: dict[str, list[float]] = {}  # task -> [sum, count] of unweighted losses (DWA)
         epoch_start = time.perf_counter()
         progress = tqdm(
             loader,
@@ -248,7 +294,7 @@ def _train(
             images, targets = images.to(device, non_blocking=True), move_targets(targets, device)
             buffers = nan_guard.snapshot(model)
             with autocast(device, cfg.train.amp):
-                losses = train_model(images, targets)
+                losses, features = train_model(images, targets, return_features=True)
             losses = {name: value.float() for name, value in losses.items()}
             optimizer.zero_grad(set_to_none=True)
             if any_rank(bool(nan_guard.bad_losses(losses)), dist_info, device):
@@ -256,16 +302,25 @@ def _train(
                     losses, images, targets, model, buffers, epoch, batch, dist_info.rank
                 )
             else:
-                total, _ = weighting.combine(losses)
-                scaler.scale(total).backward()
+                task_losses = group_by_task(losses)
+                shared = features if on_features else shared_params
+                log_grads = cfg.mtl.log_every > 0 and global_step % cfg.mtl.log_every == 0
+                grad_stats = _gradient_stats(task_losses, shared, scaler) if log_grads else {}
+                weights = balancer.backward(task_losses, shared, scaler)
                 if cfg.train.clip_grad_norm > 0:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
-                for name, value in {**group_by_task(losses), **losses}.items():
+                for name, value in {**task_losses, **losses}.items():
                     value = float(value.detach())
                     running[name] = 0.9 * running.get(name, value) + 0.1 * value
+                for task, value in task_losses.items():
+                    if value.requires_grad:
+                        totals = task_sums.setdefault(task, [0.0, 0])
+                        totals[0], totals[1] = totals[0] + float(value.detach()), totals[1] + 1
+                if log_grads and is_main:
+                    _log_step(output_dir, global_step, task_losses, weights, grad_stats)
             scheduler.step()
             global_step += 1
             if batch % max(cfg.train.log_every, 1) == 0:
@@ -281,6 +336,8 @@ def _train(
                 if is_main:
                     print(f"stopped at epoch {epoch + 1}, batch {batch + 1}; resume with --resume")
                 return {"interrupted": True, "step": global_step}
+        means = {task: total / max(count, 1) for task, (total, count) in task_sums.items()}
+        balancer.end_epoch(all_reduce_mean(means, dist_info, device))
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": global_step,

@@ -60,7 +60,8 @@ class MultiTaskModel(nn.Module):
         targets: list[dict[str, Tensor]] | None = None,
         image_sizes: list[tuple[int, int]] | None = None,
         output_sizes: list[tuple[int, int]] | None = None,
-    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        return_features: bool = False,
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]] | tuple[dict[str, Tensor], list[Tensor]]:
         """images [B, 3, H, W] padded batch; targets per the data contract (training).
 
         In eval, ``image_sizes`` (h, w) are the unpadded sizes (default: the padded size) and
@@ -70,7 +71,9 @@ class MultiTaskModel(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
-            return self._losses(features, targets, padded_shape)
+            losses = self._losses(features, targets, padded_shape)
+            # Gradient methods acting on the shared features need the pyramid maps too.
+            return (losses, features) if return_features else losses
         if image_sizes is None:
             image_sizes = [padded_shape] * images.shape[0]
         return self._predict(features, image_sizes, output_sizes)
