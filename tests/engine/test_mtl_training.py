@@ -12,19 +12,19 @@ from visionmtl.engine.trainer import train
 
 
 @pytest.mark.parametrize(
-    "method,grad_on",
+    "method,grad_on,sharing",
     [
-        ("fixed", "params"),
-        ("uncertainty", "params"),
-        ("dwa", "params"),
-        ("gradnorm", "params"),
-        ("pcgrad", "params"),
-        ("pcgrad", "features"),
-        ("cagrad", "params"),
+        ("fixed", "params", "hard"),
+        ("uncertainty", "params", "hard"),
+        ("dwa", "params", "hard"),
+        ("gradnorm", "params", "hard"),
+        ("pcgrad", "params", "hard"),
+        ("pcgrad", "features", "adapters"),
+        ("cagrad", "params", "adapters"),
     ],
 )
 def test_method_trains_and_logs_task_interaction(
-    shapes_paths: dict, tmp_path: Path, method: str, grad_on: str
+    shapes_paths: dict, tmp_path: Path, method: str, grad_on: str, sharing: str
 ) -> None:
     overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
         "data.val_ann=",
@@ -32,6 +32,7 @@ def test_method_trains_and_logs_task_interaction(
         "train.epochs=3",
         f"mtl.method={method}",
         f"mtl.grad_on={grad_on}",
+        f"mtl.sharing={sharing}",
         "mtl.log_every=2",
     ]
     train(load_config(None, overrides), tmp_path)

@@ -128,3 +128,19 @@ def test_inst_requires_det_in_config() -> None:
 
     with pytest.raises(ConfigError, match="needs 'det'"):
         load_config(None, ["model.tasks=[sem,inst]"])
+
+
+def test_adapters_start_as_hard_sharing_and_learn() -> None:
+    cfg = ModelConfig(tasks=["det", "sem"], fpn_channels=32, num_classes=2)
+    torch.manual_seed(0)
+    model = build_model(cfg, sharing="adapters")
+    assert set(model.adapters) == {"det", "sem"}
+    images, targets = batch()
+    features = model.features(images)
+    shared = [features[i] for i in model.head_levels["sem"]]
+    adapted = model._head_features("sem", features)
+    assert all(torch.equal(a, b) for a, b in zip(shared, adapted, strict=True))  # zero-initialised
+    sum(model(images, targets).values()).backward()
+    assert model.adapters["sem"].levels[0][2].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="sharing"):
+        build_model(cfg, sharing="soft-ish")

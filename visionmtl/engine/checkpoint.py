@@ -100,7 +100,7 @@ def load_model(
 
     cfg, payload = load_checkpoint(path, map_location=device)
     backbone = replace(cfg.model.backbone, pretrained=False, weights=None)
-    model = build_model(replace(cfg.model, backbone=backbone), cfg.eval)
+    model = build_model(replace(cfg.model, backbone=backbone), cfg.eval, sharing=cfg.mtl.sharing)
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)
     if missing or unexpected:
         raise CheckpointError(

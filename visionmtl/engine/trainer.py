@@ -38,6 +38,7 @@ from visionmtl.engine.report import format_metrics_table
 from visionmtl.engine.rundir import prepare_run_dir
 from visionmtl.engine.sampler import EpochSampler, SeededDataset
 from visionmtl.models import build_model
+from visionmtl.models.summary import format_summary, model_summary
 from visionmtl.mtl import build_balancer, group_by_task, task_gradient_stats
 
 __all__ = ["TrainingError", "train"]
@@ -193,7 +194,7 @@ def _train(
     if is_main:
         prepare_run_dir(output_dir, cfg)
         _report_data_problems(output_dir, train_set, val_set)
-    model = build_model(cfg.model, cfg.eval).to(device)
+    model = build_model(cfg.model, cfg.eval, sharing=cfg.mtl.sharing).to(device)
     if dist_info.enabled and cfg.train.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_model = DistributedDataParallel(model) if dist_info.enabled else model
@@ -269,12 +270,12 @@ def _train(
             )
 
     if is_main:
-        params = sum(p.numel() for p in model.parameters()) / 1e6
         print(
-            f"model: {cfg.model.backbone.name}, tasks {cfg.model.tasks}, {params:.2f}M parameters; "
-            f"device {device} x {dist_info.world_size}; {len(train_set)} training images, "
-            f"{iters_per_epoch} iterations/epoch"
+            f"model: {cfg.model.backbone.name}, tasks {cfg.model.tasks}, {cfg.mtl.sharing} sharing, "
+            f"mtl.method={cfg.mtl.method}; device {device} x {dist_info.world_size}; "
+            f"{len(train_set)} training images, {iters_per_epoch} iterations/epoch"
         )
+        print(format_summary(model_summary(model, cfg.data.image_size)))
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.train.epochs):
         first_batch = start_batch if epoch == start_epoch else 0

@@ -5,17 +5,21 @@ from __future__ import annotations
 from torch import nn
 
 from visionmtl.config import EvalConfig, ModelConfig
+from visionmtl.models.adapters import TaskAdapters
 from visionmtl.models.backbone import TimmBackbone
 from visionmtl.models.heads import FCOSHead, MaskHead, SemanticFPNHead
 from visionmtl.models.multitask import MultiTaskModel
 from visionmtl.models.neck import PyramidNeck
 
 
-def build_model(cfg: ModelConfig, eval_cfg: EvalConfig | None = None) -> MultiTaskModel:
+def build_model(
+    cfg: ModelConfig, eval_cfg: EvalConfig | None = None, sharing: str = "hard"
+) -> MultiTaskModel:
     """Backbone -> FPN (P3-P7) -> the heads named in ``cfg.tasks``.
 
     ``cfg.num_classes`` (object categories, no background) must be set; training fills it from the
-    data set."""
+    data set. ``sharing`` is ``mtl.sharing``: "hard" (every head reads the shared pyramid) or
+    "adapters" (each task reads it through its own residual adapters)."""
     if not cfg.num_classes:
         raise ValueError("model.num_classes is not set (it is filled from the training data set)")
     eval_cfg = eval_cfg or EvalConfig()
@@ -57,4 +61,9 @@ def build_model(cfg: ModelConfig, eval_cfg: EvalConfig | None = None) -> MultiTa
             class_agnostic=cfg.inst.class_agnostic,
         )
     head_strides = {"det": det_strides, "sem": sem_strides, "inst": sem_strides}
-    return MultiTaskModel(backbone, neck, heads, head_strides)
+    adapters: dict[str, nn.Module] = {}
+    if sharing == "adapters":
+        adapters = {t: TaskAdapters(cfg.fpn_channels, len(head_strides[t])) for t in heads}
+    elif sharing != "hard":
+        raise ValueError(f"mtl.sharing: unknown sharing {sharing!r} (hard, adapters)")
+    return MultiTaskModel(backbone, neck, heads, head_strides, adapters)

@@ -24,6 +24,7 @@ class MultiTaskModel(nn.Module):
         neck: pyramid over the backbone maps.
         heads: task name (as in ``model.tasks``) -> head with forward / loss / postprocess.
         head_strides: task name -> the pyramid strides its head reads (default: all levels).
+        adapters: task name -> module applied to that task's pyramid maps (soft sharing).
     """
 
     def __init__(
@@ -32,6 +33,7 @@ class MultiTaskModel(nn.Module):
         neck: PyramidNeck,
         heads: dict[str, nn.Module],
         head_strides: dict[str, list[int]] | None = None,
+        adapters: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -43,8 +45,12 @@ class MultiTaskModel(nn.Module):
             for task in heads
         }
 
+        # Soft sharing: optional task-specific adapters between the shared pyramid and each head.
+        self.adapters = nn.ModuleDict(adapters or {})
+
     def _head_features(self, task: str, features: list[Tensor]) -> list[Tensor]:
-        return [features[i] for i in self.head_levels[task]]
+        selected = [features[i] for i in self.head_levels[task]]
+        return self.adapters[task](selected) if task in self.adapters else selected
 
     @property
     def tasks(self) -> list[str]:
