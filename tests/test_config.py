@@ -275,3 +275,91 @@ def test_empty_file_and_sections_give_defaults(tmp_path: Path) -> None:
 def test_repository_configs_load(path: Path) -> None:
     cfg = load_config(path)
     assert config_from_yaml(config_to_yaml(cfg)) == cfg
+
+
+SOURCES_YAML = """\
+data:
+  extra_sources:
+    - {ann: boxes.json, images: boxes_images, tasks: [det]}
+    - images: png_images
+      sem_masks: png_masks
+      tasks: [sem]
+      class_names: [circle, square]
+"""
+
+
+def test_extra_sources_load_and_round_trip(tmp_path: Path) -> None:
+    from visionmtl.config import SourceConfig
+
+    path = tmp_path / "sources.yaml"
+    path.write_text(SOURCES_YAML)
+    cfg = load_config(path)
+    assert cfg.data.extra_sources == [
+        SourceConfig(ann="boxes.json", images="boxes_images", tasks=["det"]),
+        SourceConfig(
+            images="png_images",
+            sem_masks="png_masks",
+            tasks=["sem"],
+            class_names=["circle", "square"],
+        ),
+    ]
+    assert Config().data.extra_sources == [] and SourceConfig().tasks == ["det", "sem", "inst"]
+    save_config(cfg, tmp_path / "again.yaml")
+    assert load_config(tmp_path / "again.yaml") == cfg
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    overridden = apply_overrides(
+        Config(), ["data.extra_sources=[{ann: a.json, images: i, tasks: [det]}]"]
+    )
+    assert overridden.data.extra_sources == [SourceConfig(ann="a.json", images="i", tasks=["det"])]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            {"ann": "a.json", "images": "i", "tasks": ["inst"]},
+            r"data\.extra_sources\[1\]\.tasks: expected",
+        ),
+        ({"ann": "a.json", "images": "i", "tasks": ["det", "det"]}, r"extra_sources\[1\]\.tasks"),
+        (
+            {"ann": "a.json", "images": "i", "task": ["det"]},
+            r"'data\.extra_sources\[1\]\.task'; did you mean 'data\.extra_sources\[1\]\.tasks'",
+        ),
+        (
+            {"ann": "a.json", "images": "i", "tasks": "det"},
+            r"extra_sources\[1\]\.tasks: expected list\[str\]",
+        ),
+        ({"ann": "a.json"}, r"extra_sources\[1\]\.images: every source needs"),
+        ({"images": "i"}, r"extra_sources\[1\]: set exactly one of 'ann'"),
+        (
+            {"ann": "a.json", "images": "i", "sem_masks": "m"},
+            r"extra_sources\[1\]: set exactly one",
+        ),
+        (
+            {"images": "i", "sem_masks": "m", "class_names": ["a"]},
+            r"extra_sources\[1\]\.tasks: .*only sem",
+        ),
+        (
+            {"images": "i", "sem_masks": "m", "tasks": ["sem"]},
+            r"extra_sources\[1\]\.class_names: .*needs",
+        ),
+        (
+            {"images": "i", "sem_masks": "m", "tasks": ["sem"], "class_names": ["a", "a"]},
+            r"extra_sources\[1\]\.class_names: expected distinct",
+        ),
+        (
+            {"ann": "a.json", "images": "i", "class_names": ["a"]},
+            r"extra_sources\[1\]\.class_names: only for",
+        ),
+        ("a.json", r"data\.extra_sources\[1\]: expected mapping"),
+    ],
+)
+def test_bad_extra_source_names_its_index(source: object, expected: str) -> None:
+    good = {"ann": "ok.json", "images": "i", "tasks": ["det"]}
+    with pytest.raises(ConfigError, match=expected):
+        config_from_dict({"data": {"extra_sources": [good, source]}})
+
+
+def test_extra_sources_override_of_an_element_key_is_explained() -> None:
+    with pytest.raises(ConfigError, match=r"'data\.extra_sources' is a list; set it whole"):
+        apply_overrides(Config(), ["data.extra_sources.tasks=[det]"])

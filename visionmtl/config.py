@@ -82,6 +82,22 @@ class ModelConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One extra training source and the tasks it labels (targets of other tasks are left out).
+
+    A COCO source sets ``ann`` (JSON) and ``images``; its category names must be among the main
+    set's. A semantic PNG source sets ``images`` and ``sem_masks`` (one PNG class map per image,
+    same file stem; 0 background, k = ``class_names[k - 1]``, 255 ignore) and labels ``sem`` only.
+    """
+
+    ann: str = ""
+    images: str = ""
+    sem_masks: str = ""
+    tasks: list[str] = field(default_factory=lambda: ["det", "sem", "inst"])
+    class_names: list[str] = field(default_factory=list)
+
+
+@dataclass
 class DataConfig:
     train_ann: str = ""
     train_images: str = ""
@@ -95,6 +111,7 @@ class DataConfig:
     num_workers: int = 2
     on_invalid: str = "skip"  # bad annotations: error (stop before training) | skip | fix
     max_bad_image_fraction: float = 0.01  # stop when more images than this fail to load
+    extra_sources: list[SourceConfig] = field(default_factory=list)  # trained beside train_ann
 
 
 @dataclass
@@ -266,6 +283,14 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "mtl.log_every": _NON_NEGATIVE,
     "data.on_invalid": _one_of(ON_INVALID),
     "data.max_bad_image_fraction": _PROBABILITY,
+    # Keys of list elements drop the index: data.extra_sources[1].tasks -> data.extra_sources[].tasks
+    "data.extra_sources[].tasks": _rule(
+        _distinct_tasks,
+        f"a non-empty list of distinct tasks from {list(TASKS)} ('inst' needs 'det')",
+    ),
+    "data.extra_sources[].class_names": _rule(
+        lambda names: len(set(names)) == len(names) and all(names), "distinct, non-empty names"
+    ),
     "train.nan_policy": _one_of(NAN_POLICIES),
     "train.max_nan_skips": _NON_NEGATIVE,
     "train.checkpoint_every": _NON_NEGATIVE,
@@ -312,6 +337,14 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_LIST_INDEX = re.compile(r"\[\d+\]")
+
+
+def _schema_key(path: str) -> str:
+    """``data.extra_sources[1].tasks`` -> ``data.extra_sources[].tasks`` (the key in the schema)."""
+    return _LIST_INDEX.sub("[]", path)
+
+
 def _type_error(value: Any, tp: Any, path: str, source: str) -> ConfigError:
     hint = ""
     if isinstance(value, bool) and tp is str:
@@ -325,16 +358,24 @@ def _type_error(value: Any, tp: Any, path: str, source: str) -> ConfigError:
 def _unknown_key_error(path: str, parent: str, source: str) -> ConfigError:
     """Error for an unknown dotted ``path`` under ``parent``, suggesting the nearest valid key."""
     name = path.rpartition(".")[2]
-    keys = [key for key in _dotted_keys() if not path.startswith(key + ".")]
-    siblings = [key for key in keys if key.rpartition(".")[0] == parent]
+    schema_path, schema_parent = _schema_key(path), _schema_key(parent)
+    keys = [
+        key
+        for key in _dotted_keys()
+        if not schema_path.startswith(key + ".")
+        # keys inside list elements only where the unknown key is inside that list too
+        and ("[]" not in key or key.startswith(schema_parent + "."))
+    ]
+    siblings = [key for key in keys if key.rpartition(".")[0] == schema_parent]
     # Siblings first (train.epoch -> train.epochs), then anywhere (train.batch_size -> data.batch_size).
     for candidates in (siblings, keys):
         by_name = {key.rpartition(".")[2]: key for key in reversed(candidates)}
         close = difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.6)
         if close:
-            return ConfigError(
-                f"{source}: unknown key '{path}'; did you mean '{by_name[close[0]]}'?"
-            )
+            match = by_name[close[0]]
+            if match.startswith(schema_parent + ".") and schema_parent != parent:
+                match = parent + match[len(schema_parent) :]  # put the list index back
+            return ConfigError(f"{source}: unknown key '{path}'; did you mean '{match}'?")
     if not siblings:
         return ConfigError(f"{source}: unknown key '{path}': '{parent}' has no sub-keys")
     names = ", ".join(key.rpartition(".")[2] for key in siblings)
@@ -369,7 +410,7 @@ def _convert(value: Any, tp: Any, path: str, source: str) -> Any:
             result = {k: _convert(v, item_type, _join(path, k), source) for k, v in value.items()}
         else:
             result = float(value) if base is float else value
-    check = _FIELD_CHECKS.get(path)
+    check = _FIELD_CHECKS.get(_schema_key(path))
     problem = check(result) if check is not None else None
     if problem:
         raise ConfigError(f"{source}: {path}: {problem}")
@@ -404,6 +445,34 @@ def _check_consistency(cfg: Config, source: str) -> None:
             )
     if len(set(model.category_ids)) != len(model.category_ids):
         raise ConfigError(f"{source}: model.category_ids: duplicate ids in {model.category_ids}")
+    for index, extra in enumerate(cfg.data.extra_sources):
+        _check_source(extra, f"data.extra_sources[{index}]", source)
+
+
+def _check_source(extra: SourceConfig, path: str, source: str) -> None:
+    """A source is either COCO (ann + images) or semantic PNG (images + sem_masks + class_names)."""
+    if not extra.images:
+        raise ConfigError(f"{source}: {path}.images: every source needs its image folder")
+    if bool(extra.ann) == bool(extra.sem_masks):
+        raise ConfigError(
+            f"{source}: {path}: set exactly one of 'ann' (COCO JSON) or 'sem_masks' (PNG folder)"
+        )
+    if extra.sem_masks:
+        if extra.tasks != ["sem"]:
+            raise ConfigError(
+                f"{source}: {path}.tasks: a semantic PNG source labels only sem; write tasks: [sem] "
+                f"(got {extra.tasks})"
+            )
+        if not extra.class_names:
+            raise ConfigError(
+                f"{source}: {path}.class_names: a semantic PNG source needs the name of each "
+                "class id 1..K"
+            )
+    elif extra.class_names:
+        raise ConfigError(
+            f"{source}: {path}.class_names: only for semantic PNG sources; a COCO source takes "
+            "its names from the JSON categories"
+        )
 
 
 # ---------------------------------------------------------------- public API
@@ -483,6 +552,8 @@ def _dotted_keys(cls: type = Config, prefix: str = "") -> list[str]:
         keys.append(_join(prefix, name))
         if dataclasses.is_dataclass(tp):
             keys.extend(_dotted_keys(tp, _join(prefix, name)))
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            keys.extend(_dotted_keys(typing.get_args(tp)[0], _join(prefix, name) + "[]"))
     return keys
 
 
@@ -494,6 +565,9 @@ def _target_type(parts: list[str], source: str) -> Any:
             tp = _fields(tp)[part]
         elif typing.get_origin(tp) is dict and part:
             tp = typing.get_args(tp)[1]  # a key inside a dict field, e.g. mtl.weights.det
+        elif typing.get_origin(tp) is list and depth:
+            where = ".".join(parts[:depth])
+            raise ConfigError(f"{source}: '{where}' is a list; set it whole: {where}=[...]")
         else:
             raise _unknown_key_error(".".join(parts), ".".join(parts[:depth]), source)
     return tp

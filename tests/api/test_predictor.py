@@ -89,3 +89,18 @@ def test_masks_at_original_size_and_panoptic(predictor: Predictor, shapes_paths:
     for segment in segments:
         assert (id_map == segment["id"]).sum() == segment["area"] > 0
     assert sum(s["area"] for s in segments) == (id_map > 0).sum()
+
+
+def test_large_image_and_decompression_bomb(
+    predictor: Predictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    large = np.full((1500, 2000, 3), 90, np.uint8)
+    large[300:900, 400:1200] = (230, 40, 40)
+    result = predictor(large)[0]
+    assert result.sem_seg.shape == (1500, 2000)
+    assert result.masks is not None and result.masks.shape[1:] == (1500, 2000)
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64 x 64 > 2 x 100: PIL refuses
+    with pytest.raises(InputError, match="too large"):
+        load_rgb(path)

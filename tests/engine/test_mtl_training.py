@@ -51,3 +51,22 @@ def test_method_trains_and_logs_task_interaction(
     assert all(all(v == v for k, v in r.items() if k.startswith("loss/")) for r in epochs)  # no NaN
     if method == "dwa":  # weights differ from 1 once two epochs of losses are known
         assert any(abs(steps[-1][f"weight/{t}"] - 1.0) > 1e-6 for t in tasks)
+
+
+def test_partially_labelled_extra_source_trains(shapes_paths: dict, tmp_path: Path) -> None:
+    source = (
+        f"{{ann: {shapes_paths['val_ann']}, images: {shapes_paths['val_images']}, tasks: [det]}}"
+    )
+    overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
+        "data.val_ann=",
+        "data.num_workers=0",
+        "train.epochs=1",
+        f"data.extra_sources=[{source}]",
+    ]
+    cfg = load_config(None, overrides)
+    assert cfg.data.extra_sources[0].tasks == ["det"]
+    train(cfg, tmp_path)
+    epochs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    record = [r for r in epochs if "epoch" in r][0]
+    assert record["step"] == 4  # (24 main + 8 boxes-only images) / batch 8
+    assert all(record[f"loss/{t}"] == record[f"loss/{t}"] for t in ("det", "sem", "inst"))

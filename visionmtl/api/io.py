@@ -59,6 +59,11 @@ def load_rgb(source: ImageInput) -> np.ndarray:
             with Image.open(path) as image:
                 image.load()
                 return _from_pil(image)
+        except Image.DecompressionBombError as error:
+            raise InputError(
+                f"{path}: image too large to decode safely ({error}); downscale it first, or raise "
+                "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+            ) from None
         except (UnidentifiedImageError, OSError) as error:
             raise InputError(f"{path}: not a readable image ({error})") from None
     if isinstance(source, Image.Image):

@@ -39,6 +39,8 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.cfg = cfg
         self.score_thresh = cfg.eval.score_thresh if score_thresh is None else score_thresh
+        if "det" in self.model.heads:  # drop low scores before NMS and mask pasting, not after
+            self.model.heads["det"].score_thresh = self.score_thresh
         self.batch_size = batch_size
         self.transform = build_transforms(cfg.data.image_size, train=False)
         self.collate = Collator(32)

@@ -1,9 +1,12 @@
-"""Data layer: COCO-format datasets, transforms, batching and a synthetic shapes generator."""
+"""Data layer: COCO-format and semantic PNG data sets, partially labelled mixed sources, transforms,
+batching and a synthetic shapes generator."""
 
 from visionmtl.data.batching import Collator
 from visionmtl.data.checks import CheckReport, Problem, check_coco, clean_annotations
 from visionmtl.data.coco import IGNORE_INDEX, CocoDataset, decode_segmentation
 from visionmtl.data.errors import DataError
+from visionmtl.data.semantic_png import SemanticPngDataset
+from visionmtl.data.sources import MixedDataset, TaskFilter, build_training_set
 from visionmtl.data.synthetic import generate_shapes
 from visionmtl.data.transforms import MEAN, STD, Transform, build_transforms, normalize_image
 
@@ -15,8 +18,12 @@ __all__ = [
     "CocoDataset",
     "Collator",
     "DataError",
+    "MixedDataset",
     "Problem",
+    "SemanticPngDataset",
+    "TaskFilter",
     "Transform",
+    "build_training_set",
     "build_transforms",
     "check_coco",
     "clean_annotations",

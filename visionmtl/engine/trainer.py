@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from visionmtl.config import Config
-from visionmtl.data import CocoDataset, Collator, build_transforms
+from visionmtl.data import CocoDataset, Collator, MixedDataset, build_training_set, build_transforms
 from visionmtl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from visionmtl.engine.distributed import (
     DistInfo,
@@ -57,8 +57,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_datasets(cfg: Config) -> tuple[CocoDataset, CocoDataset | None]:
-    """Training set (with augmentation) and validation set (eval resize), if configured."""
+def build_datasets(cfg: Config) -> tuple[MixedDataset, CocoDataset | None]:
+    """Training set (main + ``data.extra_sources``, augmented) and validation set, if configured."""
     data = cfg.data
     train_tf = build_transforms(
         data.image_size,
@@ -68,7 +68,8 @@ def build_datasets(cfg: Config) -> tuple[CocoDataset, CocoDataset | None]:
         color_jitter=data.color_jitter,
     )
     policy = {"on_invalid": data.on_invalid, "max_bad_fraction": data.max_bad_image_fraction}
-    train_set = CocoDataset(data.train_ann, data.train_images, transform=train_tf, **policy)
+    main = CocoDataset(data.train_ann, data.train_images, transform=train_tf, **policy)
+    train_set = build_training_set(main, data.extra_sources, transform=train_tf, **policy)
     val_set = None
     if data.val_ann:
         val_tf = build_transforms(data.image_size, train=False)
@@ -76,7 +77,7 @@ def build_datasets(cfg: Config) -> tuple[CocoDataset, CocoDataset | None]:
     return train_set, val_set
 
 
-def with_dataset_classes(cfg: Config, dataset: CocoDataset) -> Config:
+def with_dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> Config:
     """Fill ``model.num_classes``, ``class_names`` and ``category_ids`` from the training set."""
     model = replace(
         cfg.model,
@@ -193,7 +194,7 @@ def _train(
     cfg = with_dataset_classes(cfg, train_set)
     if is_main:
         prepare_run_dir(output_dir, cfg)
-        _report_data_problems(output_dir, train_set, val_set)
+        _report_data_problems(output_dir, *train_set.coco_sets, val_set)
     model = build_model(cfg.model, cfg.eval, sharing=cfg.mtl.sharing).to(device)
     if dist_info.enabled and cfg.train.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -229,9 +230,7 @@ def _train(
         p for m in (model.backbone, model.neck) for p in m.parameters() if p.requires_grad
     ]
     scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * iters_per_epoch)
-    file_names = {
-        train_set.image_ids[i]: train_set.image_info(i)["file_name"] for i in range(len(train_set))
-    }
+    file_names = train_set.file_names()
     nan_guard = NanGuard(cfg.train.nan_policy, cfg.train.max_nan_skips, output_dir, file_names)
     start_epoch, start_batch, global_step, best_score = 0, 0, 0, -math.inf
 

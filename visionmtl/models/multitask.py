@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from visionmtl.models.backbone import TimmBackbone
@@ -95,8 +96,11 @@ class MultiTaskModel(nn.Module):
             task_features = self._head_features(task, features)
             if task == "inst":
                 # Ground-truth boxes are the RoIs; images without masks get none.
-                boxes = [t["boxes"] if "masks" in t else t["boxes"][:0] for t in targets]
-                labels = [t["labels"] if "masks" in t else t["labels"][:0] for t in targets]
+                device = features[0].device
+                no_boxes = torch.zeros((0, 4), dtype=torch.float32, device=device)
+                no_labels = torch.zeros(0, dtype=torch.int64, device=device)
+                boxes = [t["boxes"] if "masks" in t else no_boxes for t in targets]
+                labels = [t["labels"] if "masks" in t else no_labels for t in targets]
                 losses.update(head.loss(head(task_features, boxes), targets, boxes, labels))
             else:
                 losses.update(head.loss(head(task_features), targets, padded_shape))

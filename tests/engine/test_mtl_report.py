@@ -1,0 +1,115 @@
+"""delta_m on hand-made numbers; a tiny end-to-end report (baselines + two multi-task models)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_train_overrides
+from tools.mtl_report import main as mtl_report_main
+from tools.mtl_report import predictor_latency_ms
+from visionmtl.config import ConfigError, load_config
+from visionmtl.engine.mtl_report import (
+    delta_m,
+    hurt_sentence,
+    relative_changes,
+    report_configs,
+    run_report,
+)
+
+
+def test_delta_m_is_the_mean_relative_change() -> None:
+    mt, st = {"a": 0.55, "b": 0.40}, {"a": 0.5, "b": 0.5}
+    assert relative_changes(mt, st) == pytest.approx({"a": 0.1, "b": -0.2})
+    assert delta_m(mt, st) == pytest.approx((0.1 - 0.2) / 2)
+    assert delta_m(st, st) == 0.0
+
+
+def test_lower_is_better_flips_the_sign() -> None:
+    mt, st = {"err": 0.4, "acc": 0.6}, {"err": 0.5, "acc": 0.5}
+    assert relative_changes(mt, st, lower_is_better={"err"})["err"] == pytest.approx(0.2)
+    assert delta_m(mt, st, lower_is_better={"err"}) == pytest.approx(0.2)
+    assert delta_m(mt, st) == pytest.approx(0.0)
+
+
+def test_zero_baseline_is_left_out_and_missing_metric_is_an_error() -> None:
+    changes = relative_changes({"a": 0.3, "b": 0.6}, {"a": 0.0, "b": 0.5})
+    assert math.isnan(changes["a"])
+    assert delta_m({"a": 0.3, "b": 0.6}, {"a": 0.0, "b": 0.5}) == pytest.approx(0.2)
+    assert math.isnan(delta_m({"a": 0.3}, {"a": 0.0}))
+    with pytest.raises(ValueError, match="lack"):
+        relative_changes({"a": 0.3}, {"a": 0.5, "mIoU": 0.5})
+
+
+def test_hurt_sentence_names_each_worse_metric() -> None:
+    text = hurt_sentence("pcgrad/hard", {"bbox_AP": -0.05, "mIoU": 0.02, "segm_AP": -0.1})
+    assert "bbox_AP (-5.0%)" in text and "segm_AP (-10.0%)" in text and "mIoU" not in text
+    assert "hurt no task metric" in hurt_sentence("fixed/hard", {"mIoU": 0.0})
+
+
+def test_report_configs_baselines_and_validation(shapes_paths: dict, tmp_path: Path) -> None:
+    cfg = load_config(None, tiny_train_overrides(shapes_paths, tmp_path))
+    single, multi = report_configs(cfg, ["fixed", "dwa"], ["hard", "adapters"])
+    assert {name: c.model.tasks for name, c in single.items()} == {
+        "det": ["det"],
+        "sem": ["sem"],
+        "det+inst": ["det", "inst"],
+    }
+    assert set(multi) == {"fixed/hard", "dwa/hard", "fixed/adapters", "dwa/adapters"}
+    assert multi["dwa/adapters"].mtl.sharing == "adapters"
+    with pytest.raises(ConfigError, match="mtl.method"):
+        report_configs(cfg, ["nope"], ["hard"])
+    with pytest.raises(ConfigError, match="data.val_ann"):
+        report_configs(load_config(None), ["fixed"], ["hard"])
+    with pytest.raises(ConfigError, match="at least two tasks"):
+        report_configs(
+            load_config(None, ["model.tasks=[sem]", "data.val_ann=v.json"]), ["fixed"], ["hard"]
+        )
+
+
+def test_run_report_end_to_end(shapes_paths: dict, tmp_path: Path) -> None:
+    overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
+        "train.epochs=1",
+        "data.image_size=64",
+        "model.fpn_channels=16",
+        "mtl.log_every=0",
+        "model.backbone.name=resnet10t",
+    ]
+    cfg = load_config(None, overrides)
+    report = run_report(
+        cfg, ["fixed", "pcgrad"], ["hard"], tmp_path, threads=1, latency_ms=predictor_latency_ms
+    )
+    saved = json.loads((tmp_path / "mtl_report.json").read_text())
+    assert set(saved["single_task"]) == {"det", "sem", "det+inst"}
+    assert set(saved["multi_task"]) == {"fixed/hard", "pcgrad/hard"}
+    assert saved["failures"] == {}
+    for row in report["multi_task"].values():
+        assert math.isfinite(row["delta_m"])
+        assert set(row["relative_change"]) == {
+            "bbox_AP",
+            "bbox_AP50",
+            "segm_AP",
+            "segm_AP50",
+            "mIoU",
+        }
+        assert row["infer_ms"] > 0 and row["train_s"] > 0
+    together = saved["single_task_together"]
+    assert together["params"] > saved["multi_task"]["fixed/hard"]["params"]
+    assert together["infer_ms"] == pytest.approx(
+        sum(r["infer_ms"] for r in saved["single_task"].values())
+    )
+    markdown = (tmp_path / "mtl_report.md").read_text()
+    assert "single-task models together" in markdown and "pcgrad/hard" in markdown
+    assert "multi-task training hurt" in markdown
+
+
+def test_cli_reports_a_bad_method_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "cfg.yaml"
+    config.write_text("model:\n  tasks: [det, sem]\ndata:\n  val_ann: v.json\n")
+    code = mtl_report_main(["--config", str(config), "--methods", "fixed", "bogus"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "mtl.method" in error and "bogus" in error

@@ -1,0 +1,170 @@
+"""A semantic-segmentation-only data set: images with one PNG class map each (same file stem)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from visionmtl.data.coco import IGNORE_INDEX
+from visionmtl.data.errors import DataError
+from visionmtl.data.transforms import Transform
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+)
+PNG_ID_OFFSET: int = 10**9  # synthetic image ids start here, away from COCO JSON ids
+
+# PIL modes that hold one class id per pixel (P: palette indices, read as indices, not colours).
+_CLASS_MAP_MODES: frozenset[str] = frozenset({"L", "P", "I", "I;16"})
+
+
+class SemanticPngDataset(Dataset):
+    """``dataset[i] -> (image [3, h, w], target)`` where the target has only ``sem_seg``.
+
+    Every image in ``image_dir`` is paired with ``mask_dir / (stem + ".png")``, a single-channel
+    class map: 0 background, k = ``class_names[k - 1]``, 255 ignore. The target holds ``sem_seg``
+    int64 ``[h, w]`` (the data contract's ids: 0 background, c + 1 category c, 255 ignore),
+    ``image_id`` (``id_offset + index``), ``orig_size`` and ``image_size``; it has no ``boxes``,
+    ``labels`` or ``masks``, so detection and instance losses skip these images.
+
+    ``label_map`` maps PNG ids to the contract's ids (default: identity over 0..K). 0 and 255 map
+    to themselves unless given. An id that is neither mapped nor 255 is a DataError naming the file,
+    or ignore (255) with ``ignore_unknown``. Picklable (DataLoader workers with ``spawn``).
+    """
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        mask_dir: str | Path,
+        class_names: list[str],
+        transform: Callable[..., dict[str, Tensor]] | None = None,
+        label_map: dict[int, int] | None = None,
+        ignore_unknown: bool = False,
+        id_offset: int = PNG_ID_OFFSET,
+    ) -> None:
+        self.image_dir = Path(image_dir)
+        self.mask_dir = Path(mask_dir)
+        self.class_names = list(class_names)
+        self.transform = transform if transform is not None else Transform(None, train=False)
+        self.ignore_unknown = ignore_unknown
+        self.id_offset = id_offset
+        if label_map is None:
+            label_map = {k: k for k in range(len(self.class_names) + 1)}
+        self.label_map = {0: 0, IGNORE_INDEX: IGNORE_INDEX, **label_map}
+        for source_id, target_id in self.label_map.items():
+            if not (0 <= source_id <= 255 and 0 <= target_id <= 255):
+                raise ValueError(
+                    f"label_map entries must lie in 0..255, got {source_id} -> {target_id}"
+                )
+        # Lookup table over PNG ids; -1 marks ids that are not mapped.
+        self._lut = np.full(256, -1, np.int64)
+        for source_id, target_id in self.label_map.items():
+            self._lut[source_id] = target_id
+        self.image_paths, self.mask_paths = self._pair_files()
+        self.image_ids: list[int] = [id_offset + i for i in range(len(self.image_paths))]
+
+    def _pair_files(self) -> tuple[list[Path], list[Path]]:
+        if not self.image_dir.is_dir():
+            raise DataError(f"{self.image_dir}: image folder not found")
+        if not self.mask_dir.is_dir():
+            raise DataError(f"{self.mask_dir}: semantic mask folder not found")
+        images = sorted(
+            path
+            for path in self.image_dir.iterdir()
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not images:
+            raise DataError(f"{self.image_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        masks = [self.mask_dir / f"{path.stem}.png" for path in images]
+        for image, mask in zip(images, masks, strict=True):
+            if not mask.is_file():
+                raise DataError(
+                    f"{mask}: semantic mask of image {image} not found; every image in "
+                    f"{self.image_dir} needs a PNG class map with the same stem in {self.mask_dir}"
+                )
+        return images, masks
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        """``{"id", "file_name", "path", "mask_path"}`` of image ``index``."""
+        return {
+            "id": self.image_ids[index],
+            "file_name": self.image_paths[index].name,
+            "path": self.image_paths[index],
+            "mask_path": self.mask_paths[index],
+        }
+
+    def load_class_map(self, index: int) -> np.ndarray:
+        """The PNG class map ``[H, W]`` of image ``index`` in the contract's ids (int64)."""
+        path = self.mask_paths[index]
+        try:
+            with Image.open(path) as opened:
+                if opened.mode not in _CLASS_MAP_MODES:
+                    raise DataError(
+                        f"{path}: expected a single-channel PNG of class ids (mode L or P), "
+                        f"got mode {opened.mode}"
+                    )
+                ids = np.array(opened)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise DataError(f"{path}: semantic mask cannot be decoded ({error})") from None
+        present = np.unique(ids)
+        outside = present[(present < 0) | (present > 255)]
+        if outside.size:
+            raise DataError(f"{path}: class id {int(outside[0])} is outside 0..255")
+        mapped = self._lut[ids.astype(np.int64)]
+        unknown = present[self._lut[present.astype(np.int64)] < 0]
+        if unknown.size:
+            if not self.ignore_unknown:
+                raise DataError(
+                    f"{path}: class id {int(unknown[0])} has no class (class_names has "
+                    f"{len(self.class_names)}: ids 1..{len(self.class_names)}, 0 background, "
+                    "255 ignore)"
+                )
+            mapped[mapped < 0] = IGNORE_INDEX
+        return mapped
+
+    def original_sem_seg(self, index: int) -> np.ndarray:
+        """The semantic map ``[H, W]`` int64 at the original size (same as :meth:`load_class_map`)."""
+        return self.load_class_map(index)
+
+    def _aligned_image(self, index: int, mask_shape: tuple[int, int]) -> np.ndarray:
+        path = self.image_paths[index]
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                candidates = [ImageOps.exif_transpose(opened).convert("RGB"), opened.convert("RGB")]
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            raise DataError(f"{path}: image cannot be decoded ({error})") from None
+        height, width = mask_shape
+        for candidate in candidates:  # the mask was drawn on one of the two orientations
+            if candidate.size == (width, height):
+                return np.array(candidate, dtype=np.uint8)
+        image_width, image_height = candidates[0].size
+        raise DataError(
+            f"{self.mask_paths[index]}: semantic mask is {width}x{height} (w x h) but image {path} "
+            f"is {image_width}x{image_height}; they must have the same size"
+        )
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Image float32 ``[3, h, w]`` (normalised) and ``{sem_seg, image_id, orig_size, image_size}``."""
+        sem_seg = self.load_class_map(index)
+        image = self._aligned_image(index, sem_seg.shape)
+        output = self.transform(image, sem_seg=sem_seg)
+        image_tensor = output["image"]
+        height, width = image.shape[:2]
+        target = {
+            "sem_seg": output["sem_seg"],
+            "image_id": torch.tensor(self.image_ids[index], dtype=torch.int64),
+            "orig_size": torch.tensor([height, width], dtype=torch.int64),
+            "image_size": torch.tensor(list(image_tensor.shape[-2:]), dtype=torch.int64),
+        }
+        return image_tensor, target

@@ -1,0 +1,242 @@
+"""Training on several sources with partial labels: each source labels some tasks only.
+
+The targets of tasks a source does not label are left out (an absent key means "not labelled", so
+the heads give those images no loss); they are never filled with background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import ConcatDataset, Dataset
+
+from visionmtl.config import TASKS, SourceConfig
+from visionmtl.data.checks import Problem
+from visionmtl.data.coco import IGNORE_INDEX, CocoDataset
+from visionmtl.data.errors import DataError
+from visionmtl.data.semantic_png import SemanticPngDataset
+
+# Target keys that carry each task's labels.
+TASK_KEYS: dict[str, tuple[str, ...]] = {
+    "det": ("boxes", "labels"),
+    "sem": ("sem_seg",),
+    "inst": ("masks",),
+}
+# Extra source s (1, 2, ...) gets image ids s * SOURCE_ID_STRIDE + its own id, so ids stay unique.
+SOURCE_ID_STRIDE: int = 10**9
+
+
+class TaskFilter(Dataset):
+    """A view of ``dataset`` whose targets keep only the keys of ``tasks`` (see ``TASK_KEYS``).
+
+    ``label_map`` (source label -> main label, contiguous 0-based) renames ``labels`` and the
+    ``sem_seg`` ids (k + 1 -> label_map[k] + 1; 0 and 255 stay); ``id_offset`` is added to
+    ``image_id``. The wrapped data set needs ``image_ids`` and ``image_info(i)`` (a dict with
+    ``file_name``). Picklable when ``dataset`` is.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        tasks: Sequence[str],
+        label_map: dict[int, int] | None = None,
+        id_offset: int = 0,
+    ) -> None:
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown or not tasks:
+            raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {tasks}")
+        if "inst" in tasks and "det" not in tasks:
+            raise ValueError("'inst' needs 'det': instance masks are learned inside the boxes")
+        self.dataset = dataset
+        self.tasks = list(tasks)
+        self.dropped_keys = tuple(
+            key for task in TASKS if task not in tasks for key in TASK_KEYS[task]
+        )
+        self.id_offset = id_offset
+        self.label_map = dict(label_map) if label_map is not None else None
+        self._label_lut: Tensor | None = None
+        self._sem_lut: Tensor | None = None
+        if label_map is not None:
+            size = max(label_map, default=-1) + 1
+            self._label_lut = torch.full((size,), -1, dtype=torch.int64)
+            self._sem_lut = torch.full((256,), IGNORE_INDEX, dtype=torch.int64)
+            self._sem_lut[0] = 0
+            for source_label, main_label in label_map.items():
+                self._label_lut[source_label] = main_label
+                self._sem_lut[source_label + 1] = main_label + 1
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [self.id_offset + int(image_id) for image_id in self.dataset.image_ids]
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        """The wrapped ``image_info`` with the offset ``id``."""
+        info = dict(self.dataset.image_info(index))
+        info["id"] = self.id_offset + int(info["id"])
+        return info
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        image, target = self.dataset[index]
+        target = {key: value for key, value in target.items() if key not in self.dropped_keys}
+        if self._label_lut is not None and "labels" in target:
+            target["labels"] = self._label_lut[target["labels"]]
+        if self._sem_lut is not None and "sem_seg" in target:
+            target["sem_seg"] = self._sem_lut[target["sem_seg"]]
+        if self.id_offset:
+            target["image_id"] = target["image_id"] + self.id_offset
+        return image, target
+
+
+class MixedDataset(ConcatDataset):
+    """The main training set followed by the extra sources, one index space.
+
+    Classes (``category_ids``, ``class_names``) are the main set's; ``image_ids`` lists the
+    (unique) image id of every index, :meth:`image_info` gives ``id`` / ``file_name`` / ``path``
+    and ``source`` (the annotation file or mask folder), :meth:`file_names` the id -> name dict
+    for messages. ``coco_sets`` are the COCO data sets inside (for their check reports).
+    """
+
+    def __init__(self, main: CocoDataset, parts: list[Any], source_names: list[str]) -> None:
+        super().__init__([main, *parts])
+        self.main = main
+        self.source_names = [str(main.ann_file), *source_names]
+        self.category_ids: list[int] = list(main.category_ids)
+        self.class_names: list[str] = list(main.class_names)
+        self.image_ids: list[int] = [int(i) for part in self.datasets for i in part.image_ids]
+        if len(set(self.image_ids)) != len(self.image_ids):
+            raise DataError(
+                f"{self.source_names}: image ids repeat across the training sources; keep JSON "
+                f"image ids below {SOURCE_ID_STRIDE}"
+            )
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        """(part, index inside the part) of a global ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        for part, end in enumerate(self.cumulative_sizes):
+            if index < end:
+                start = self.cumulative_sizes[part - 1] if part else 0
+                return part, index - start
+        raise AssertionError("unreachable")
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        """``{"id", "file_name", "path", "source", ...}`` of global image ``index``."""
+        part, local = self._locate(index)
+        info = dict(self.datasets[part].image_info(local))
+        info["source"] = self.source_names[part]
+        return info
+
+    def file_names(self) -> dict[int, str]:
+        """Image id -> file name, for every image of every source."""
+        names: dict[int, str] = {}
+        for part in self.datasets:
+            for local, image_id in enumerate(part.image_ids):
+                names[int(image_id)] = str(part.image_info(local)["file_name"])
+        return names
+
+    @property
+    def coco_sets(self) -> list[CocoDataset]:
+        sets = [self.main]
+        for part in self.datasets[1:]:
+            inner = part.dataset if isinstance(part, TaskFilter) else part
+            if isinstance(inner, CocoDataset):
+                sets.append(inner)
+        return sets
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Problems found in (and actions taken on) every COCO source."""
+        return [problem for dataset in self.coco_sets for problem in dataset.problems]
+
+
+def _main_labels(main: CocoDataset) -> dict[str, int]:
+    """Class name -> main contiguous label; names must be unique to match sources by name."""
+    labels = {name: label for label, name in enumerate(main.class_names)}
+    if len(labels) != len(main.class_names):
+        raise DataError(
+            f"{main.ann_file}: category names repeat ({main.class_names}); extra sources are "
+            "matched to the main set by name, so names must be unique"
+        )
+    return labels
+
+
+def coco_label_map(main: CocoDataset, source: CocoDataset) -> dict[int, int]:
+    """Source label -> main label, matching categories by name; DataError naming the file for an
+    unknown name."""
+    main_labels = _main_labels(main)
+    mapping = {}
+    for label, (name, category_id) in enumerate(
+        zip(source.class_names, source.category_ids, strict=True)
+    ):
+        if name not in main_labels:
+            raise DataError(
+                f"{source.ann_file}: category '{name}' (id {category_id}) is not a category of the "
+                f"main training set {main.ann_file} ({', '.join(main.class_names)}); rename it "
+                "to one of those or remove it"
+            )
+        mapping[label] = main_labels[name]
+    return mapping
+
+
+def png_label_map(main: CocoDataset, class_names: Sequence[str], mask_dir: str) -> dict[int, int]:
+    """PNG class id (1..K) -> contract id (main label + 1), matching ``class_names`` by name."""
+    main_labels = _main_labels(main)
+    mapping = {}
+    for png_id, name in enumerate(class_names, start=1):
+        if name not in main_labels:
+            raise DataError(
+                f"{mask_dir}: class id {png_id} ('{name}') is not a category of the main "
+                f"training set {main.ann_file} ({', '.join(main.class_names)}); fix class_names"
+            )
+        mapping[png_id] = main_labels[name] + 1
+    return mapping
+
+
+def build_training_set(
+    main: CocoDataset,
+    sources: Sequence[SourceConfig],
+    transform: Callable[..., dict[str, Tensor]] | None = None,
+    on_invalid: str = "skip",
+    max_bad_fraction: float = 0.01,
+) -> MixedDataset:
+    """``main`` followed by one data set per ``sources`` entry, each labelling its own tasks.
+
+    COCO sources (``ann``) are loaded with ``transform``/``on_invalid``/``max_bad_fraction`` and
+    their labels renamed to the main set's by category name; semantic PNG sources (``sem_masks``)
+    map ``class_names`` to the main set's classes by name. DataError (naming the file) when a name
+    is not among the main set's categories.
+    """
+    parts: list[Any] = []
+    names: list[str] = []
+    for number, source in enumerate(sources, start=1):
+        offset = number * SOURCE_ID_STRIDE
+        if source.sem_masks:
+            label_map = png_label_map(main, source.class_names, source.sem_masks)
+            png = SemanticPngDataset(
+                source.images,
+                source.sem_masks,
+                source.class_names,
+                transform=transform,
+                label_map=label_map,
+                id_offset=offset,
+            )
+            parts.append(TaskFilter(png, source.tasks))
+            names.append(source.sem_masks)
+        else:
+            coco = CocoDataset(
+                source.ann,
+                source.images,
+                transform=transform,
+                on_invalid=on_invalid,
+                max_bad_fraction=max_bad_fraction,
+            )
+            label_map = coco_label_map(main, coco)
+            parts.append(TaskFilter(coco, source.tasks, label_map=label_map, id_offset=offset))
+            names.append(source.ann)
+    return MixedDataset(main, parts, names)

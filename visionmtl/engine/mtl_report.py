@@ -1,0 +1,374 @@
+"""Seeing the tasks interact: single-task baselines vs multi-task models trained with the same config.
+
+Each task of ``model.tasks`` gets a single-task baseline: ``[det]``, ``[sem]``, and ``[det, inst]`` for
+the instance task (instance masks are predicted inside detected boxes, so the mask head cannot train
+without the detector). Every ``mtl.method`` x ``mtl.sharing`` pair asked for gives one multi-task
+model. The report holds each task metric, the relative change against its baseline and the
+multi-task performance delta (Maninis et al. 2019, Vandenhende et al. 2021)::
+
+    delta_m = 1/T * sum_i (-1)^{l_i} (M_mt,i - M_st,i) / M_st,i     (l_i = 1 if lower is better)
+
+plus parameters, inference time and training time of one multi-task model against the single-task
+models together. Inference timing is injected (``latency_ms``): the engine does not import the
+user API; ``tools/mtl_report.py`` passes a timer built on ``Predictor``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visionmtl.config import Config, ConfigError, apply_overrides
+from visionmtl.engine.checkpoint import load_model
+from visionmtl.engine.trainer import resolve_device, train
+
+# The single-task baseline of each task (tasks, in config order).
+BASELINE_TASKS: dict[str, tuple[str, ...]] = {
+    "det": ("det",),
+    "sem": ("sem",),
+    "inst": ("det", "inst"),
+}
+# Metrics shown per task; the first of each enters delta_m. All are higher-is-better.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "det": ("bbox_AP", "bbox_AP50"),
+    "inst": ("segm_AP", "segm_AP50"),
+    "sem": ("mIoU",),
+}
+TOGETHER = "single-task models together"
+# checkpoint, device -> median milliseconds per image at batch 1 over the validation images
+LatencyFn = Callable[[Path, torch.device], float | None]
+
+NOTES: tuple[str, ...] = (
+    "Baselines: one model per task with the same config (backbone, data, schedule, seed); the "
+    "instance task's baseline is [det, inst] because masks are predicted inside detected boxes.",
+    "delta_m: mean over the tasks' main metrics (bbox_AP, segm_AP, mIoU; all higher-is-better) of "
+    "the relative change (M_mt - M_st) / M_st; a metric whose baseline is 0 has no relative change "
+    "and is left out of the mean (shown as n/a).",
+    "params / infer ms: 'single-task models together' is the sum over the baselines (each runs "
+    "its own backbone). infer ms/img: median over the validation images at batch 1 through "
+    "Predictor (decoded RGB array to predictions at the original size).",
+    "train s: sum of the epochs' training-loop time (data loading included, evaluation and "
+    "checkpoint writing excluded); wall s is the whole train() call.",
+)
+
+
+# ---------------------------------------------------------------- delta_m
+
+
+def relative_changes(
+    mt: Mapping[str, float],
+    st: Mapping[str, float],
+    lower_is_better: Sequence[str] | set[str] | frozenset[str] = frozenset(),
+) -> dict[str, float]:
+    """Per metric of ``st``: ``(-1)^{l} (mt - st) / st`` (positive = multi-task is better).
+
+    NaN where the baseline is 0 or either value is missing / not finite. Raises ValueError when a
+    baseline metric is absent from ``mt``."""
+    missing = [key for key in st if key not in mt]
+    if missing:
+        raise ValueError(f"multi-task metrics lack {missing} (have {sorted(mt)})")
+    changes: dict[str, float] = {}
+    for key, base in st.items():
+        value = mt[key]
+        usable = value is not None and base is not None and math.isfinite(value)
+        if not usable or not math.isfinite(base) or base == 0:
+            changes[key] = math.nan
+            continue
+        sign = -1.0 if key in lower_is_better else 1.0
+        changes[key] = sign * (float(value) - float(base)) / abs(float(base))
+    return changes
+
+
+def delta_m(
+    mt: Mapping[str, float],
+    st: Mapping[str, float],
+    lower_is_better: Sequence[str] | set[str] | frozenset[str] = frozenset(),
+) -> float:
+    """Multi-task performance delta: mean of :func:`relative_changes` over the metrics of ``st``
+    that have one (NaN if none has). E.g. mt {a: .55, b: .40} vs st {a: .5, b: .5} -> -0.05."""
+    defined = [c for c in relative_changes(mt, st, lower_is_better).values() if math.isfinite(c)]
+    return sum(defined) / len(defined) if defined else math.nan
+
+
+def hurt_sentence(name: str, changes: Mapping[str, float]) -> str:
+    """One plain sentence naming each metric that multi-task training made worse."""
+    hurt = [f"{key} ({change:+.1%})" for key, change in changes.items() if change < 0]
+    if not hurt:
+        return f"{name}: multi-task training hurt no task metric."
+    listed = hurt[0] if len(hurt) == 1 else ", ".join(hurt[:-1]) + " and " + hurt[-1]
+    return f"{name}: multi-task training hurt {listed}."
+
+
+# ---------------------------------------------------------------- configs
+
+
+def baseline_name(tasks: Sequence[str]) -> str:
+    return "+".join(tasks)
+
+
+def report_configs(
+    cfg: Config, methods: Sequence[str], sharing: Sequence[str]
+) -> tuple[dict[str, Config], dict[str, Config]]:
+    """(single-task configs by baseline name, multi-task configs by ``method/sharing``).
+
+    All are validated here, before any training, so a rejected method or sharing fails at once."""
+    tasks = list(cfg.model.tasks)
+    if len(tasks) < 2:
+        raise ConfigError(f"model.tasks: a multi-task report needs at least two tasks, got {tasks}")
+    if not cfg.data.val_ann:
+        raise ConfigError(
+            "data.val_ann: the report compares validation metrics; set a validation set"
+        )
+    if not methods or not sharing:
+        raise ConfigError("a multi-task report needs at least one method and one sharing mode")
+    single: dict[str, Config] = {}
+    for task in tasks:
+        st_tasks = BASELINE_TASKS[task]
+        weights = {t: w for t, w in cfg.mtl.weights.items() if t in st_tasks}
+        mtl = replace(cfg.mtl, method="fixed", sharing="hard", weights=weights)
+        single[baseline_name(st_tasks)] = replace(
+            cfg, model=replace(cfg.model, tasks=list(st_tasks)), mtl=mtl
+        )
+    multi: dict[str, Config] = {}
+    for mode in sharing:
+        for method in methods:
+            overrides = [f"mtl.method={method}", f"mtl.sharing={mode}"]
+            if method != "fixed":  # only 'fixed' reads mtl.weights (others warn)
+                overrides.append("mtl.weights={}")
+            multi[f"{method}/{mode}"] = apply_overrides(cfg, overrides)
+    return single, multi
+
+
+# ---------------------------------------------------------------- one training
+
+
+def _epoch_seconds(metrics_file: Path, skip_lines: int) -> float:
+    """Sum of ``epoch_seconds`` over the records this run appended to ``metrics.jsonl``."""
+    if not metrics_file.is_file():
+        return math.nan
+    lines = metrics_file.read_text().splitlines()[skip_lines:]
+    records = [json.loads(line) for line in lines if line.strip()]
+    return float(sum(r.get("epoch_seconds", 0.0) for r in records if "epoch" in r))
+
+
+def train_one(
+    cfg: Config, out_dir: Path, device: torch.device, latency_ms: LatencyFn | None
+) -> dict[str, Any]:
+    """Train ``cfg`` into ``out_dir``; its final metrics, parameter count and timings."""
+    metrics_file = out_dir / "metrics.jsonl"
+    previous = len(metrics_file.read_text().splitlines()) if metrics_file.is_file() else 0
+    start = time.perf_counter()
+    metrics = train(cfg, out_dir)
+    wall = time.perf_counter() - start
+    checkpoint = out_dir / "best.pt"
+    model, _ = load_model(checkpoint, device=device)
+    params = sum(p.numel() for p in model.parameters())
+    del model
+    return {
+        "tasks": list(cfg.model.tasks),
+        "method": cfg.mtl.method,
+        "sharing": cfg.mtl.sharing,
+        "metrics": {k: v for k, v in metrics.items() if k != "per_class"},
+        "params": params,
+        "infer_ms": latency_ms(checkpoint, device) if latency_ms is not None else None,
+        "train_s": _epoch_seconds(metrics_file, previous),
+        "wall_s": wall,
+        "output_dir": str(out_dir),
+    }
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _reference_metrics(cfg: Config, single: Mapping[str, dict[str, Any]]) -> dict[str, float]:
+    """Each task's metrics from its own baseline (bbox_AP from [det], not from [det, inst])."""
+    reference: dict[str, float] = {}
+    for task in cfg.model.tasks:
+        metrics = single[baseline_name(BASELINE_TASKS[task])]["metrics"]
+        reference.update({key: metrics.get(key) for key in TASK_METRICS[task]})
+    return reference
+
+
+def _together(single: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    rows = list(single.values())
+
+    def total(key: str) -> float | None:
+        values = [row[key] for row in rows]
+        return None if any(v is None for v in values) else sum(values)
+
+    return {key: total(key) for key in ("params", "infer_ms", "train_s", "wall_s")}
+
+
+def _sharing_notes(multi: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Warn when a non-hard sharing mode built exactly the hard-sharing model."""
+    notes = []
+    for name, row in multi.items():
+        hard = multi.get(f"{row['method']}/hard")
+        if row["sharing"] != "hard" and hard is not None and hard["params"] == row["params"]:
+            notes.append(
+                f"{name}: mtl.sharing={row['sharing']} built a model with exactly the parameters "
+                "of hard sharing; the model builder may not implement it yet."
+            )
+    return notes
+
+
+def run_report(
+    cfg: Config,
+    methods: Sequence[str],
+    sharing: Sequence[str] = ("hard",),
+    out_dir: str | Path = "runs/mtl_report",
+    threads: int = 0,
+    latency_ms: LatencyFn | None = None,
+) -> dict[str, Any]:
+    """Train the single-task baselines and one multi-task model per method x sharing, then write
+    ``mtl_report.json`` and ``mtl_report.md`` into ``out_dir``; returns the report dict.
+
+    A multi-task training that fails (e.g. a sharing mode the model cannot build) is recorded under
+    ``failures`` and the others go on; a failing baseline stops the report."""
+    out_dir = Path(out_dir)
+    if threads > 0:
+        torch.set_num_threads(threads)
+        cfg = replace(cfg, train=replace(cfg.train, threads=threads))
+    # Evaluate once, after the last epoch: best.pt is then the final model.
+    cfg = replace(cfg, train=replace(cfg.train, eval_every=cfg.train.epochs))
+    single_cfgs, multi_cfgs = report_configs(cfg, methods, sharing)
+    device = resolve_device(cfg.train.device)
+    single: dict[str, dict[str, Any]] = {}
+    for name, st_cfg in single_cfgs.items():
+        print(f"== single-task {name}")
+        single[name] = train_one(
+            st_cfg, out_dir / f"st_{name.replace('+', '_')}", device, latency_ms
+        )
+    reference = _reference_metrics(cfg, single)
+    main_metrics = [TASK_METRICS[task][0] for task in cfg.model.tasks]
+    multi: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for name, mt_cfg in multi_cfgs.items():
+        print(f"== multi-task {name}")
+        try:
+            row = train_one(mt_cfg, out_dir / f"mt_{name.replace('/', '_')}", device, latency_ms)
+        except Exception as error:  # noqa: BLE001 - one broken method must not lose the others
+            failures[name] = f"{type(error).__name__}: {error}"
+            print(f"== multi-task {name} failed: {failures[name]}")
+            continue
+        changes = relative_changes(row["metrics"], reference)
+        row["relative_change"] = changes
+        row["delta_m"] = delta_m(row["metrics"], {k: reference[k] for k in main_metrics})
+        row["delta_m_over"] = [k for k in main_metrics if math.isfinite(changes[k])]
+        row["hurt"] = hurt_sentence(name, changes)
+        multi[name] = row
+    report = {
+        "settings": {
+            "tasks": list(cfg.model.tasks),
+            "methods": list(methods),
+            "sharing": list(sharing),
+            "epochs": cfg.train.epochs,
+            "image_size": cfg.data.image_size,
+            "batch_size": cfg.data.batch_size,
+            "backbone": cfg.model.backbone.name,
+            "train_ann": cfg.data.train_ann,
+            "val_ann": cfg.data.val_ann,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "delta_m_metrics": main_metrics,
+        "reference": reference,
+        "single_task": single,
+        "single_task_together": _together(single),
+        "multi_task": multi,
+        "failures": failures,
+        "notes": [*NOTES, *_sharing_notes(multi)],
+    }
+    write_report(report, out_dir)
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN / inf -> None, recursively (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "mtl_report.json").write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    (out_dir / "mtl_report.md").write_text(format_report(report) + "\n")
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:+.1%}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def format_metrics_table(report: Mapping[str, Any]) -> str:
+    """Markdown: one row per task metric, the single-task value, then each multi-task model's
+    value with its relative change."""
+    multi = report["multi_task"]
+    header = ["task metric", "single-task", *multi]
+    rows = []
+    for key, base in report["reference"].items():
+        cells = [key, _num(base)]
+        for row in multi.values():
+            value = row["metrics"].get(key)
+            cells.append(f"{_num(value)} ({_pct(row['relative_change'].get(key))})")
+        rows.append(cells)
+    return "\n".join(_table(header, rows))
+
+
+def format_cost_table(report: Mapping[str, Any]) -> str:
+    """Markdown: delta_m, parameters, inference and training time per model."""
+    header = ["model", "delta_m", "params (M)", "infer ms/img", "train s", "wall s"]
+
+    def cost(name: str, row: Mapping[str, Any], delta: str) -> list[str]:
+        params = None if row["params"] is None else row["params"] / 1e6
+        times = [_num(row[k], 1) for k in ("infer_ms", "train_s", "wall_s")]
+        return [name, delta, _num(params, 2), *times]
+
+    rows = [cost(f"single-task {n}", r, "-") for n, r in report["single_task"].items()]
+    rows.append(cost(TOGETHER, report["single_task_together"], "0 (reference)"))
+    rows += [cost(n, r, _pct(r["delta_m"])) for n, r in report["multi_task"].items()]
+    return "\n".join(_table(header, rows))
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The whole report as markdown."""
+    settings = ", ".join(f"{k}: {v}" for k, v in report["settings"].items())
+    lines = ["# Multi-task report", "", settings, "", "## Task metrics", ""]
+    lines += [
+        format_metrics_table(report),
+        "",
+        "## Cost and delta_m",
+        "",
+        format_cost_table(report),
+    ]
+    lines += ["", "## Where multi-task training hurt", ""]
+    lines += [f"- {row['hurt']}" for row in report["multi_task"].values()]
+    lines += [f"- {name}: FAILED: {error}" for name, error in report["failures"].items()]
+    lines += ["", "## Notes", "", *(f"- {note}" for note in report["notes"])]
+    return "\n".join(lines)
