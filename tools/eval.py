@@ -37,8 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         ann, images = args.ann or cfg.data.val_ann, args.images or cfg.data.val_images
         if not ann:
             raise FileNotFoundError("no evaluation set: pass --ann JSON --images DIR")
+        if not args.ann and not Path(ann).is_file():
+            raise FileNotFoundError(
+                f"{ann} (the validation set named in the checkpoint's config, relative to the "
+                "current directory) does not exist: pass --ann JSON --images DIR"
+            )
         dataset = CocoDataset(
-            ann, images, transform=build_transforms(cfg.data.image_size, train=False)
+            ann,
+            images,
+            transform=build_transforms(cfg.data.image_size, train=False),
+            on_invalid=cfg.data.on_invalid,
+            max_bad_fraction=cfg.data.max_bad_image_fraction,
         )
         metrics = evaluate_model(model, dataset, cfg, torch.device(args.device))
         print(format_metrics_table(metrics))

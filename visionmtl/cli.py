@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Errors that describe bad input (config, data, checkpoint, weights), not bugs."""
+    from visionmtl.api.io import InputError
     from visionmtl.config import ConfigError
     from visionmtl.data import DataError
     from visionmtl.engine.checkpoint import CheckpointError
@@ -20,6 +21,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         CheckpointError,
         TrainingError,
         BackboneError,
+        InputError,
         FileNotFoundError,
     )
 

@@ -70,3 +70,20 @@ def test_partially_labelled_extra_source_trains(shapes_paths: dict, tmp_path: Pa
     record = [r for r in epochs if "epoch" in r][0]
     assert record["step"] == 4  # (24 main + 8 boxes-only images) / batch 8
     assert all(record[f"loss/{t}"] == record[f"loss/{t}"] for t in ("det", "sem", "inst"))
+
+
+def test_unlabelled_tasks_do_not_move_learned_weights() -> None:
+    from visionmtl.engine.trainer import _labelled_only
+    from visionmtl.mtl import UncertaintyWeighting
+
+    shared = torch.nn.Parameter(torch.ones(3))
+    head_sem = torch.nn.Parameter(torch.ones(3))
+    det_loss = (shared * 2).sum()
+    sem_loss = (shared * head_sem).sum() * 0  # a head's "no labels in this batch" loss
+    targets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    losses = _labelled_only({"det": det_loss, "sem": sem_loss}, targets)
+    assert set(losses) == {"det"} and float(losses["det"]) == 6.0
+    balancer = UncertaintyWeighting(["det", "sem"])
+    balancer.backward(losses, [shared], None)
+    assert balancer.log_vars.grad[1] == 0  # the unlabelled task's weight gets no push
+    assert head_sem.grad is not None  # its head still took part (DDP needs that)

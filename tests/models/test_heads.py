@@ -92,3 +92,14 @@ def test_semantic_loss_ignores_255_and_postprocess_sizes() -> None:
     results = head.postprocess(outputs, [(128, 100), (64, 64)], output_sizes=[(300, 200), (64, 64)])
     assert results[0]["sem_seg"].shape == (300, 200) and results[1]["sem_seg"].shape == (64, 64)
     assert results[0]["sem_seg"].max() < 4
+
+
+def test_fcos_levels_cover_fcos_size_ranges() -> None:
+    head = FCOSHead(16, num_classes=1, strides=STRIDES)
+    assert head.size_ranges == [
+        (0.0, 64.0),
+        (64.0, 128.0),
+        (128.0, 256.0),
+        (256.0, 512.0),
+        (512.0, float("inf")),
+    ]

@@ -13,7 +13,7 @@ from visionmtl.api.result import Result
 from visionmtl.config import Config
 from visionmtl.data import Collator, build_transforms
 from visionmtl.engine.checkpoint import load_model
-from visionmtl.engine.precision import autocast
+from visionmtl.engine.precision import inference_autocast
 
 
 class Predictor:
@@ -81,7 +81,7 @@ class Predictor:
         images, metas = self.collate(batch)
         image_sizes = [tuple(m["image_size"].tolist()) for m in metas]
         orig_sizes = [tuple(m["orig_size"].tolist()) for m in metas]
-        with autocast(self.device, self.cfg.train.amp):
+        with inference_autocast(self.device, self.cfg.train.amp):
             outputs = self.model(
                 images.to(self.device), image_sizes=image_sizes, output_sizes=orig_sizes
             )

@@ -35,7 +35,9 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
+    """Restore what :func:`rng_state` saved (tensors may come back on any device)."""
+    state = {k: [t.cpu() for t in v] if isinstance(v, list) else v for k, v in state.items()}
+    state = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
     random.setstate((3, tuple(int(v) for v in state["python"].tolist()), state["python_gauss"]))
     np.random.set_state(
         ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -36,7 +37,8 @@ def init_distributed(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend)
+        # Rank 0 evaluates while the others wait at a barrier: allow long evaluations.
+        dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
     return info
 
 
@@ -60,6 +62,16 @@ def all_reduce_mean(
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return {k: float(v) / info.world_size for k, v in zip(keys, tensor.tolist(), strict=True)}
+
+
+def average_gradients(parameters: list[torch.nn.Parameter], info: DistInfo) -> None:
+    """Average ``.grad`` over ranks for parameters outside the DDP module (learned task weights)."""
+    if not info.enabled:
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= info.world_size
 
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:

@@ -9,9 +9,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
-from visionmtl.data import CocoDataset, Collator
+from visionmtl.data import CocoDataset, Collator, DataError
 from visionmtl.engine.coco_eval import CocoEvaluator
-from visionmtl.engine.precision import autocast
+from visionmtl.engine.precision import inference_autocast
 from visionmtl.engine.report import merge_metrics
 from visionmtl.engine.semseg_eval import SemSegEvaluator
 
@@ -38,7 +38,7 @@ def evaluate_model(
     ``pixel_acc``) and ``per_class``."""
     tasks = cfg.model.tasks
     if cfg.model.category_ids and list(dataset.category_ids) != list(cfg.model.category_ids):
-        raise ValueError(
+        raise DataError(
             f"{dataset.ann_file}: categories {dataset.category_ids} differ from the model's "
             f"{cfg.model.category_ids}; evaluate on a set with the training categories"
         )
@@ -62,21 +62,26 @@ def evaluate_model(
     )
     was_training = model.training
     model.eval()
-    index = 0
+    # By image id, not loader position: a corrupt image is replaced by the next one in skip mode.
+    index_of = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
+    scored: set[int] = set()
     for images, targets in loader:
         image_sizes = [tuple(t["image_size"].tolist()) for t in targets]
         orig_sizes = [tuple(t["orig_size"].tolist()) for t in targets]
-        with autocast(device, cfg.train.amp):
+        with inference_autocast(device, cfg.train.amp):
             predictions = model(images.to(device), image_sizes=image_sizes, output_sizes=orig_sizes)
         predictions = [{k: v.cpu() for k, v in p.items()} for p in predictions]
         if coco_eval is not None:
             coco_eval.process([int(t["image_id"]) for t in targets], predictions)
         if sem_eval is not None:
-            for i, prediction in enumerate(predictions):
-                truth = dataset.original_sem_seg(index + i)
+            for target, prediction in zip(targets, predictions, strict=True):
+                image_id = int(target["image_id"])
+                if image_id in scored:
+                    continue
+                scored.add(image_id)
+                truth = dataset.original_sem_seg(index_of[image_id])
                 if truth is not None:  # images without segmentation are not scored for sem
                     sem_eval.process([prediction["sem_seg"]], [torch.from_numpy(truth)])
-        index += len(targets)
     model.train(was_training)
     results = [e.evaluate() for e in (coco_eval, sem_eval) if e is not None]
     return merge_metrics(*results)

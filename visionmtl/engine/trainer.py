@@ -19,11 +19,18 @@ from tqdm import tqdm
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, Collator, MixedDataset, build_training_set, build_transforms
-from visionmtl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from visionmtl.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from visionmtl.engine.distributed import (
     DistInfo,
     all_reduce_mean,
     any_rank,
+    average_gradients,
     barrier,
     init_distributed,
     parameters_in_sync,
@@ -126,6 +133,31 @@ def _report_data_problems(output_dir: Path, *datasets: CocoDataset | None) -> No
         lines.append(dataset.report.to_text())
     if lines:
         (output_dir / "data_problems.txt").write_text("\n\n".join(lines) + "\n")
+
+
+_TASK_KEYS = {"det": "boxes", "sem": "sem_seg", "inst": "masks"}
+
+
+def _labelled_tasks(targets: list[dict[str, torch.Tensor]]) -> set[str]:
+    """Tasks labelled for at least one image of the batch (a missing key = not labelled)."""
+    return {task for task, key in _TASK_KEYS.items() if any(key in t for t in targets)}
+
+
+def _labelled_only(
+    task_losses: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """The losses of labelled tasks, for the balancer: an unlabelled task's loss is an exact zero
+    that must not move learned weights or loss statistics. Its graph is kept (added, as 0, to a
+    labelled task's loss) so DDP still sees every head parameter take part."""
+    labelled = _labelled_tasks(targets)
+    active = {task: loss for task, loss in task_losses.items() if task in labelled}
+    if not active or len(active) == len(task_losses):
+        return task_losses
+    first = next(iter(active))
+    for task, loss in task_losses.items():
+        if task not in labelled:
+            active[first] = active[first] + 0.0 * loss
+    return active
 
 
 def _gradient_stats(
@@ -235,19 +267,32 @@ def _train(
     start_epoch, start_batch, global_step, best_score = 0, 0, 0, -math.inf
 
     last_path = output_dir / "last.pt"
+    # Per-epoch accumulators, saved with last.pt so a mid-epoch resume continues them.
+    epoch_stats: dict[str, dict] = {"running": {}, "task_sums": {}}
     if resume and last_path.is_file():
         _, state = load_checkpoint(last_path, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        balancer.load_state_dict(state["mtl"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            balancer.load_state_dict(state["mtl"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"{last_path} does not fit this config (model, tasks, optimizer or mtl.method "
+                f"changed?): {str(error).splitlines()[0]}"
+            ) from None
         nan_guard.load_state_dict(state.get("nan_guard", {}))
         set_rng_state(state["rng"])
+        epoch_stats = state.get("epoch_stats", epoch_stats)
         start_epoch, start_batch = int(state["epoch"]), int(state.get("batch", 0))
         global_step, best_score = int(state.get("step", 0)), float(state["best_score"])
         if is_main:
             print(f"resumed from {last_path} at epoch {start_epoch + 1}, batch {start_batch}")
+    elif resume and is_main:
+        print(f"--resume: no {last_path} yet, starting from scratch")
+    if is_main and not resume and (output_dir / "metrics.jsonl").exists():
+        (output_dir / "metrics.jsonl").unlink()  # a fresh run does not append to an old log
 
     def save_last(epoch: int, batch: int) -> None:
         """Everything needed to continue at (epoch, batch) exactly."""
@@ -260,6 +305,7 @@ def _train(
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict(),
                 mtl=balancer.state_dict(),
+                epoch_stats=epoch_stats,
                 nan_guard=nan_guard.state_dict(),
                 rng=rng_state(),
                 epoch=epoch,
@@ -280,8 +326,10 @@ def _train(
         first_batch = start_batch if epoch == start_epoch else 0
         sampler.set_epoch(epoch, first_batch)
         model.train()
-        running: dict[str, float] = {}
-        task_sums: dict[str, list[float]] = {}  # task -> [sum, count] of unweighted losses (DWA)
+        if first_batch == 0:
+            epoch_stats = {"running": {}, "task_sums": {}}
+        running: dict[str, float] = epoch_stats["running"]
+        task_sums: dict[str, list[float]] = epoch_stats["task_sums"]  # task -> [sum, count] (DWA)
         epoch_start = time.perf_counter()
         progress = tqdm(
             loader,
@@ -302,11 +350,12 @@ def _train(
                     losses, images, targets, model, buffers, epoch, batch, dist_info.rank
                 )
             else:
-                task_losses = group_by_task(losses)
+                task_losses = _labelled_only(group_by_task(losses), targets)
                 shared = features if on_features else shared_params
                 log_grads = cfg.mtl.log_every > 0 and global_step % cfg.mtl.log_every == 0
                 grad_stats = _gradient_stats(task_losses, shared, scaler) if log_grads else {}
                 weights = balancer.backward(task_losses, shared, scaler)
+                average_gradients(balancer.parameters(), dist_info)
                 if cfg.train.clip_grad_norm > 0:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
@@ -315,8 +364,9 @@ def _train(
                 for name, value in {**task_losses, **losses}.items():
                     value = float(value.detach())
                     running[name] = 0.9 * running.get(name, value) + 0.1 * value
+                labelled = _labelled_tasks(targets)
                 for task, value in task_losses.items():
-                    if value.requires_grad:
+                    if task in labelled:
                         totals = task_sums.setdefault(task, [0.0, 0])
                         totals[0], totals[1] = totals[0] + float(value.detach()), totals[1] + 1
                 if log_grads and is_main:

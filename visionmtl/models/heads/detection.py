@@ -58,8 +58,9 @@ class FCOSHead(nn.Module):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - 0.01) / 0.01))
-        # Object size range each level is responsible for (FCOS: 8 * stride boundaries).
-        bounds = [0.0] + [8.0 * s for s in self.strides[1:]] + [float("inf")]
+        # Object size range each level is responsible for (FCOS: P3 [0, 64], P4 [64, 128], ...,
+        # P7 [512, inf] for strides 8..128, i.e. boundaries at 8x the finer levels' strides).
+        bounds = [0.0] + [8.0 * s for s in self.strides[:-1]] + [float("inf")]
         self.size_ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
 
     def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
