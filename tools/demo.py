@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = Path(cfg.train.output_dir)
         metrics = train(cfg, output_dir)
         trained = time.perf_counter()
-        predictor = Predictor.from_checkpoint(output_dir / "best.pt", score_thresh=0.3)
+        predictor = Predictor.from_checkpoint(output_dir / "best.pt", score_thresh=0.5)
         images = sorted(Path(paths["val_images"]).iterdir())[:8]
         pictures = [r.plot(load_rgb(p)) for p, r in zip(images, predictor(images), strict=True)]
         Image.fromarray(image_grid(pictures)).save(output_dir / "predictions.png")
