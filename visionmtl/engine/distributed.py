@@ -83,11 +83,11 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(tensor.item() > 0)
 
 
-def parameters_in_sync(model: torch.nn.Module, info: DistInfo, device: torch.device) -> bool:
-    """Whether every rank holds exactly the same parameters (compares a float64 checksum)."""
-    if not info.enabled:
+def tensors_in_sync(tensors: list[torch.Tensor], info: DistInfo, device: torch.device) -> bool:
+    """Whether every rank holds exactly the same tensors (compares float64 checksums)."""
+    if not info.enabled or not tensors:
         return True
-    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).to(device)
+    checksum = torch.stack([t.detach().double().sum().to(device) for t in tensors])
     gathered = [torch.zeros_like(checksum) for _ in range(info.world_size)]
     dist.all_gather(gathered, checksum)
     return all(torch.equal(gathered[0], other) for other in gathered[1:])

@@ -33,8 +33,8 @@ from visionmtl.engine.distributed import (
     average_gradients,
     barrier,
     init_distributed,
-    parameters_in_sync,
     shutdown_distributed,
+    tensors_in_sync,
 )
 from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.evaluate import evaluate_model, move_targets
@@ -419,7 +419,8 @@ def _train(
                 handle.write(json.dumps(record) + "\n")
         save_last(epoch + 1, 0)
     if dist_info.enabled:
-        if not parameters_in_sync(model, dist_info, device):
+        balancer_state = [v for v in balancer.state_dict().values() if isinstance(v, torch.Tensor)]
+        if not tensors_in_sync(list(model.parameters()) + balancer_state, dist_info, device):
             raise TrainingError("ranks ended with different weights")
         if is_main:
             print(f"all {dist_info.world_size} ranks hold identical weights")

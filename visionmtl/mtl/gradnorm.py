@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from visionmtl.mtl.base import (
@@ -59,9 +60,32 @@ class GradNorm(TaskBalancer):
         used = {task: weights[self.tasks.index(task)] for task in task_losses}
         norms = self._gradient_norms(active, trainable(shared), scaler) if len(active) > 1 else {}
         weighted_backward(active, used, scaler)
+        losses = {task: float(active[task].detach()) for task in norms}
+        losses, norms = self._synchronise(losses, norms)
         if norms:
-            self._update(active, norms)
+            self._update(losses, norms)
         return used
+
+    def _synchronise(
+        self, losses: dict[str, float], norms: dict[str, float]
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Under torch.distributed, average losses and gradient norms over ranks so every rank makes
+        the same weight update; only tasks measured on every rank count. Every rank calls this on
+        every step (a collective), whatever its own tasks."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return losses, norms
+        count = len(self.tasks)
+        values = torch.zeros(3 * count, dtype=torch.float64, device=self.task_weights.device)
+        for task, norm in norms.items():
+            i = self.tasks.index(task)
+            values[i], values[count + i], values[2 * count + i] = losses[task], norm, 1.0
+        dist.all_reduce(values)
+        world = dist.get_world_size()
+        measured = [t for i, t in enumerate(self.tasks) if values[2 * count + i] == world]
+        return (
+            {t: float(values[self.tasks.index(t)]) / world for t in measured},
+            {t: float(values[count + self.tasks.index(t)]) / world for t in measured},
+        )
 
     def _gradient_norms(
         self, active: dict[str, Tensor], shared: list[Tensor], scaler: LossScaler | None
@@ -79,14 +103,13 @@ class GradNorm(TaskBalancer):
             norms[task] = float(torch.stack(squares).sum().sqrt()) / scale if squares else 0.0
         return norms
 
-    def _update(self, active: dict[str, Tensor], norms: dict[str, float]) -> None:
-        losses = {task: float(loss.detach()) for task, loss in active.items()}
+    def _update(self, losses: dict[str, float], norms: dict[str, float]) -> None:
         if not all(math.isfinite(value) for value in [*losses.values(), *norms.values()]):
             return  # overflowed fp16 step: the scaler skips it, so do we
         for task, value in losses.items():
             if task not in self.initial_losses and value > 0:
                 self.initial_losses[task] = value
-        tasks = [task for task in active if task in self.initial_losses]
+        tasks = [task for task in losses if task in self.initial_losses]
         if len(tasks) < 2:
             return
         positions = torch.tensor([self.tasks.index(task) for task in tasks])
