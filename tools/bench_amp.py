@@ -1,7 +1,8 @@
 """Mixed-precision check: train the demo model for N steps with train.amp off / bf16 / fp16.
 
 Records, per mode, whether every loss stayed finite, the median step time and the peak memory
-(CUDA: torch.cuda.max_memory_allocated; CPU: peak RSS of the process), as JSON.
+(CUDA: torch.cuda.max_memory_allocated per mode; CPU: the process's peak RSS so far, which
+only grows across modes), as JSON. fp16 on CPU falls back to bf16 autocast.
 
     python tools/bench_amp.py --steps 300 --out docs/amp_benchmark.json [--device cuda]
 """
@@ -66,7 +67,7 @@ def bench_mode(cfg, amp: str, steps: int, device):  # type: ignore[no-untyped-de
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
             finite = finite and bool(torch.isfinite(total))
-            last_losses = {k: round(float(v), 4) for k, v in losses.items()}
+            last_losses = {k: round(float(v.detach()), 4) for k, v in losses.items()}
             step += 1
             if step >= steps:
                 break
