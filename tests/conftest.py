@@ -9,7 +9,9 @@ import pytest
 from visionmtl.data.synthetic import generate_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA_DIR = REPO_ROOT / ".." / "shared" / "data"
+SHARED_DIR = REPO_ROOT / ".." / "shared"  # real data and weights; absent in a user's fresh clone
+SHARED_DATA_DIR = SHARED_DIR / "data"
+SHARED_WEIGHTS = SHARED_DIR / "weights" / "mobilenetv2_100.in1k_tv.pth"
 
 
 @pytest.fixture(scope="session")

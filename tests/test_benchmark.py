@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import SHARED_WEIGHTS
 from tools import benchmark as benchmark_tool
 from visionmtl.bench import (
     build_peer_maskrcnn,
@@ -20,13 +21,7 @@ from visionmtl.bench import (
 from visionmtl.data import CocoDataset
 from visionmtl.models import BackboneError
 
-WEIGHTS = (
-    Path(__file__).resolve().parents[1]
-    / ".."
-    / "shared"
-    / "weights"
-    / "mobilenetv2_100.in1k_tv.pth"
-)
+WEIGHTS = SHARED_WEIGHTS
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visionmtl.cli import run_tool
+from visionmtl.cli import run_overrides, run_tool
 
 OURS = "visionmtl"
 PEER = "torchvision Mask R-CNN"
@@ -191,12 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         from visionmtl.config import load_config
         from visionmtl.engine.trainer import resolve_device
 
-        overrides = list(args.set)
-        if args.epochs is not None:
-            overrides.append(f"train.epochs={args.epochs}")
         if args.threads > 0:
-            overrides.append(f"train.threads={args.threads}")
-            torch.set_num_threads(args.threads)
+            torch.set_num_threads(args.threads)  # the peer trains in this process too
+        overrides = run_overrides(args.set, args.epochs, args.threads)
         cfg = load_config(args.config, overrides)
         # evaluate once, after the last epoch, so its time can be taken out of training time
         cfg = load_config(args.config, [*overrides, f"train.eval_every={cfg.train.epochs}"])

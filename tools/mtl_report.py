@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from visionmtl.cli import run_tool
+from visionmtl.cli import run_overrides, run_tool
 from visionmtl.config import MTL_METHODS, MTL_SHARING
 
 if TYPE_CHECKING:
@@ -72,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from visionmtl.engine.errors import TrainingError
         from visionmtl.engine.mtl_report import format_report, run_report
 
-        overrides = list(args.set)
-        if args.epochs is not None:
-            overrides.append(f"train.epochs={args.epochs}")
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, run_overrides(args.set, args.epochs))
         out = Path(args.out)
         report = run_report(
             cfg, args.methods, args.sharing, out, args.threads, latency_ms=predictor_latency_ms

@@ -10,17 +10,10 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
+from tests.conftest import SHARED_DATA_DIR
 from visionmtl.engine.coco_eval import CocoEvaluator
 
-COCO_TINY_VAL = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "data"
-    / "coco_tiny"
-    / "annotations"
-    / "instances_val2017.json"
-)
+COCO_TINY_VAL = SHARED_DATA_DIR / "coco_tiny" / "annotations" / "instances_val2017.json"
 
 # pycocotools' mask.decode (used by COCO.annToMask) trips a numpy 2 deprecation warning.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

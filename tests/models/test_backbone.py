@@ -1,20 +1,11 @@
 """Backbone levels by stride across timm families, weights loading and its errors."""
 
-from pathlib import Path
-
 import pytest
 import timm
 import torch
 
+from tests.conftest import SHARED_WEIGHTS
 from visionmtl.models import BackboneError, PyramidNeck, TimmBackbone
-
-SHARED_WEIGHTS = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "weights"
-    / "mobilenetv2_100.in1k_tv.pth"
-)
 
 
 @pytest.mark.parametrize(

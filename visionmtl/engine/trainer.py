@@ -144,12 +144,11 @@ def _labelled_tasks(targets: list[dict[str, torch.Tensor]]) -> set[str]:
 
 
 def _labelled_only(
-    task_losses: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]
+    task_losses: dict[str, torch.Tensor], labelled: set[str]
 ) -> dict[str, torch.Tensor]:
     """The losses of labelled tasks, for the balancer: an unlabelled task's loss is an exact zero
     that must not move learned weights or loss statistics. Its graph is kept (added, as 0, to a
     labelled task's loss) so DDP still sees every head parameter take part."""
-    labelled = _labelled_tasks(targets)
     active = {task: loss for task, loss in task_losses.items() if task in labelled}
     if not active or len(active) == len(task_losses):
         return task_losses
@@ -350,7 +349,8 @@ def _train(
                     losses, images, targets, model, buffers, epoch, batch, dist_info.rank
                 )
             else:
-                task_losses = _labelled_only(group_by_task(losses), targets)
+                labelled = _labelled_tasks(targets)
+                task_losses = _labelled_only(group_by_task(losses), labelled)
                 shared = features if on_features else shared_params
                 log_grads = cfg.mtl.log_every > 0 and global_step % cfg.mtl.log_every == 0
                 grad_stats = _gradient_stats(task_losses, shared, scaler) if log_grads else {}
@@ -364,7 +364,6 @@ def _train(
                 for name, value in {**task_losses, **losses}.items():
                     value = float(value.detach())
                     running[name] = 0.9 * running.get(name, value) + 0.1 * value
-                labelled = _labelled_tasks(targets)
                 for task, value in task_losses.items():
                     if task in labelled:
                         totals = task_sums.setdefault(task, [0.0, 0])
