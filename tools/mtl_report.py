@@ -2,13 +2,16 @@
 
 python tools/mtl_report.py --config configs/pennfudan.yaml [--set KEY=VALUE ...]
     [--methods fixed uncertainty dwa gradnorm pcgrad cagrad] [--sharing hard adapters]
-    [--epochs N] [--threads T] [--out runs/mtl_report]
+    [--models METHOD/SHARING ...] [--reuse] [--epochs N] [--threads T] [--out runs/mtl_report]
 
 Trains one single-task baseline per task of ``model.tasks`` with the same config ([det], [sem], and
 [det, inst] for the instance task, whose masks need boxes) and one multi-task model per method x
-sharing mode, then writes ``mtl_report.json`` and ``mtl_report.md`` into ``--out``: each task metric
-with its relative change, the multi-task performance delta delta_m, parameters, inference ms/image
-(Predictor, batch 1, median over the validation images) and training seconds.
+sharing mode (or per ``--models`` entry, e.g. ``fixed/hard pcgrad/hard fixed/adapters``), then
+writes ``mtl_report.json`` and ``mtl_report.md`` into ``--out``: each task metric with its relative
+change, the multi-task performance delta delta_m, parameters, inference ms/image (Predictor,
+batch 1, median over the validation images) and training seconds. The report files are rewritten
+after every model; ``--reuse`` skips models already trained into ``--out`` with the identical
+config, so a stopped report can be resumed.
 """
 
 from __future__ import annotations
@@ -62,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         default=["hard"],
         help=f"mtl.sharing values (default: hard; known: {' '.join(MTL_SHARING)})",
     )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="METHOD/SHARING",
+        help="exact multi-task models to train instead of every --methods x --sharing pair",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse models already trained into --out with the identical config",
+    )
     parser.add_argument("--epochs", type=int, help="epochs for every model (train.epochs)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--out", default="runs/mtl_report", help="output directory")
@@ -75,7 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, run_overrides(args.set, args.epochs))
         out = Path(args.out)
         report = run_report(
-            cfg, args.methods, args.sharing, out, args.threads, latency_ms=predictor_latency_ms
+            cfg,
+            args.methods,
+            args.sharing,
+            out,
+            args.threads,
+            latency_ms=predictor_latency_ms,
+            models=args.models,
+            reuse=args.reuse,
         )
         print(format_report(report))
         print(f"wrote {out / 'mtl_report.json'} and {out / 'mtl_report.md'}")

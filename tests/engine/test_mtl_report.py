@@ -9,8 +9,9 @@ import pytest
 from tests.conftest import tiny_train_overrides
 from tools.mtl_report import main as mtl_report_main
 from tools.mtl_report import predictor_latency_ms
-from visionmtl.config import ConfigError, load_config
+from visionmtl.config import ConfigError, apply_overrides, load_config
 from visionmtl.engine.mtl_report import (
+    _cached_row,
     delta_m,
     hurt_sentence,
     relative_changes,
@@ -102,6 +103,19 @@ def test_run_report_end_to_end(shapes_paths: dict, tmp_path: Path) -> None:
     markdown = (tmp_path / "mtl_report.md").read_text()
     assert "single-task models together" in markdown and "pcgrad/hard" in markdown
     assert "multi-task training hurt" in markdown
+    assert saved["complete"] is True and "Partial report" not in markdown
+
+    # Resume: every model is reused (no training), and a changed config is not.
+    metrics_file = tmp_path / "mt_fixed_hard" / "metrics.jsonl"
+    lines_before = len(metrics_file.read_text().splitlines())
+    again = run_report(cfg, [], [], tmp_path, threads=1, models=["fixed/hard"], reuse=True)
+    assert len(metrics_file.read_text().splitlines()) == lines_before
+    assert (
+        again["multi_task"]["fixed/hard"]["metrics"] == saved["multi_task"]["fixed/hard"]["metrics"]
+    )
+    assert list(again["multi_task"]) == ["fixed/hard"]
+    other = apply_overrides(cfg, ["train.lr=0.5"])
+    assert _cached_row(other, tmp_path / "mt_fixed_hard") is None
 
 
 def test_cli_reports_a_bad_method_in_one_line(
@@ -113,3 +127,16 @@ def test_cli_reports_a_bad_method_in_one_line(
     assert code == 2
     error = capsys.readouterr().err
     assert "mtl.method" in error and "bogus" in error
+
+
+def test_models_pick_exact_pairs_and_bad_pairs_are_rejected(
+    shapes_paths: dict, tmp_path: Path
+) -> None:
+    cfg = load_config(None, tiny_train_overrides(shapes_paths, tmp_path))
+    _, multi = report_configs(cfg, ["dwa"], ["hard"], models=["pcgrad/hard", "fixed/adapters"])
+    assert list(multi) == ["pcgrad/hard", "fixed/adapters"]
+    assert multi["fixed/adapters"].mtl.sharing == "adapters"
+    with pytest.raises(ConfigError, match="METHOD/SHARING"):
+        report_configs(cfg, ["fixed"], ["hard"], models=["pcgrad"])
+    with pytest.raises(ConfigError, match="mtl.sharing"):
+        report_configs(cfg, ["fixed"], ["hard"], models=["fixed/nope"])

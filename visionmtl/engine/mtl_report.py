@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from visionmtl.config import Config, ConfigError, apply_overrides
+from visionmtl.config import Config, ConfigError, apply_overrides, config_to_dict
 from visionmtl.engine.checkpoint import load_model
+from visionmtl.engine.mtl_report_format import format_report
 from visionmtl.engine.trainer import resolve_device, train
 
 # The single-task baseline of each task (tasks, in config order).
@@ -41,7 +42,6 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "inst": ("segm_AP", "segm_AP50"),
     "sem": ("mIoU",),
 }
-TOGETHER = "single-task models together"
 # checkpoint, device -> median milliseconds per image at batch 1 over the validation images
 LatencyFn = Callable[[Path, torch.device], float | None]
 
@@ -113,12 +113,30 @@ def baseline_name(tasks: Sequence[str]) -> str:
     return "+".join(tasks)
 
 
+def parse_models(models: Sequence[str]) -> list[tuple[str, str]]:
+    """``["pcgrad/hard", "fixed/adapters"]`` -> ``[("pcgrad", "hard"), ("fixed", "adapters")]``."""
+    pairs = []
+    for item in models:
+        method, sep, mode = item.partition("/")
+        if not sep or not method or not mode or "/" in mode:
+            raise ConfigError(
+                f"--models: expected METHOD/SHARING such as pcgrad/hard, got {item!r}"
+            )
+        pairs.append((method, mode))
+    return pairs
+
+
 def report_configs(
-    cfg: Config, methods: Sequence[str], sharing: Sequence[str]
+    cfg: Config,
+    methods: Sequence[str],
+    sharing: Sequence[str],
+    models: Sequence[str] | None = None,
 ) -> tuple[dict[str, Config], dict[str, Config]]:
     """(single-task configs by baseline name, multi-task configs by ``method/sharing``).
 
-    All are validated here, before any training, so a rejected method or sharing fails at once."""
+    The multi-task models are every method x sharing pair, or exactly ``models`` (``method/sharing``
+    strings) when given. All are validated here, before any training, so a rejected method or
+    sharing fails at once."""
     tasks = list(cfg.model.tasks)
     if len(tasks) < 2:
         raise ConfigError(f"model.tasks: a multi-task report needs at least two tasks, got {tasks}")
@@ -126,7 +144,8 @@ def report_configs(
         raise ConfigError(
             "data.val_ann: the report compares validation metrics; set a validation set"
         )
-    if not methods or not sharing:
+    pairs = parse_models(models) if models else [(m, s) for s in sharing for m in methods]
+    if not pairs:
         raise ConfigError("a multi-task report needs at least one method and one sharing mode")
     single: dict[str, Config] = {}
     for task in tasks:
@@ -137,12 +156,11 @@ def report_configs(
             cfg, model=replace(cfg.model, tasks=list(st_tasks)), mtl=mtl
         )
     multi: dict[str, Config] = {}
-    for mode in sharing:
-        for method in methods:
-            overrides = [f"mtl.method={method}", f"mtl.sharing={mode}"]
-            if method != "fixed":  # only 'fixed' reads mtl.weights (others warn)
-                overrides.append("mtl.weights={}")
-            multi[f"{method}/{mode}"] = apply_overrides(cfg, overrides)
+    for method, mode in pairs:
+        overrides = [f"mtl.method={method}", f"mtl.sharing={mode}"]
+        if method != "fixed":  # only 'fixed' reads mtl.weights (others warn)
+            overrides.append("mtl.weights={}")
+        multi[f"{method}/{mode}"] = apply_overrides(cfg, overrides)
     return single, multi
 
 
@@ -158,10 +176,37 @@ def _epoch_seconds(metrics_file: Path, skip_lines: int) -> float:
     return float(sum(r.get("epoch_seconds", 0.0) for r in records if "epoch" in r))
 
 
+ROW_FILE = "report_row.json"
+
+
+def _cached_row(cfg: Config, out_dir: Path) -> dict[str, Any] | None:
+    """The row a previous report saved in ``out_dir`` for exactly this config, else None."""
+    path = out_dir / ROW_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("config") != _jsonable(config_to_dict(cfg)):
+        return None
+    return saved.get("row")
+
+
 def train_one(
-    cfg: Config, out_dir: Path, device: torch.device, latency_ms: LatencyFn | None
+    cfg: Config,
+    out_dir: Path,
+    device: torch.device,
+    latency_ms: LatencyFn | None,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Train ``cfg`` into ``out_dir``; its final metrics, parameter count and timings."""
+    """Train ``cfg`` into ``out_dir``; its final metrics, parameter count and timings.
+
+    The row is also saved as ``out_dir/report_row.json`` with the config; with ``reuse`` a saved
+    row for the identical config is returned without training (an interrupted report resumes)."""
+    if reuse and (row := _cached_row(cfg, out_dir)) is not None:
+        print(f"   reusing {out_dir / ROW_FILE}")
+        return row
     metrics_file = out_dir / "metrics.jsonl"
     previous = len(metrics_file.read_text().splitlines()) if metrics_file.is_file() else 0
     start = time.perf_counter()
@@ -171,7 +216,7 @@ def train_one(
     model, _ = load_model(checkpoint, device=device)
     params = sum(p.numel() for p in model.parameters())
     del model
-    return {
+    row = {
         "tasks": list(cfg.model.tasks),
         "method": cfg.mtl.method,
         "sharing": cfg.mtl.sharing,
@@ -182,6 +227,9 @@ def train_one(
         "wall_s": wall,
         "output_dir": str(out_dir),
     }
+    saved = {"config": config_to_dict(cfg), "row": row}
+    (out_dir / ROW_FILE).write_text(json.dumps(_jsonable(saved), indent=2) + "\n")
+    return row
 
 
 # ---------------------------------------------------------------- the report
@@ -219,6 +267,22 @@ def _sharing_notes(multi: Mapping[str, dict[str, Any]]) -> list[str]:
     return notes
 
 
+def _settings(cfg: Config, models: Sequence[str], device: torch.device) -> dict[str, Any]:
+    return {
+        "tasks": list(cfg.model.tasks),
+        "models": list(models),
+        "epochs": cfg.train.epochs,
+        "image_size": cfg.data.image_size,
+        "batch_size": cfg.data.batch_size,
+        "backbone": cfg.model.backbone.name,
+        "train_ann": cfg.data.train_ann,
+        "val_ann": cfg.data.val_ann,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
 def run_report(
     cfg: Config,
     methods: Sequence[str],
@@ -226,67 +290,63 @@ def run_report(
     out_dir: str | Path = "runs/mtl_report",
     threads: int = 0,
     latency_ms: LatencyFn | None = None,
+    models: Sequence[str] | None = None,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Train the single-task baselines and one multi-task model per method x sharing, then write
-    ``mtl_report.json`` and ``mtl_report.md`` into ``out_dir``; returns the report dict.
+    """Train the single-task baselines and one multi-task model per method x sharing (or per
+    ``models`` entry, ``method/sharing``), then write ``mtl_report.json`` and ``mtl_report.md``
+    into ``out_dir``; returns the report dict.
 
-    A multi-task training that fails (e.g. a sharing mode the model cannot build) is recorded under
-    ``failures`` and the others go on; a failing baseline stops the report."""
+    The report files are rewritten after every multi-task model, so a long report that is
+    stopped keeps what it finished (``"complete": false``); ``reuse`` skips every model whose
+    ``report_row.json`` was saved for the identical config. A multi-task training that fails
+    (e.g. a sharing mode the model cannot build) is recorded under ``failures`` and the others
+    go on; a failing baseline stops the report."""
     out_dir = Path(out_dir)
     if threads > 0:
         torch.set_num_threads(threads)
         cfg = replace(cfg, train=replace(cfg.train, threads=threads))
     # Evaluate once, after the last epoch: best.pt is then the final model.
     cfg = replace(cfg, train=replace(cfg.train, eval_every=cfg.train.epochs))
-    single_cfgs, multi_cfgs = report_configs(cfg, methods, sharing)
+    single_cfgs, multi_cfgs = report_configs(cfg, methods, sharing, models)
     device = resolve_device(cfg.train.device)
     single: dict[str, dict[str, Any]] = {}
     for name, st_cfg in single_cfgs.items():
         print(f"== single-task {name}")
-        single[name] = train_one(
-            st_cfg, out_dir / f"st_{name.replace('+', '_')}", device, latency_ms
-        )
+        run_dir = out_dir / f"st_{name.replace('+', '_')}"
+        single[name] = train_one(st_cfg, run_dir, device, latency_ms, reuse)
     reference = _reference_metrics(cfg, single)
     main_metrics = [TASK_METRICS[task][0] for task in cfg.model.tasks]
-    multi: dict[str, dict[str, Any]] = {}
-    failures: dict[str, str] = {}
-    for name, mt_cfg in multi_cfgs.items():
-        print(f"== multi-task {name}")
-        try:
-            row = train_one(mt_cfg, out_dir / f"mt_{name.replace('/', '_')}", device, latency_ms)
-        except Exception as error:  # noqa: BLE001 - one broken method must not lose the others
-            failures[name] = f"{type(error).__name__}: {error}"
-            print(f"== multi-task {name} failed: {failures[name]}")
-            continue
-        changes = relative_changes(row["metrics"], reference)
-        row["relative_change"] = changes
-        row["delta_m"] = delta_m(row["metrics"], {k: reference[k] for k in main_metrics})
-        row["delta_m_over"] = [k for k in main_metrics if math.isfinite(changes[k])]
-        row["hurt"] = hurt_sentence(name, changes)
-        multi[name] = row
-    report = {
-        "settings": {
-            "tasks": list(cfg.model.tasks),
-            "methods": list(methods),
-            "sharing": list(sharing),
-            "epochs": cfg.train.epochs,
-            "image_size": cfg.data.image_size,
-            "batch_size": cfg.data.batch_size,
-            "backbone": cfg.model.backbone.name,
-            "train_ann": cfg.data.train_ann,
-            "val_ann": cfg.data.val_ann,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        },
+    report: dict[str, Any] = {
+        "settings": _settings(cfg, list(multi_cfgs), device),
+        "complete": False,
         "delta_m_metrics": main_metrics,
         "reference": reference,
         "single_task": single,
         "single_task_together": _together(single),
-        "multi_task": multi,
-        "failures": failures,
-        "notes": [*NOTES, *_sharing_notes(multi)],
+        "multi_task": {},
+        "failures": {},
+        "notes": list(NOTES),
     }
+    multi, failures = report["multi_task"], report["failures"]
+    for name, mt_cfg in multi_cfgs.items():
+        print(f"== multi-task {name}")
+        run_dir = out_dir / f"mt_{name.replace('/', '_')}"
+        try:
+            row = train_one(mt_cfg, run_dir, device, latency_ms, reuse)
+        except Exception as error:  # noqa: BLE001 - one broken method must not lose the others
+            failures[name] = f"{type(error).__name__}: {error}"
+            print(f"== multi-task {name} failed: {failures[name]}")
+        else:
+            changes = relative_changes(row["metrics"], reference)
+            row["relative_change"] = changes
+            row["delta_m"] = delta_m(row["metrics"], {k: reference[k] for k in main_metrics})
+            row["delta_m_over"] = [k for k in main_metrics if math.isfinite(changes[k])]
+            row["hurt"] = hurt_sentence(name, changes)
+            multi[name] = row
+        report["notes"] = [*NOTES, *_sharing_notes(multi)]
+        write_report(report, out_dir)
+    report["complete"] = True
     write_report(report, out_dir)
     return report
 
@@ -306,69 +366,3 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "mtl_report.json").write_text(json.dumps(_jsonable(report), indent=2) + "\n")
     (out_dir / "mtl_report.md").write_text(format_report(report) + "\n")
-
-
-# ---------------------------------------------------------------- markdown
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:+.1%}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def format_metrics_table(report: Mapping[str, Any]) -> str:
-    """Markdown: one row per task metric, the single-task value, then each multi-task model's
-    value with its relative change."""
-    multi = report["multi_task"]
-    header = ["task metric", "single-task", *multi]
-    rows = []
-    for key, base in report["reference"].items():
-        cells = [key, _num(base)]
-        for row in multi.values():
-            value = row["metrics"].get(key)
-            cells.append(f"{_num(value)} ({_pct(row['relative_change'].get(key))})")
-        rows.append(cells)
-    return "\n".join(_table(header, rows))
-
-
-def format_cost_table(report: Mapping[str, Any]) -> str:
-    """Markdown: delta_m, parameters, inference and training time per model."""
-    header = ["model", "delta_m", "params (M)", "infer ms/img", "train s", "wall s"]
-
-    def cost(name: str, row: Mapping[str, Any], delta: str) -> list[str]:
-        params = None if row["params"] is None else row["params"] / 1e6
-        times = [_num(row[k], 1) for k in ("infer_ms", "train_s", "wall_s")]
-        return [name, delta, _num(params, 2), *times]
-
-    rows = [cost(f"single-task {n}", r, "-") for n, r in report["single_task"].items()]
-    rows.append(cost(TOGETHER, report["single_task_together"], "0 (reference)"))
-    rows += [cost(n, r, _pct(r["delta_m"])) for n, r in report["multi_task"].items()]
-    return "\n".join(_table(header, rows))
-
-
-def format_report(report: Mapping[str, Any]) -> str:
-    """The whole report as markdown."""
-    settings = ", ".join(f"{k}: {v}" for k, v in report["settings"].items())
-    lines = ["# Multi-task report", "", settings, "", "## Task metrics", ""]
-    lines += [
-        format_metrics_table(report),
-        "",
-        "## Cost and delta_m",
-        "",
-        format_cost_table(report),
-    ]
-    lines += ["", "## Where multi-task training hurt", ""]
-    lines += [f"- {row['hurt']}" for row in report["multi_task"].values()]
-    lines += [f"- {name}: FAILED: {error}" for name, error in report["failures"].items()]
-    lines += ["", "## Notes", "", *(f"- {note}" for note in report["notes"])]
-    return "\n".join(lines)
