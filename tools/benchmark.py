@@ -99,6 +99,7 @@ def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
         cfg.data.val_ann,
         cfg.data.val_images,
         transform=build_transforms(cfg.data.image_size, train=False),
+        sem_classes=cfg.model.sem.class_names,
     )
     start = time.perf_counter()
     evaluate_model(model, val_set, saved_cfg, device)

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             transform=build_transforms(cfg.data.image_size, train=False),
             on_invalid=cfg.data.on_invalid,
             max_bad_fraction=cfg.data.max_bad_image_fraction,
+            sem_classes=cfg.model.sem.class_names,
         )
         metrics = evaluate_model(model, dataset, cfg, torch.device(args.device))
         print(format_metrics_table(metrics))

@@ -41,6 +41,9 @@ def _distinct_tasks(tasks: list[str]) -> bool:
 _POSITIVE = _rule(lambda value: value >= 1, "an int >= 1")
 _NON_NEGATIVE = _rule(lambda value: value >= 0, "a number >= 0")
 _PROBABILITY = _rule(lambda value: 0 <= value <= 1, "a number in [0, 1]")
+_DISTINCT_NAMES = _rule(
+    lambda names: len(set(names)) == len(names) and all(names), "distinct, non-empty names"
+)
 
 # Per-field checks, keyed by dotted path; run whenever that field is set (file, dict or override).
 _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
@@ -103,9 +106,8 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
         _distinct_tasks,
         f"a non-empty list of distinct tasks from {list(TASKS)} ('inst' needs 'det')",
     ),
-    "data.extra_sources[].class_names": _rule(
-        lambda names: len(set(names)) == len(names) and all(names), "distinct, non-empty names"
-    ),
+    "data.extra_sources[].class_names": _DISTINCT_NAMES,
+    "model.sem.class_names": _DISTINCT_NAMES,
     "train.nan_policy": _one_of(NAN_POLICIES),
     "train.max_nan_skips": _NON_NEGATIVE,
     "train.checkpoint_every": _NON_NEGATIVE,

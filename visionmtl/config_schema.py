@@ -39,7 +39,11 @@ class DetConfig:
 
 @dataclass
 class SemConfig:
+    """Panoptic-FPN semantic head. ``class_names``: its own classes (e.g. stuff such as road, sky,
+    beside detection categories), matched to every source by name; empty = the detection classes."""
+
     channels: int = 64
+    class_names: list[str] = field(default_factory=list)
 
 
 @dataclass

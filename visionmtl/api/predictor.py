@@ -12,6 +12,7 @@ from visionmtl.api.io import ImageInput, load_rgb
 from visionmtl.api.result import Result
 from visionmtl.config import Config
 from visionmtl.data import Collator, build_transforms
+from visionmtl.data.classes import sem_class_names, semantic_ids
 from visionmtl.engine.checkpoint import load_model
 from visionmtl.engine.precision import inference_autocast
 
@@ -46,8 +47,11 @@ class Predictor:
         self.collate = Collator(32)
         self.category_ids = np.asarray(cfg.model.category_ids, dtype=np.int64)
         self.class_names = list(cfg.model.class_names)
-        # Semantic classes: 0 = background, k + 1 = category k -> category id (0 stays background).
-        self.sem_to_category = np.concatenate([[0], self.category_ids]).astype(np.int64)
+        # Semantic head index -> reported id: the category id for detection classes, ids above
+        # every category id for the head's own ("stuff") classes; 0 stays background.
+        self.sem_to_category, self.sem_class_names = semantic_ids(
+            cfg.model.category_ids, cfg.model.class_names, sem_class_names(cfg.model)
+        )
 
     @classmethod
     def from_checkpoint(
@@ -105,4 +109,5 @@ class Predictor:
             sem_seg=None if sem_seg is None else self.sem_to_category[sem_seg.cpu().numpy()],
             image_size=tuple(image_size),
             masks=None if masks is None else masks.cpu().numpy()[keep],
+            sem_class_names=dict(self.sem_class_names) if sem_seg is not None else {},
         )

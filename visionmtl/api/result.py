@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,9 +17,13 @@ class Result:
         scores: [N] float32, descending.
         labels: [N] int64 data set category ids (as in the training JSON).
         label_names: N category names.
-        sem_seg: [H, W] int64 category id per pixel, 0 = background; None without the ``sem`` task.
+        sem_seg: [H, W] int64 semantic id per pixel, 0 = background; None without the ``sem`` task.
+            A detection category's id is its JSON category id; classes of the semantic head's own
+            list (``model.sem.class_names``) that are not categories get ids above every
+            category id. ``sem_class_names`` names each id.
         image_size: (H, W) of the original image.
         masks: [N, H, W] bool instance masks, one per box; None without the ``inst`` task.
+        sem_class_names: semantic id -> class name (0: "background"); empty without ``sem``.
     """
 
     boxes: np.ndarray
@@ -29,6 +33,7 @@ class Result:
     sem_seg: np.ndarray | None
     image_size: tuple[int, int]
     masks: np.ndarray | None = None
+    sem_class_names: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -47,6 +52,7 @@ class Result:
         if self.sem_seg is not None:
             ids, counts = np.unique(self.sem_seg, return_counts=True)
             out["sem_seg_pixels"] = {int(i): int(c) for i, c in zip(ids, counts, strict=True)}
+            out["sem_class_names"] = {int(i): name for i, name in self.sem_class_names.items()}
         return out
 
     def panoptic(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,9 @@ from visionmtl.data.checks import (
     clean_annotations,
     read_coco_json,
 )
+from visionmtl.data.classes import IGNORE_INDEX, coco_sem_table
 from visionmtl.data.errors import DataError
 from visionmtl.data.transforms import Transform
-
-IGNORE_INDEX: int = 255
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -61,7 +60,8 @@ class CocoDataset(Dataset):
 
     Target keys (see the project contract): ``boxes`` float32 ``[N, 4]`` xyxy, ``labels`` int64
     ``[N]`` contiguous over the categories sorted by JSON id, ``masks`` uint8 ``[N, h, w]``,
-    ``sem_seg`` int64 ``[h, w]`` (0 background, k + 1 category k, 255 crowd), ``image_id`` int64
+    ``sem_seg`` int64 ``[h, w]`` (0 background, k + 1 category k, 255 crowd; with ``sem_classes``
+    k + 1 is ``sem_classes[k]``, see :func:`~visionmtl.data.classes.coco_sem_table`), ``image_id`` int64
     scalar, ``orig_size`` and ``image_size`` int64 ``[2]`` (h, w). Crowd annotations are not in
     boxes/labels/masks; their region is 255 in ``sem_seg``. ``masks`` and ``sem_seg`` are absent
     for an image where some annotation has no segmentation (that task is not labelled there).
@@ -86,6 +86,7 @@ class CocoDataset(Dataset):
         on_invalid: str = "error",
         max_bad_fraction: float = 0.01,
         skip_corrupt: bool | None = None,
+        sem_classes: Sequence[str] | None = None,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
@@ -100,6 +101,11 @@ class CocoDataset(Dataset):
         categories = sorted(data["categories"], key=lambda category: category["id"])
         self.category_ids: list[int] = [int(category["id"]) for category in categories]
         self.class_names: list[str] = [str(category.get("name", "")) for category in categories]
+        # The semantic head's classes (``model.sem.class_names``) when they are its own list.
+        self.sem_classes: list[str] | None = list(sem_classes) if sem_classes else None
+        self._sem_table = (
+            coco_sem_table(self.class_names, self.sem_classes) if self.sem_classes else None
+        )
         self.cat_id_to_label: dict[int, int] = {
             category_id: label for label, category_id in enumerate(self.category_ids)
         }
@@ -209,7 +215,14 @@ class CocoDataset(Dataset):
             sem_seg[mask_array[instance] > 0] = label_array[instance] + 1
         for crowd_mask in crowd_masks:
             sem_seg[crowd_mask > 0] = IGNORE_INDEX
+        if self._sem_table is not None:
+            sem_seg = self._sem_table[sem_seg]
         return box_array, label_array, mask_array, sem_seg
+
+    @property
+    def sem_class_names(self) -> list[str]:
+        """Classes of ``sem_seg`` ids 1..S: ``sem_classes`` if given, else the categories."""
+        return list(self.sem_classes) if self.sem_classes else list(self.class_names)
 
     def original_sem_seg(self, index: int) -> np.ndarray | None:
         """The semantic map ``[H, W]`` int64 at the original image size (for evaluation), or None

@@ -32,8 +32,9 @@ SOURCE_ID_STRIDE: int = 10**9
 class TaskFilter(Dataset):
     """A view of ``dataset`` whose targets keep only the keys of ``tasks`` (see ``TASK_KEYS``).
 
-    ``label_map`` (source label -> main label, contiguous 0-based) renames ``labels`` and the
-    ``sem_seg`` ids (k + 1 -> label_map[k] + 1; 0 and 255 stay); ``id_offset`` is added to
+    ``label_map`` (source label -> main label, contiguous 0-based) renames ``labels`` and, with
+    ``remap_sem``, the ``sem_seg`` ids (k + 1 -> label_map[k] + 1; 0 and 255 stay; off when the
+    source already gives the semantic head's own ids); ``id_offset`` is added to
     ``image_id``. The wrapped data set needs ``image_ids`` and ``image_info(i)`` (a dict with
     ``file_name``). Picklable when ``dataset`` is.
     """
@@ -44,6 +45,7 @@ class TaskFilter(Dataset):
         tasks: Sequence[str],
         label_map: dict[int, int] | None = None,
         id_offset: int = 0,
+        remap_sem: bool = True,
     ) -> None:
         unknown = sorted(set(tasks) - set(TASKS))
         if unknown or not tasks:
@@ -67,6 +69,8 @@ class TaskFilter(Dataset):
             for source_label, main_label in label_map.items():
                 self._label_lut[source_label] = main_label
                 self._sem_lut[source_label + 1] = main_label + 1
+            if not remap_sem:
+                self._sem_lut = None
 
     @property
     def image_ids(self) -> list[int]:
@@ -155,13 +159,13 @@ class MixedDataset(ConcatDataset):
         return [problem for dataset in self.coco_sets for problem in dataset.problems]
 
 
-def _main_labels(main: CocoDataset) -> dict[str, int]:
-    """Class name -> main contiguous label; names must be unique to match sources by name."""
-    labels = {name: label for label, name in enumerate(main.class_names)}
-    if len(labels) != len(main.class_names):
+def _unique_labels(names: Sequence[str], where: str) -> dict[str, int]:
+    """Class name -> contiguous label; names must be unique to match sources by name."""
+    labels = {name: label for label, name in enumerate(names)}
+    if len(labels) != len(names):
         raise DataError(
-            f"{main.ann_file}: category names repeat ({main.class_names}); extra sources are "
-            "matched to the main set by name, so names must be unique"
+            f"{where}: class names repeat ({list(names)}); extra sources are matched by name, so "
+            "names must be unique"
         )
     return labels
 
@@ -169,7 +173,7 @@ def _main_labels(main: CocoDataset) -> dict[str, int]:
 def coco_label_map(main: CocoDataset, source: CocoDataset) -> dict[int, int]:
     """Source label -> main label, matching categories by name; DataError naming the file for an
     unknown name."""
-    main_labels = _main_labels(main)
+    main_labels = _unique_labels(main.class_names, str(main.ann_file))
     mapping = {}
     for label, (name, category_id) in enumerate(
         zip(source.class_names, source.category_ids, strict=True)
@@ -178,23 +182,30 @@ def coco_label_map(main: CocoDataset, source: CocoDataset) -> dict[int, int]:
             raise DataError(
                 f"{source.ann_file}: category '{name}' (id {category_id}) is not a category of the "
                 f"main training set {main.ann_file} ({', '.join(main.class_names)}); rename it "
-                "to one of those or remove it"
+                "to one of those, remove it, or leave 'det' and 'inst' out of this source's tasks"
             )
         mapping[label] = main_labels[name]
     return mapping
 
 
-def png_label_map(main: CocoDataset, class_names: Sequence[str], mask_dir: str) -> dict[int, int]:
-    """PNG class id (1..K) -> contract id (main label + 1), matching ``class_names`` by name."""
-    main_labels = _main_labels(main)
-    mapping = {}
+def png_label_map(
+    sem_names: Sequence[str], class_names: Sequence[str], mask_dir: str, where: str
+) -> dict[int, int]:
+    """PNG class id (1..K) -> the semantic head's id (1..S), matching ``class_names`` by name.
+
+    PNG 0 stays background only when the PNG labels every class of the head; otherwise it is
+    ignored (255): the source cannot say whether such a pixel belongs to a class it does not
+    label. DataError for a name the head does not segment (``where`` names that class list)."""
+    head = _unique_labels(sem_names, where)
+    mapping = {0: 0 if set(sem_names) <= set(class_names) else IGNORE_INDEX}
     for png_id, name in enumerate(class_names, start=1):
-        if name not in main_labels:
+        if name not in head:
             raise DataError(
-                f"{mask_dir}: class id {png_id} ('{name}') is not a category of the main "
-                f"training set {main.ann_file} ({', '.join(main.class_names)}); fix class_names"
+                f"{mask_dir}: class id {png_id} ('{name}') is not a class of the semantic head "
+                f"({where}: {', '.join(sem_names)}); fix class_names, or list it in "
+                "model.sem.class_names"
             )
-        mapping[png_id] = main_labels[name] + 1
+        mapping[png_id] = head[name] + 1
     return mapping
 
 
@@ -204,20 +215,25 @@ def build_training_set(
     transform: Callable[..., dict[str, Tensor]] | None = None,
     on_invalid: str = "skip",
     max_bad_fraction: float = 0.01,
+    sem_classes: Sequence[str] | None = None,
 ) -> MixedDataset:
     """``main`` followed by one data set per ``sources`` entry, each labelling its own tasks.
 
     COCO sources (``ann``) are loaded with ``transform``/``on_invalid``/``max_bad_fraction`` and
-    their labels renamed to the main set's by category name; semantic PNG sources (``sem_masks``)
-    map ``class_names`` to the main set's classes by name. DataError (naming the file) when a name
-    is not among the main set's categories.
+    their labels renamed to the main set's by category name (only for sources that label ``det``);
+    semantic PNG sources (``sem_masks``) map ``class_names`` to the semantic head's classes by
+    name. ``sem_classes`` is ``model.sem.class_names`` (empty / None: the main set's categories;
+    ``main`` must have been built with the same list). DataError (naming the file) when a name
+    has no match.
     """
+    sem_names = list(sem_classes) if sem_classes else list(main.class_names)
+    where = "model.sem.class_names" if sem_classes else f"the categories of {main.ann_file}"
     parts: list[Any] = []
     names: list[str] = []
     for number, source in enumerate(sources, start=1):
         offset = number * SOURCE_ID_STRIDE
         if source.sem_masks:
-            label_map = png_label_map(main, source.class_names, source.sem_masks)
+            label_map = png_label_map(sem_names, source.class_names, source.sem_masks, where)
             png = SemanticPngDataset(
                 source.images,
                 source.sem_masks,
@@ -235,8 +251,20 @@ def build_training_set(
                 transform=transform,
                 on_invalid=on_invalid,
                 max_bad_fraction=max_bad_fraction,
+                sem_classes=sem_classes or None,
             )
-            label_map = coco_label_map(main, coco)
-            parts.append(TaskFilter(coco, source.tasks, label_map=label_map, id_offset=offset))
+            # Labels must match the main categories when the source labels boxes, or when its
+            # semantic ids follow them (no own semantic class list).
+            needs_map = "det" in source.tasks or not sem_classes
+            label_map = coco_label_map(main, coco) if needs_map else None
+            parts.append(
+                TaskFilter(
+                    coco,
+                    source.tasks,
+                    label_map=label_map,
+                    id_offset=offset,
+                    remap_sem=not sem_classes,
+                )
+            )
             names.append(source.ann)
     return MixedDataset(main, parts, names)

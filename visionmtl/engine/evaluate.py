@@ -42,6 +42,13 @@ def evaluate_model(
             f"{dataset.ann_file}: categories {dataset.category_ids} differ from the model's "
             f"{cfg.model.category_ids}; evaluate on a set with the training categories"
         )
+    own_sem = list(cfg.model.sem.class_names)
+    if "sem" in tasks and own_sem and dataset.sem_class_names != own_sem:
+        raise DataError(
+            f"{dataset.ann_file}: semantic classes {dataset.sem_class_names} differ from the "
+            f"model's model.sem.class_names {own_sem}; build the data set with "
+            "sem_classes=model.sem.class_names"
+        )
     loader = DataLoader(
         dataset,
         batch_size=cfg.eval.batch_size,
@@ -56,7 +63,7 @@ def evaluate_model(
         else None
     )
     sem_eval = (
-        SemSegEvaluator(len(dataset.class_names) + 1, ["background", *dataset.class_names])
+        SemSegEvaluator(len(dataset.sem_class_names) + 1, ["background", *dataset.sem_class_names])
         if "sem" in tasks
         else None
     )

@@ -74,7 +74,11 @@ def build_datasets(cfg: Config) -> tuple[MixedDataset, CocoDataset | None]:
         hflip_prob=data.hflip_prob,
         color_jitter=data.color_jitter,
     )
-    policy = {"on_invalid": data.on_invalid, "max_bad_fraction": data.max_bad_image_fraction}
+    policy = {
+        "on_invalid": data.on_invalid,
+        "max_bad_fraction": data.max_bad_image_fraction,
+        "sem_classes": cfg.model.sem.class_names,
+    }
     main = CocoDataset(data.train_ann, data.train_images, transform=train_tf, **policy)
     train_set = build_training_set(main, data.extra_sources, transform=train_tf, **policy)
     val_set = None

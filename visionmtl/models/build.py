@@ -18,7 +18,7 @@ def build_model(
     """Backbone -> FPN (P3-P7) -> the heads named in ``cfg.tasks``.
 
     ``cfg.num_classes`` (object categories, no background) must be set; training fills it from the
-    data set. ``sharing`` is ``mtl.sharing``: "hard" (every head reads the shared pyramid) or
+    data set; the semantic head segments ``cfg.sem.class_names`` when set. ``sharing`` is ``mtl.sharing``: "hard" (every head reads the shared pyramid) or
     "adapters" (each task reads it through its own residual adapters)."""
     if not cfg.num_classes:
         raise ValueError("model.num_classes is not set (it is filled from the training data set)")
@@ -47,8 +47,10 @@ def build_model(
             max_detections=eval_cfg.max_detections,
         )
     if "sem" in cfg.tasks:
+        # Background + the head's own classes (model.sem.class_names), else + the categories.
+        sem_classes = len(cfg.sem.class_names) or cfg.num_classes
         heads["sem"] = SemanticFPNHead(
-            cfg.fpn_channels, cfg.num_classes + 1, sem_strides, cfg.sem.channels
+            cfg.fpn_channels, sem_classes + 1, sem_strides, cfg.sem.channels
         )
     if "inst" in cfg.tasks:
         heads["inst"] = MaskHead(
