@@ -24,7 +24,12 @@ from visionmtl.engine.trainer import train
     ],
 )
 def test_method_trains_and_logs_task_interaction(
-    shapes_paths: dict, tmp_path: Path, method: str, grad_on: str, sharing: str
+    shapes_paths: dict,
+    tmp_path: Path,
+    method: str,
+    grad_on: str,
+    sharing: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
         "data.val_ann=",
@@ -36,6 +41,8 @@ def test_method_trains_and_logs_task_interaction(
         "mtl.log_every=2",
     ]
     train(load_config(None, overrides), tmp_path)
+    bar = capsys.readouterr().err  # the progress bar summary shows weights and the worst cosine
+    assert "w/det=" in bar and "cos_min=" in bar
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "epoch" not in r]
     assert [r["step"] for r in steps] == [0, 2, 4, 6, 8]

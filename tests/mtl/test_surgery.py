@@ -149,3 +149,21 @@ def test_task_gradient_stats_reports_norms_and_cosines_without_touching_grad():
     assert shared.grad is None and head.grad is None
     masked = task_gradient_stats({"det": losses["det"], "sem": torch.tensor(0.0)}, [shared])
     assert set(masked) == {"grad_norm/det"}
+
+
+def test_interaction_summary_names_the_most_conflicting_pair():
+    from visionmtl.mtl.diagnostics import interaction_summary
+
+    stats = {
+        "grad_norm/det": 3.0,
+        "grad_norm/sem": 0.5,
+        "grad_norm/inst": 1.0,
+        "grad_cos/det|sem": 0.2,
+        "grad_cos/det|inst": -0.4,
+        "grad_cos/sem|inst": float("nan"),
+    }
+    summary = interaction_summary({"det": 1.0, "sem": 0.25}, stats)
+    assert summary["w/det"] == "1.00" and summary["w/sem"] == "0.25"
+    assert summary["|g|/det"] == "3" and summary["|g|/sem"] == "0.5"
+    assert summary["cos_min"] == "-0.40 (det|inst)"
+    assert "cos_min" not in interaction_summary({"det": 1.0}, {"grad_norm/det": 1.0})

@@ -47,6 +47,7 @@ from visionmtl.engine.sampler import EpochSampler, SeededDataset
 from visionmtl.models import build_model
 from visionmtl.models.summary import format_summary, model_summary
 from visionmtl.mtl import build_balancer, group_by_task, task_gradient_stats
+from visionmtl.mtl.diagnostics import interaction_summary
 
 __all__ = ["TrainingError", "train"]
 
@@ -334,6 +335,7 @@ def _train(
         running: dict[str, float] = epoch_stats["running"]
         task_sums: dict[str, list[float]] = epoch_stats["task_sums"]  # task -> [sum, count] (DWA)
         epoch_start = time.perf_counter()
+        interaction: dict[str, str] = {}  # weights, gradient norms, worst cosine (mtl.log_every)
         progress = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
@@ -374,10 +376,12 @@ def _train(
                         totals[0], totals[1] = totals[0] + float(value.detach()), totals[1] + 1
                 if log_grads and is_main:
                     _log_step(output_dir, global_step, task_losses, weights, grad_stats)
+                    interaction = interaction_summary(weights, grad_stats)
             scheduler.step()
             global_step += 1
             if batch % max(cfg.train.log_every, 1) == 0:
-                progress.set_postfix({k: f"{v:.3f}" for k, v in running.items() if "/" in k})
+                postfix = {k: f"{v:.3f}" for k, v in running.items() if "/" in k}
+                progress.set_postfix({**postfix, **interaction})
             every = cfg.train.checkpoint_every
             if every and global_step % every == 0:
                 save_last(epoch, batch + 1)

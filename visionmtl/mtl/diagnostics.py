@@ -36,3 +36,18 @@ def task_gradient_stats(
             cosine = gram[i, j] / denominator if denominator > 0 else torch.tensor(float("nan"))
             stats[f"grad_cos/{first}|{tasks[j]}"] = float(cosine)
     return stats
+
+
+def interaction_summary(weights: dict[str, float], stats: dict[str, float]) -> dict[str, str]:
+    """Short progress-bar entries from a logging step: each task's weight (``w/det``), gradient
+    norm (``|g|/det``) and the most conflicting pair's cosine (``cos_min``, with its pair)."""
+    summary = {f"w/{task}": f"{weight:.2f}" for task, weight in weights.items()}
+    for key, value in stats.items():
+        if key.startswith("grad_norm/"):
+            summary[f"|g|/{key.split('/', 1)[1]}"] = f"{value:.2g}"
+    cosines = {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("grad_cos/")}
+    finite = {pair: v for pair, v in cosines.items() if v == v}
+    if finite:
+        pair = min(finite, key=finite.__getitem__)
+        summary["cos_min"] = f"{finite[pair]:+.2f} ({pair})"
+    return summary
