@@ -64,6 +64,8 @@ class ModelConfig:
     det: DetConfig = field(default_factory=DetConfig)
     sem: SemConfig = field(default_factory=SemConfig)
     inst: InstConfig = field(default_factory=InstConfig)
+    # Fine-tune: start from this visionmtl checkpoint (matching tensors; class layers by name).
+    init_from: str = ""
     # The last three are filled from the data set at training time.
     num_classes: int | None = None
     class_names: list[str] = field(default_factory=list)

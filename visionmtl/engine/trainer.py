@@ -38,6 +38,7 @@ from visionmtl.engine.distributed import (
 )
 from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.evaluate import evaluate_model, move_targets
+from visionmtl.engine.finetune import init_from_checkpoint
 from visionmtl.engine.nan_guard import NanGuard
 from visionmtl.engine.optim import build_optimizer, build_scheduler
 from visionmtl.engine.precision import autocast, make_scaler
@@ -231,7 +232,12 @@ def _train(
     if is_main:
         prepare_run_dir(output_dir, cfg)
         _report_data_problems(output_dir, *train_set.coco_sets, val_set)
-    model = build_model(cfg.model, cfg.eval, sharing=cfg.mtl.sharing).to(device)
+    model = build_model(cfg.model, cfg.eval, sharing=cfg.mtl.sharing)
+    if cfg.model.init_from and not (resume and (output_dir / "last.pt").is_file()):
+        report = init_from_checkpoint(model, cfg, cfg.model.init_from)
+        if is_main:
+            print(report.summary(cfg.model.init_from))
+    model = model.to(device)
     if dist_info.enabled and cfg.train.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_model = DistributedDataParallel(model) if dist_info.enabled else model
