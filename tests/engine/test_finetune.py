@@ -65,7 +65,9 @@ def test_bad_checkpoints_are_clear_errors(trained_run: Path, tmp_path: Path) -> 
         model=replace(cfg.model, backbone=replace(cfg.model.backbone, name="resnet10t")),
     )
     other = build_model(cfg_other.model, cfg_other.eval)
-    with pytest.raises(CheckpointError, match="backbone is .resnet18. but model.backbone.name is .resnet10t."):
+    with pytest.raises(
+        CheckpointError, match="backbone is .resnet18. but model.backbone.name is .resnet10t."
+    ):
         init_from_checkpoint(other, cfg_other, trained_run / "best.pt")
 
 

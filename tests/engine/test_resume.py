@@ -122,7 +122,7 @@ def test_nan_skip_policy_keeps_batchnorm_statistics(
         train(cfg, tmp_path / "limit")
 
 
-@pytest.mark.parametrize("method", ["pcgrad", "gradnorm"])
+@pytest.mark.parametrize("method", ["pcgrad", "cagrad", "gradnorm", "uncertainty", "dwa"])
 def test_torchrun_two_processes_stay_in_sync(
     shapes_paths: dict, tmp_path: Path, method: str
 ) -> None:
@@ -130,7 +130,7 @@ def test_torchrun_two_processes_stay_in_sync(
         "data.val_ann=",
         "data.num_workers=0",
         "data.batch_size=4",
-        "train.epochs=1",
+        f"train.epochs={2 if method == 'dwa' else 1}",  # DWA: two epochs of synced loss history
         "train.device=cpu",
         "train.threads=1",
         f"mtl.method={method}",  # several backward passes per step; gradnorm syncs its weights
