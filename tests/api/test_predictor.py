@@ -44,6 +44,11 @@ def test_score_threshold_and_batching(trained_run: Path, shapes_paths: dict) -> 
     results = strict(paths)
     assert len(results) == 5
     assert all((r.scores >= 0.5).all() for r in results)
+    # A per-call threshold; the model's own (evaluation) threshold is left as it was.
+    loose = strict(paths, score_thresh=0.0)
+    assert sum(len(r) for r in loose) > sum(len(r) for r in results)
+    assert all(len(r) <= 100 for r in loose)
+    assert strict.model.heads["det"].score_thresh == strict.cfg.eval.score_thresh
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,6 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.cfg = cfg
         self.score_thresh = cfg.eval.score_thresh if score_thresh is None else score_thresh
-        if "det" in self.model.heads:  # drop low scores before NMS and mask pasting, not after
-            self.model.heads["det"].score_thresh = self.score_thresh
         self.batch_size = batch_size
         self.transform = build_transforms(cfg.data.image_size, train=False)
         self.collate = Collator(32)
@@ -65,18 +64,37 @@ class Predictor:
         model, cfg = load_model(path, device=device)
         return cls(model, cfg, device=device, score_thresh=score_thresh, batch_size=batch_size)
 
-    def __call__(self, images: ImageInput | Sequence[ImageInput]) -> list[Result]:
-        """One or several images (paths, PIL images, HxWx3 arrays) -> one Result per image."""
+    def __call__(
+        self, images: ImageInput | Sequence[ImageInput], score_thresh: float | None = None
+    ) -> list[Result]:
+        """One or several images (paths, PIL images, HxWx3 arrays) -> one Result per image;
+        ``score_thresh`` overrides the predictor's threshold for this call."""
         if not isinstance(images, (list, tuple)):
             images = [images]
+        thresh = self.score_thresh if score_thresh is None else float(score_thresh)
         results: list[Result] = []
-        for start in range(0, len(images), self.batch_size):
-            arrays = [load_rgb(source) for source in images[start : start + self.batch_size]]
-            results.extend(self._predict_batch(arrays))
+        with self._det_score_thresh(thresh):
+            for start in range(0, len(images), self.batch_size):
+                arrays = [load_rgb(source) for source in images[start : start + self.batch_size]]
+                results.extend(self._predict_batch(arrays, thresh))
         return results
 
+    @contextlib.contextmanager
+    def _det_score_thresh(self, thresh: float) -> Iterator[None]:
+        """Drop low scores inside the detection head (before NMS and mask pasting), and give the
+        model back with its own threshold afterwards (it may be shared with evaluation)."""
+        head = self.model.heads["det"] if "det" in self.model.heads else None
+        if head is None:
+            yield
+            return
+        saved, head.score_thresh = head.score_thresh, thresh
+        try:
+            yield
+        finally:
+            head.score_thresh = saved
+
     @torch.no_grad()
-    def _predict_batch(self, arrays: list[np.ndarray]) -> list[Result]:
+    def _predict_batch(self, arrays: list[np.ndarray], thresh: float) -> list[Result]:
         batch = []
         for array in arrays:
             image = self.transform(array)["image"]
@@ -90,13 +108,16 @@ class Predictor:
                 images.to(self.device), image_sizes=image_sizes, output_sizes=orig_sizes
             )
         return [
-            self._to_result(output, size) for output, size in zip(outputs, orig_sizes, strict=True)
+            self._to_result(output, size, thresh)
+            for output, size in zip(outputs, orig_sizes, strict=True)
         ]
 
-    def _to_result(self, output: dict[str, torch.Tensor], image_size: tuple[int, int]) -> Result:
+    def _to_result(
+        self, output: dict[str, torch.Tensor], image_size: tuple[int, int], thresh: float
+    ) -> Result:
         empty = torch.zeros(0)
         scores = output.get("scores", empty).float().cpu().numpy()
-        keep = scores >= self.score_thresh
+        keep = scores >= thresh
         boxes = output.get("boxes", torch.zeros(0, 4)).float().cpu().numpy()[keep]
         labels = output.get("labels", empty.long()).cpu().numpy()[keep]
         sem_seg = output.get("sem_seg")
