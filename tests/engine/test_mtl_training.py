@@ -80,7 +80,7 @@ def test_partially_labelled_extra_source_trains(shapes_paths: dict, tmp_path: Pa
 
 
 def test_unlabelled_tasks_do_not_move_learned_weights() -> None:
-    from visionmtl.engine.trainer import _labelled_only, _labelled_tasks
+    from visionmtl.engine.task_steps import labelled_only, labelled_tasks
     from visionmtl.mtl import UncertaintyWeighting
 
     shared = torch.nn.Parameter(torch.ones(3))
@@ -88,7 +88,7 @@ def test_unlabelled_tasks_do_not_move_learned_weights() -> None:
     det_loss = (shared * 2).sum()
     sem_loss = (shared * head_sem).sum() * 0  # a head's "no labels in this batch" loss
     targets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
-    losses = _labelled_only({"det": det_loss, "sem": sem_loss}, _labelled_tasks(targets))
+    losses = labelled_only({"det": det_loss, "sem": sem_loss}, labelled_tasks(targets))
     assert set(losses) == {"det"} and float(losses["det"]) == 6.0
     balancer = UncertaintyWeighting(["det", "sem"])
     balancer.backward(losses, [shared], None)

@@ -45,9 +45,15 @@ from visionmtl.engine.precision import autocast, make_scaler
 from visionmtl.engine.report import format_metrics_table
 from visionmtl.engine.rundir import prepare_run_dir
 from visionmtl.engine.sampler import EpochSampler, SeededDataset
+from visionmtl.engine.task_steps import (
+    gradient_stats,
+    labelled_only,
+    labelled_tasks,
+    log_interaction,
+)
 from visionmtl.models import build_model
 from visionmtl.models.summary import format_summary, model_summary
-from visionmtl.mtl import build_balancer, group_by_task, task_gradient_stats
+from visionmtl.mtl import build_balancer, group_by_task
 from visionmtl.mtl.diagnostics import interaction_summary
 
 __all__ = ["TrainingError", "train"]
@@ -139,55 +145,6 @@ def _report_data_problems(output_dir: Path, *datasets: CocoDataset | None) -> No
         lines.append(dataset.report.to_text())
     if lines:
         (output_dir / "data_problems.txt").write_text("\n\n".join(lines) + "\n")
-
-
-_TASK_KEYS = {"det": "boxes", "sem": "sem_seg", "inst": "masks"}
-
-
-def _labelled_tasks(targets: list[dict[str, torch.Tensor]]) -> set[str]:
-    """Tasks labelled for at least one image of the batch (a missing key = not labelled)."""
-    return {task for task, key in _TASK_KEYS.items() if any(key in t for t in targets)}
-
-
-def _labelled_only(
-    task_losses: dict[str, torch.Tensor], labelled: set[str]
-) -> dict[str, torch.Tensor]:
-    """The losses of labelled tasks, for the balancer: an unlabelled task's loss is an exact zero
-    that must not move learned weights or loss statistics. Its graph is kept (added, as 0, to a
-    labelled task's loss) so DDP still sees every head parameter take part."""
-    active = {task: loss for task, loss in task_losses.items() if task in labelled}
-    if not active or len(active) == len(task_losses):
-        return task_losses
-    first = next(iter(active))
-    for task, loss in task_losses.items():
-        if task not in labelled:
-            active[first] = active[first] + 0.0 * loss
-    return active
-
-
-def _gradient_stats(
-    task_losses: dict[str, torch.Tensor], shared: list[torch.Tensor], scaler: Any
-) -> dict[str, float]:
-    """Per-task gradient norms on the shared parameters and pairwise cosines (T extra backwards)."""
-    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
-    scaled = {task: scaler.scale(loss) for task, loss in task_losses.items()}
-    return task_gradient_stats(scaled, shared, scale=scale)
-
-
-def _log_step(
-    output_dir: Path,
-    step: int,
-    task_losses: dict[str, torch.Tensor],
-    weights: dict[str, float],
-    grad_stats: dict[str, float],
-) -> None:
-    """One metrics.jsonl line on how the tasks interact at this step."""
-    record: dict[str, Any] = {"step": step}
-    record.update({f"loss/{task}": round(float(v.detach()), 5) for task, v in task_losses.items()})
-    record.update({f"weight/{task}": round(w, 5) for task, w in weights.items()})
-    record.update({k: round(v, 5) for k, v in grad_stats.items()})
-    with open(output_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
 
 
 def train(
@@ -361,11 +318,11 @@ def _train(
                     losses, images, targets, model, buffers, epoch, batch, dist_info.rank
                 )
             else:
-                labelled = _labelled_tasks(targets)
-                task_losses = _labelled_only(group_by_task(losses), labelled)
+                labelled = labelled_tasks(targets)
+                task_losses = labelled_only(group_by_task(losses), labelled)
                 shared = features if on_features else shared_params
                 log_grads = cfg.mtl.log_every > 0 and global_step % cfg.mtl.log_every == 0
-                grad_stats = _gradient_stats(task_losses, shared, scaler) if log_grads else {}
+                grad_stats = gradient_stats(task_losses, shared, scaler) if log_grads else {}
                 weights = balancer.backward(task_losses, shared, scaler)
                 average_gradients(balancer.parameters(), dist_info)
                 if cfg.train.clip_grad_norm > 0:
@@ -381,7 +338,7 @@ def _train(
                         totals = task_sums.setdefault(task, [0.0, 0])
                         totals[0], totals[1] = totals[0] + float(value.detach()), totals[1] + 1
                 if log_grads and is_main:
-                    _log_step(output_dir, global_step, task_losses, weights, grad_stats)
+                    log_interaction(output_dir, global_step, task_losses, weights, grad_stats)
                     interaction = interaction_summary(weights, grad_stats)
             scheduler.step()
             global_step += 1
