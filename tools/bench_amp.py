@@ -33,7 +33,7 @@ def bench_mode(cfg, amp: str, steps: int, device):  # type: ignore[no-untyped-de
     from visionmtl.models import build_model
 
     seed_everything(0)
-    train_set, _ = build_datasets(cfg)
+    train_set = build_datasets(cfg)
     cfg = with_dataset_classes(cfg, train_set)
     model = build_model(cfg.model, cfg.eval, sharing=cfg.mtl.sharing).to(device).train()
     optimizer = build_optimizer(model, cfg.train)

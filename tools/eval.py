@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from visionmtl.data import CocoDataset, build_transforms
         from visionmtl.engine.checkpoint import load_model
-        from visionmtl.engine.evaluate import evaluate_model
         from visionmtl.engine.report import format_metrics_table
+        from visionmtl.engine.validation import ValidationSets, semantic_png_val_set
 
         model, cfg = load_model(args.checkpoint, device=args.device)
         ann, images = args.ann or cfg.data.val_ann, args.images or cfg.data.val_images
@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             max_bad_fraction=cfg.data.max_bad_image_fraction,
             sem_classes=cfg.model.sem.class_names,
         )
-        metrics = evaluate_model(model, dataset, cfg, torch.device(args.device))
+        # The config's semantic PNG validation set (data.val_sem_*) scores mIoU unless --ann is given.
+        sem_png = None if args.ann else semantic_png_val_set(cfg)
+        sets = ValidationSets(dataset, sem_png)
+        metrics = sets.evaluate(model, cfg, torch.device(args.device))
         print(format_metrics_table(metrics))
         out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     ),
     "data.extra_sources[].class_names": _DISTINCT_NAMES,
     "model.sem.class_names": _DISTINCT_NAMES,
+    "data.val_sem_class_names": _DISTINCT_NAMES,
     "train.nan_policy": _one_of(NAN_POLICIES),
     "train.max_nan_skips": _NON_NEGATIVE,
     "train.checkpoint_every": _NON_NEGATIVE,
@@ -132,6 +133,13 @@ def _check_consistency(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: model.category_ids: duplicate ids in {model.category_ids}")
     for index, extra in enumerate(cfg.data.extra_sources):
         _check_source(extra, f"data.extra_sources[{index}]", source)
+    data = cfg.data
+    val_sem = [data.val_sem_images, data.val_sem_masks, data.val_sem_class_names]
+    if any(val_sem) and not all(val_sem):
+        raise ConfigError(
+            f"{source}: data.val_sem_images, data.val_sem_masks and data.val_sem_class_names: "
+            "a semantic PNG validation set needs all three (images, PNG class maps, class names)"
+        )
 
 
 def _check_source(extra: SourceConfig, path: str, source: str) -> None:

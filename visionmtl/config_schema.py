@@ -103,6 +103,11 @@ class DataConfig:
     on_invalid: str = "skip"  # bad annotations: error (stop before training) | skip | fix
     max_bad_image_fraction: float = 0.01  # stop when more images than this fail to load
     extra_sources: list[SourceConfig] = field(default_factory=list)  # trained beside train_ann
+    # Semantic validation from PNG class maps (e.g. stuff classes a COCO val set cannot label):
+    # when set, mIoU comes from this set and val_ann gives AP only.
+    val_sem_images: str = ""
+    val_sem_masks: str = ""
+    val_sem_class_names: list[str] = field(default_factory=list)  # PNG id k = name k - 1
 
 
 @dataclass

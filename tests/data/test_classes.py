@@ -122,6 +122,8 @@ def test_train_eval_predict_with_a_stuff_class(
 
     main = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"])
     png = _ground_pngs(main, tmp_path / "png")
+    val = CocoDataset(shapes_paths["val_ann"], shapes_paths["val_images"])
+    val_png = _ground_pngs(val, tmp_path / "val_png")
     source = (
         f"{{images: {png.images}, sem_masks: {png.sem_masks}, tasks: [sem], class_names: [ground]}}"
     )
@@ -130,12 +132,24 @@ def test_train_eval_predict_with_a_stuff_class(
         f"model.sem.class_names=[{', '.join(SEM)}]",
         f"data.extra_sources=[{source}]",
         "model.backbone.name=resnet10t",
+        # mIoU from PNG class maps that label ground (COCO val cannot); AP from COCO val
+        f"data.val_sem_images={val_png.images}",
+        f"data.val_sem_masks={val_png.sem_masks}",
+        "data.val_sem_class_names=[ground]",
     ]
     metrics = train(load_config(None, overrides), tmp_path / "run")
     per_class = metrics["per_class"]
-    # mIoU is reported per semantic class (ground included), AP per detection category.
     assert {"ground", "circle", "square"} <= {k for k, v in per_class.items() if "IoU" in v}
+    assert per_class["ground"]["IoU"] is not None  # ground truth for ground exists
     assert "IoU" not in per_class["triangle"] and "bbox_AP" in per_class["triangle"]
+    assert metrics["bbox_AP"] is not None and metrics["mIoU"] is not None
+    # tools/eval.py on the checkpoint scores the same two sets the same way
+    from tools.eval import main as eval_main
+
+    assert eval_main([str(tmp_path / "run" / "best.pt"), "--out", str(tmp_path / "e.json")]) == 0
+    again = json.loads((tmp_path / "e.json").read_text())
+    assert again["mIoU"] == pytest.approx(metrics["mIoU"])
+    assert again["bbox_AP"] == pytest.approx(metrics["bbox_AP"])
     predictor = Predictor.from_checkpoint(tmp_path / "run" / "best.pt")
     image = np.asarray(Image.open(main.image_info(0)["path"]).convert("RGB"))
     result = predictor(image)[0]
@@ -147,6 +161,9 @@ def test_train_eval_predict_with_a_stuff_class(
 
 def test_config_rejects_repeated_semantic_class_names() -> None:
     from visionmtl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.val_sem_images.*all three"):
+        load_config(None, ["data.val_sem_masks=masks/"])
 
     with pytest.raises(ConfigError, match=r"model\.sem\.class_names"):
         load_config(None, ["model.sem.class_names=[road, road]"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -9,7 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
-from visionmtl.data import CocoDataset, Collator, DataError
+from visionmtl.data import CocoDataset, Collator, DataError, SemanticPngDataset
+from visionmtl.data.classes import sem_class_names
 from visionmtl.engine.coco_eval import CocoEvaluator
 from visionmtl.engine.precision import inference_autocast
 from visionmtl.engine.report import merge_metrics
@@ -26,26 +28,39 @@ def move_targets(
 @torch.no_grad()
 def evaluate_model(
     model: nn.Module,
-    dataset: CocoDataset,
+    dataset: CocoDataset | SemanticPngDataset,
     cfg: Config,
     device: torch.device,
     num_workers: int = 0,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Box and mask AP (pycocotools, original image coordinates, JSON category ids) and mIoU (at the
     original resolution, against the semantic map rasterised from the annotations).
 
-    Returns flat metrics (``bbox_AP``, ``bbox_AP50``, ..., ``segm_AP``, ..., ``mIoU``,
-    ``pixel_acc``) and ``per_class``."""
-    tasks = cfg.model.tasks
-    if cfg.model.category_ids and list(dataset.category_ids) != list(cfg.model.category_ids):
+    ``dataset`` is a COCO set, or a semantic PNG set (mIoU only; its ids must be the semantic
+    head's). ``tasks`` limits what is scored (default: the model's tasks). Returns flat metrics
+    (``bbox_AP``, ``bbox_AP50``, ..., ``segm_AP``, ..., ``mIoU``, ``pixel_acc``) and
+    ``per_class``."""
+    tasks = list(cfg.model.tasks if tasks is None else tasks)
+    if isinstance(dataset, SemanticPngDataset):
+        tasks = [task for task in tasks if task == "sem"]
+        sem_names = sem_class_names(cfg.model)
+    else:
+        sem_names = dataset.sem_class_names
+    coco_tasks = isinstance(dataset, CocoDataset) and "det" in tasks
+    if (
+        coco_tasks
+        and cfg.model.category_ids
+        and list(dataset.category_ids) != list(cfg.model.category_ids)
+    ):
         raise DataError(
             f"{dataset.ann_file}: categories {dataset.category_ids} differ from the model's "
             f"{cfg.model.category_ids}; evaluate on a set with the training categories"
         )
     own_sem = list(cfg.model.sem.class_names)
-    if "sem" in tasks and own_sem and dataset.sem_class_names != own_sem:
+    if "sem" in tasks and own_sem and sem_names != own_sem:
         raise DataError(
-            f"{dataset.ann_file}: semantic classes {dataset.sem_class_names} differ from the "
+            f"{dataset.ann_file}: semantic classes {sem_names} differ from the "
             f"model's model.sem.class_names {own_sem}; build the data set with "
             "sem_classes=model.sem.class_names"
         )
@@ -59,11 +74,11 @@ def evaluate_model(
     iou_types = ("bbox", "segm") if "inst" in tasks else ("bbox",)
     coco_eval = (
         CocoEvaluator(dataset.ann_file, dataset.category_ids, dataset.class_names, iou_types)
-        if "det" in tasks
+        if coco_tasks
         else None
     )
     sem_eval = (
-        SemSegEvaluator(len(dataset.sem_class_names) + 1, ["background", *dataset.sem_class_names])
+        SemSegEvaluator(len(sem_names) + 1, ["background", *sem_names])
         if "sem" in tasks
         else None
     )

@@ -37,7 +37,7 @@ from visionmtl.engine.distributed import (
     tensors_in_sync,
 )
 from visionmtl.engine.errors import TrainingError
-from visionmtl.engine.evaluate import evaluate_model, move_targets
+from visionmtl.engine.evaluate import move_targets
 from visionmtl.engine.finetune import init_from_checkpoint
 from visionmtl.engine.nan_guard import NanGuard
 from visionmtl.engine.optim import build_optimizer, build_scheduler
@@ -51,6 +51,7 @@ from visionmtl.engine.task_steps import (
     labelled_tasks,
     log_interaction,
 )
+from visionmtl.engine.validation import build_validation_sets
 from visionmtl.models import build_model
 from visionmtl.models.summary import format_summary, model_summary
 from visionmtl.mtl import build_balancer, group_by_task
@@ -72,8 +73,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_datasets(cfg: Config) -> tuple[MixedDataset, CocoDataset | None]:
-    """Training set (main + ``data.extra_sources``, augmented) and validation set, if configured."""
+def build_datasets(cfg: Config) -> MixedDataset:
+    """Training set (main + ``data.extra_sources``, augmented)."""
     data = cfg.data
     train_tf = build_transforms(
         data.image_size,
@@ -88,12 +89,7 @@ def build_datasets(cfg: Config) -> tuple[MixedDataset, CocoDataset | None]:
         "sem_classes": cfg.model.sem.class_names,
     }
     main = CocoDataset(data.train_ann, data.train_images, transform=train_tf, **policy)
-    train_set = build_training_set(main, data.extra_sources, transform=train_tf, **policy)
-    val_set = None
-    if data.val_ann:
-        val_tf = build_transforms(data.image_size, train=False)
-        val_set = CocoDataset(data.val_ann, data.val_images, transform=val_tf, **policy)
-    return train_set, val_set
+    return build_training_set(main, data.extra_sources, transform=train_tf, **policy)
 
 
 def with_dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> Config:
@@ -184,11 +180,12 @@ def _train(
     stop: _StopRequest,
 ) -> dict[str, Any]:
     is_main = dist_info.is_main
-    train_set, val_set = build_datasets(cfg)
+    train_set = build_datasets(cfg)
     cfg = with_dataset_classes(cfg, train_set)
+    val_sets = build_validation_sets(cfg)
     if is_main:
         prepare_run_dir(output_dir, cfg)
-        _report_data_problems(output_dir, *train_set.coco_sets, val_set)
+        _report_data_problems(output_dir, *train_set.coco_sets, val_sets.coco)
     model = build_model(cfg.model, cfg.eval, sharing=cfg.mtl.sharing)
     if cfg.model.init_from and not (resume and (output_dir / "last.pt").is_file()):
         report = init_from_checkpoint(model, cfg, cfg.model.init_from)
@@ -369,9 +366,9 @@ def _train(
             },
         }
         last_epoch = epoch + 1 == cfg.train.epochs
-        if val_set is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last_epoch):
+        if val_sets and ((epoch + 1) % cfg.train.eval_every == 0 or last_epoch):
             if is_main:
-                metrics = evaluate_model(model, val_set, cfg, device)
+                metrics = val_sets.evaluate(model, cfg, device)
                 record.update({k: v for k, v in metrics.items() if k != "per_class"})
                 score = selection_score(metrics)
                 if score > best_score:
@@ -395,7 +392,7 @@ def _train(
         if is_main:
             print(f"all {dist_info.world_size} ranks hold identical weights")
     if is_main:
-        if val_set is None:
+        if not val_sets:
             save_checkpoint(output_dir / "best.pt", cfg, model, epoch=cfg.train.epochs)
         if metrics:
             (output_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")

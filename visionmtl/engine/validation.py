@@ -1,0 +1,73 @@
+"""The validation sets of a run: the COCO set (``data.val_ann``) and, optionally, a semantic PNG
+set (``data.val_sem_*``) that scores mIoU where COCO cannot (e.g. stuff classes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from visionmtl.config import Config
+from visionmtl.data import CocoDataset, SemanticPngDataset, build_transforms
+from visionmtl.data.classes import sem_class_names
+from visionmtl.data.sources import png_label_map
+from visionmtl.engine.evaluate import evaluate_model
+from visionmtl.engine.report import merge_metrics
+
+
+@dataclass
+class ValidationSets:
+    """``coco`` scores every task it labels; when ``sem_png`` is there it scores ``sem`` instead."""
+
+    coco: CocoDataset | None = None
+    sem_png: SemanticPngDataset | None = None
+
+    def __bool__(self) -> bool:
+        return self.coco is not None or self.sem_png is not None
+
+    def evaluate(self, model: nn.Module, cfg: Config, device: torch.device) -> dict[str, Any]:
+        """Merged metrics of both sets (mIoU from the PNG set when it is configured)."""
+        results = []
+        if self.coco is not None:
+            tasks = [t for t in cfg.model.tasks if not (t == "sem" and self.sem_png is not None)]
+            if tasks:
+                results.append(evaluate_model(model, self.coco, cfg, device, tasks=tasks))
+        if self.sem_png is not None and "sem" in cfg.model.tasks:
+            results.append(evaluate_model(model, self.sem_png, cfg, device, tasks=["sem"]))
+        return merge_metrics(*results)
+
+
+def semantic_png_val_set(cfg: Config) -> SemanticPngDataset | None:
+    """``data.val_sem_*`` as a data set in the semantic head's ids (model classes filled)."""
+    data = cfg.data
+    if not data.val_sem_masks:
+        return None
+    where = "model.sem.class_names" if cfg.model.sem.class_names else "the training categories"
+    label_map = png_label_map(
+        sem_class_names(cfg.model), data.val_sem_class_names, data.val_sem_masks, where
+    )
+    return SemanticPngDataset(
+        data.val_sem_images,
+        data.val_sem_masks,
+        list(data.val_sem_class_names),
+        transform=build_transforms(data.image_size, train=False),
+        label_map=label_map,
+    )
+
+
+def build_validation_sets(cfg: Config) -> ValidationSets:
+    """The configured validation sets; ``cfg.model.class_names`` must be filled already."""
+    data = cfg.data
+    coco = None
+    if data.val_ann:
+        coco = CocoDataset(
+            data.val_ann,
+            data.val_images,
+            transform=build_transforms(data.image_size, train=False),
+            on_invalid=data.on_invalid,
+            max_bad_fraction=data.max_bad_image_fraction,
+            sem_classes=cfg.model.sem.class_names,
+        )
+    return ValidationSets(coco, semantic_png_val_set(cfg))
