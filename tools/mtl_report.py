@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="reuse models already trained into --out with the identical config",
+        help="reuse models already trained into --out with the identical config (the data "
+        "files themselves are not compared)",
     )
     parser.add_argument("--epochs", type=int, help="epochs for every model (train.epochs)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")

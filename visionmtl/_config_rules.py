@@ -107,7 +107,10 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
         f"a non-empty list of distinct tasks from {list(TASKS)} ('inst' needs 'det')",
     ),
     "data.extra_sources[].class_names": _DISTINCT_NAMES,
-    "model.sem.class_names": _DISTINCT_NAMES,
+    "model.sem.class_names": _rule(
+        lambda names: len(set(names)) == len(names) and all(names) and "background" not in names,
+        "distinct, non-empty names other than 'background' (id 0 is background)",
+    ),
     "data.val_sem_class_names": _DISTINCT_NAMES,
     "train.nan_policy": _one_of(NAN_POLICIES),
     "train.max_nan_skips": _NON_NEGATIVE,

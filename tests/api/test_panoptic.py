@@ -27,3 +27,16 @@ def test_low_scores_and_mostly_hidden_instances_are_dropped() -> None:
     masks = np.ones((2, 4, 4), bool)
     id_map, segments = merge_panoptic(masks, np.array([0.9, 0.3]), np.array([1, 1]), None)
     assert len(segments) == 1 and (id_map == 1).all()
+
+
+def test_thing_regions_of_the_semantic_map_are_not_stuff() -> None:
+    masks = np.zeros((1, 6, 6), bool)
+    masks[0, :3, :3] = True
+    sem = np.zeros((6, 6), np.int64)
+    sem[:, :] = 1  # category 1 (a thing) predicted everywhere by the semantic head
+    sem[5, :] = 9  # stuff
+    id_map, segments = merge_panoptic(
+        masks, np.array([0.9]), np.array([1]), sem, stuff_area_thresh=1, thing_ids=[1]
+    )
+    assert [(s.category_id, s.isthing) for s in segments] == [(1, True), (9, False)]
+    assert (id_map[3:5] == 0).all()  # thing pixels without an instance stay void

@@ -4,6 +4,7 @@ detection categories, fed by a COCO main set and a semantic PNG source, through 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,16 @@ import torch
 from PIL import Image
 
 from tests.conftest import tiny_train_overrides
-from visionmtl.config import ModelConfig, SourceConfig, load_config
-from visionmtl.data import CocoDataset, Collator, DataError, build_training_set
-from visionmtl.data.classes import coco_sem_table, semantic_ids
+from visionmtl.config import ConfigError, ModelConfig, SourceConfig, load_config
+from visionmtl.data import CocoDataset, Collator, DataError, TaskFilter, build_training_set
+from visionmtl.data.classes import check_sem_class_count, coco_sem_table, semantic_ids
 from visionmtl.models import build_model
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*__array__ implementation:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*__array__ implementation:DeprecationWarning"),
+    # SEM's ground comes from a PNG that labels ground only: no source labels background
+    pytest.mark.filterwarnings("ignore:no training source labels background"),
+]
 
 # Shapes categories: circle (id 1), square (id 3), triangle (id 7). The semantic head segments
 # ground (stuff, not a category), circle and square; triangle is detected but not segmented.
@@ -28,16 +33,54 @@ NUM_PNG = 4
 
 def test_coco_sem_table_maps_by_name_and_ignores_unknowable_background() -> None:
     table = coco_sem_table(["person", "car"], ["road", "person"])
-    assert table.shape == (256,)
-    assert table[[0, 1, 2, 255]].tolist() == [255, 2, 0, 255]  # car is "none of these": 0
+    assert table.tolist() == [255, 2, 0]  # car is "none of these": 0; background unknowable
     covered = coco_sem_table(["person", "car"], ["person"])  # every sem class is a category
-    assert covered[[0, 1, 2, 255]].tolist() == [0, 1, 0, 255]
+    assert covered.tolist() == [0, 1, 0]
+    many = [f"c{i}" for i in range(300)]  # categories beyond 255 map by name too
+    assert coco_sem_table(many, ["c254", "road"])[255] == 1
+    with pytest.raises(ConfigError, match="at most 254"):
+        check_sem_class_count(many)
 
 
 def test_semantic_ids_keep_category_ids_and_number_stuff_above_them() -> None:
     ids, names = semantic_ids([1, 3, 7], ["circle", "square", "triangle"], SEM)
     assert ids.tolist() == [0, 8, 1, 3]
     assert names == {0: "background", 8: "ground", 1: "circle", 3: "square"}
+    # Without an own list: the category ids, even when names repeat or are empty
+    ids, names = semantic_ids([1, 5], ["person", "person"], [])
+    assert ids.tolist() == [0, 1, 5] and names == {0: "background", 1: "person", 5: "person"}
+
+
+def test_partial_coco_source_background_is_ignored_with_the_default_list(
+    shapes_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    main = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"])
+    data: dict[str, Any] = json.loads(Path(shapes_paths["train_ann"]).read_text())
+    data["categories"] = [c for c in data["categories"] if c["name"] == "circle"]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] == 1]
+    path = tmp_path / "circles.json"
+    path.write_text(json.dumps(data))
+    source = SourceConfig(ann=str(path), images=str(shapes_paths["train_images"]))
+    mixed = build_training_set(main, [source])
+    for index in range(len(main)):
+        _, target = mixed[len(main) + index]
+        values = set(torch.unique(target["sem_seg"]).tolist())
+        assert values <= {1, 255}  # circle; squares/triangles/background unknown -> ignored
+    # A 300-class label map no longer trips a 256-entry semantic table
+    TaskFilter(main, ["det"], label_map={i: i for i in range(300)})
+
+
+def test_no_source_labelling_background_warns(
+    shapes_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    main = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"], sem_classes=SEM)
+    with pytest.warns(UserWarning, match="no training source labels background"):
+        build_training_set(main, [_ground_pngs(main, tmp_path / "g")], sem_classes=SEM)
+    covered = ["circle", "square"]  # every class is a category of the main set
+    main = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"], sem_classes=covered)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_training_set(main, [], sem_classes=covered)
 
 
 def _ground_pngs(main: CocoDataset, root: Path, name_of_one: str = "ground") -> SourceConfig:
@@ -160,8 +203,6 @@ def test_train_eval_predict_with_a_stuff_class(
 
 
 def test_config_rejects_repeated_semantic_class_names() -> None:
-    from visionmtl.config import ConfigError
-
     with pytest.raises(ConfigError, match=r"data\.val_sem_images.*all three"):
         load_config(None, ["data.val_sem_masks=masks/"])
 
@@ -171,3 +212,5 @@ def test_config_rejects_repeated_semantic_class_names() -> None:
         "road",
         "sky",
     ]
+    with pytest.raises(ConfigError, match="other than 'background'"):
+        load_config(None, ["model.sem.class_names=[background, road]"])

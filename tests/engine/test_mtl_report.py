@@ -140,3 +140,18 @@ def test_models_pick_exact_pairs_and_bad_pairs_are_rejected(
         report_configs(cfg, ["fixed"], ["hard"], models=["pcgrad"])
     with pytest.raises(ConfigError, match="mtl.sharing"):
         report_configs(cfg, ["fixed"], ["hard"], models=["fixed/nope"])
+
+
+def test_a_stopped_training_stops_the_report_and_leaves_no_row(
+    shapes_paths: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import visionmtl.engine.mtl_report as mtl_report
+
+    cfg = load_config(None, tiny_train_overrides(shapes_paths, tmp_path))
+    stale = tmp_path / "st_det" / "report_row.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    monkeypatch.setattr(mtl_report, "train", lambda cfg, out: {"interrupted": True, "step": 3})
+    with pytest.raises(mtl_report.ReportStopped, match="stopped at step 3.*--reuse"):
+        run_report(cfg, ["fixed"], ["hard"], tmp_path, reuse=True)
+    assert not stale.exists()

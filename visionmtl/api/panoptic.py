@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,11 +27,13 @@ def merge_panoptic(
     score_thresh: float = 0.5,
     overlap_thresh: float = 0.5,
     stuff_area_thresh: int = 64,
+    thing_ids: Collection[int] = (),
 ) -> tuple[np.ndarray, list[Segment]]:
     """Paint instances by decreasing score, each only where no earlier one painted; drop an
     instance if less than ``overlap_thresh`` of its mask is still free. Then fill the remaining
-    pixels with semantic-segmentation regions (non-zero category ids) of at least
-    ``stuff_area_thresh`` pixels, as "stuff" segments.
+    pixels with semantic-segmentation regions (non-zero ids that are not in ``thing_ids``, the
+    detection categories) of at least ``stuff_area_thresh`` pixels, as "stuff" segments; thing
+    pixels no kept instance covers stay unassigned (as in Panoptic FPN).
 
     masks [N, H, W] bool, scores [N], labels [N] category ids, sem_seg [H, W] category ids (0 = none).
     Returns an id map [H, W] int32 (0 = unassigned) and its segments; segments never overlap."""
@@ -54,9 +57,10 @@ def merge_panoptic(
         segments.append(
             Segment(segment_id, int(labels[index]), True, float(scores[index]), free_area)
         )
+    things = {int(i) for i in thing_ids}
     if sem_seg is not None:
         for category_id in np.unique(sem_seg):
-            if category_id == 0:
+            if category_id == 0 or int(category_id) in things:
                 continue
             region = (sem_seg == category_id) & (panoptic == 0)
             area = int(region.sum())

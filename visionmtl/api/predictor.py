@@ -13,7 +13,7 @@ from visionmtl.api.io import ImageInput, load_rgb
 from visionmtl.api.result import Result
 from visionmtl.config import Config
 from visionmtl.data import Collator, build_transforms
-from visionmtl.data.classes import sem_class_names, semantic_ids
+from visionmtl.data.classes import semantic_ids
 from visionmtl.engine.checkpoint import load_model
 from visionmtl.engine.precision import inference_autocast
 
@@ -49,7 +49,7 @@ class Predictor:
         # Semantic head index -> reported id: the category id for detection classes, ids above
         # every category id for the head's own ("stuff") classes; 0 stays background.
         self.sem_to_category, self.sem_class_names = semantic_ids(
-            cfg.model.category_ids, cfg.model.class_names, sem_class_names(cfg.model)
+            cfg.model.category_ids, cfg.model.class_names, cfg.model.sem.class_names
         )
 
     @classmethod
@@ -131,4 +131,5 @@ class Predictor:
             image_size=tuple(image_size),
             masks=None if masks is None else masks.cpu().numpy()[keep],
             sem_class_names=dict(self.sem_class_names) if sem_seg is not None else {},
+            thing_ids=tuple(int(i) for i in self.category_ids),
         )

@@ -34,6 +34,7 @@ class Result:
     image_size: tuple[int, int]
     masks: np.ndarray | None = None
     sem_class_names: dict[int, str] = field(default_factory=dict)
+    thing_ids: tuple[int, ...] = ()  # the detection categories' ids (for panoptic())
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -59,7 +60,8 @@ class Result:
         self, score_thresh: float = 0.5, overlap_thresh: float = 0.5, stuff_area_thresh: int = 64
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Merge instance masks over the semantic map into one id map [H, W] int32 (0 = void) and a
-        segment list (id, category_id, isthing, score, area); see :func:`merge_panoptic`."""
+        segment list (id, category_id, isthing, score, area); see :func:`merge_panoptic`. Semantic
+        regions of detection categories are not stuff: only instances make thing segments."""
         from visionmtl.api.panoptic import merge_panoptic
 
         if self.masks is None:
@@ -74,6 +76,7 @@ class Result:
             score_thresh,
             overlap_thresh,
             stuff_area_thresh,
+            thing_ids=self.thing_ids,
         )
         return id_map, [asdict(segment) for segment in segments]
 

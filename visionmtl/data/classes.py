@@ -12,9 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from visionmtl.config import ModelConfig
+from visionmtl.config import ConfigError, ModelConfig
 
 IGNORE_INDEX: int = 255
+# Semantic ids are 0 (background), 1..S (classes) and 255 (ignore), so S is at most 254.
+MAX_SEM_CLASSES: int = IGNORE_INDEX - 1
 
 
 def sem_class_names(model: ModelConfig) -> list[str]:
@@ -22,39 +24,56 @@ def sem_class_names(model: ModelConfig) -> list[str]:
     return list(model.sem.class_names) or list(model.class_names)
 
 
+def check_sem_class_count(sem_names: Sequence[str]) -> None:
+    """ConfigError when the semantic head would have more classes than its ids can hold."""
+    if len(sem_names) > MAX_SEM_CLASSES:
+        raise ConfigError(
+            f"the semantic head would have {len(sem_names)} classes (model.sem.class_names, or "
+            f"the training categories); at most {MAX_SEM_CLASSES} fit, id {IGNORE_INDEX} is "
+            "ignore: list fewer in model.sem.class_names or leave 'sem' out of model.tasks"
+        )
+
+
 def coco_sem_table(category_names: Sequence[str], sem_names: Sequence[str]) -> np.ndarray:
-    """Lookup table ``[max(K + 1, 256)]`` int64 from a COCO set's semantic ids (0 background,
-    ``k + 1`` category ``k``, 255 crowd) to the semantic head's ids.
+    """Lookup table ``[K + 1]`` int64 from a COCO set's semantic ids (0 background, ``k + 1``
+    category ``k``; crowd is handled by the caller) to the semantic head's ids.
 
     A category that is not a semantic class becomes 0 ("none of these classes"). Background
     stays 0 only when every semantic class is a category of the set; otherwise the set cannot tell
     a background pixel from an unlabelled class (e.g. "road" in an instances-only set), so
     background becomes 255 (ignored), never a false "background" label."""
+    check_sem_class_count(sem_names)
     head = {name: index + 1 for index, name in enumerate(sem_names)}
-    table = np.zeros(max(len(category_names) + 1, IGNORE_INDEX + 1), np.int64)
+    table = np.zeros(len(category_names) + 1, np.int64)
     table[0] = 0 if set(sem_names) <= set(category_names) else IGNORE_INDEX
     for label, name in enumerate(category_names):
         table[label + 1] = head.get(name, 0)
-    table[IGNORE_INDEX] = IGNORE_INDEX
     return table
 
 
 def semantic_ids(
-    category_ids: Sequence[int], class_names: Sequence[str], sem_names: Sequence[str]
+    category_ids: Sequence[int], class_names: Sequence[str], own_sem_names: Sequence[str]
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Ids the Predictor reports per semantic class: ``(ids [S + 1] int64, id -> name)``.
 
-    Index 0 (background) is 0; a semantic class that is also a detection category reports that
-    category's JSON id; any other ("stuff") class gets the next id above every category id, in
-    list order. E.g. categories {1: person}, sem classes [road, person] -> ids [0, 2, 1]."""
-    by_name = dict(zip(class_names, category_ids, strict=True))
+    Index 0 (background) is 0. Without an own list (``own_sem_names`` empty) index k + 1 is
+    category k's JSON id. With one, a class that is also a detection category (by name) reports
+    that category's id and any other ("stuff") class gets the next id above every category id, in
+    list order. E.g. categories {1: person}, own list [road, person] -> ids [0, 2, 1]."""
+    if not own_sem_names:
+        ids = [0, *(int(i) for i in category_ids)]
+        names = {0: "background", **dict(zip(ids[1:], class_names, strict=True))}
+        return np.asarray(ids, np.int64), names
+    by_name: dict[str, int] = {}
+    for name, category_id in zip(class_names, category_ids, strict=True):
+        by_name.setdefault(name, int(category_id))  # a repeated name keeps its first id
     next_id = max([0, *category_ids]) + 1
     ids = [0]
-    for name in sem_names:
+    for name in own_sem_names:
         if name in by_name:
-            ids.append(int(by_name[name]))
+            ids.append(by_name[name])
         else:
             ids.append(next_id)
             next_id += 1
-    names = {0: "background", **{i: n for i, n in zip(ids[1:], sem_names, strict=True)}}
+    names = {0: "background", **dict(zip(ids[1:], own_sem_names, strict=True))}
     return np.asarray(ids, np.int64), names

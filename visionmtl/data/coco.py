@@ -213,11 +213,16 @@ class CocoDataset(Dataset):
         # Paint large instances first so small ones stay visible on top of them.
         for instance in np.argsort(-areas, kind="stable"):
             sem_seg[mask_array[instance] > 0] = label_array[instance] + 1
-        for crowd_mask in crowd_masks:
-            sem_seg[crowd_mask > 0] = IGNORE_INDEX
         if self._sem_table is not None:
             sem_seg = self._sem_table[sem_seg]
+        for crowd_mask in crowd_masks:
+            sem_seg[crowd_mask > 0] = IGNORE_INDEX
         return box_array, label_array, mask_array, sem_seg
+
+    @property
+    def labels_sem_background(self) -> bool:
+        """Whether this set's 0 pixels are background for the semantic head (else ignored)."""
+        return self._sem_table is None or int(self._sem_table[0]) == 0
 
     @property
     def sem_class_names(self) -> list[str]:

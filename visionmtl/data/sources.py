@@ -6,6 +6,7 @@ the heads give those images no loss); they are never filled with background.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,9 +33,9 @@ SOURCE_ID_STRIDE: int = 10**9
 class TaskFilter(Dataset):
     """A view of ``dataset`` whose targets keep only the keys of ``tasks`` (see ``TASK_KEYS``).
 
-    ``label_map`` (source label -> main label, contiguous 0-based) renames ``labels`` and, with
-    ``remap_sem``, the ``sem_seg`` ids (k + 1 -> label_map[k] + 1; 0 and 255 stay; off when the
-    source already gives the semantic head's own ids); ``id_offset`` is added to
+    ``label_map`` (source label -> main label, contiguous 0-based) renames ``labels`` (``sem_seg``
+    must already be in the semantic head's ids, see :func:`build_training_set`); ``id_offset`` is
+    added to
     ``image_id``. The wrapped data set needs ``image_ids`` and ``image_info(i)`` (a dict with
     ``file_name``). Picklable when ``dataset`` is.
     """
@@ -45,7 +46,6 @@ class TaskFilter(Dataset):
         tasks: Sequence[str],
         label_map: dict[int, int] | None = None,
         id_offset: int = 0,
-        remap_sem: bool = True,
     ) -> None:
         unknown = sorted(set(tasks) - set(TASKS))
         if unknown or not tasks:
@@ -60,17 +60,10 @@ class TaskFilter(Dataset):
         self.id_offset = id_offset
         self.label_map = dict(label_map) if label_map is not None else None
         self._label_lut: Tensor | None = None
-        self._sem_lut: Tensor | None = None
         if label_map is not None:
-            size = max(label_map, default=-1) + 1
-            self._label_lut = torch.full((size,), -1, dtype=torch.int64)
-            self._sem_lut = torch.full((256,), IGNORE_INDEX, dtype=torch.int64)
-            self._sem_lut[0] = 0
+            self._label_lut = torch.full((max(label_map, default=-1) + 1,), -1, dtype=torch.int64)
             for source_label, main_label in label_map.items():
                 self._label_lut[source_label] = main_label
-                self._sem_lut[source_label + 1] = main_label + 1
-            if not remap_sem:
-                self._sem_lut = None
 
     @property
     def image_ids(self) -> list[int]:
@@ -90,8 +83,6 @@ class TaskFilter(Dataset):
         target = {key: value for key, value in target.items() if key not in self.dropped_keys}
         if self._label_lut is not None and "labels" in target:
             target["labels"] = self._label_lut[target["labels"]]
-        if self._sem_lut is not None and "sem_seg" in target:
-            target["sem_seg"] = self._sem_lut[target["sem_seg"]]
         if self.id_offset:
             target["image_id"] = target["image_id"] + self.id_offset
         return image, target
@@ -245,26 +236,31 @@ def build_training_set(
             parts.append(TaskFilter(png, source.tasks))
             names.append(source.sem_masks)
         else:
+            # Semantic ids are mapped by name to the head's classes, with the background rule
+            # of coco_sem_table (only for sources that label sem: no table, no class limit).
             coco = CocoDataset(
                 source.ann,
                 source.images,
                 transform=transform,
                 on_invalid=on_invalid,
                 max_bad_fraction=max_bad_fraction,
-                sem_classes=sem_classes or None,
+                sem_classes=sem_names if "sem" in source.tasks else None,
             )
-            # Labels must match the main categories when the source labels boxes, or when its
-            # semantic ids follow them (no own semantic class list).
-            needs_map = "det" in source.tasks or not sem_classes
-            label_map = coco_label_map(main, coco) if needs_map else None
-            parts.append(
-                TaskFilter(
-                    coco,
-                    source.tasks,
-                    label_map=label_map,
-                    id_offset=offset,
-                    remap_sem=not sem_classes,
-                )
-            )
+            # Labels must match the main categories when the source labels boxes.
+            label_map = coco_label_map(main, coco) if "det" in source.tasks else None
+            parts.append(TaskFilter(coco, source.tasks, label_map=label_map, id_offset=offset))
             names.append(source.ann)
+    background = [main.labels_sem_background]
+    for source, part in zip(sources, parts, strict=True):
+        if "sem" in source.tasks:
+            inner = part.dataset
+            labelled = inner.label_map[0] == 0 if source.sem_masks else inner.labels_sem_background
+            background.append(labelled)
+    if not any(background):
+        warnings.warn(
+            f"no training source labels background for the semantic head ({where}: "
+            f"{', '.join(sem_names)}): none labels all of these classes, so 0 is never a target "
+            "and every pixel will be given one of the classes; add a source that labels them all",
+            stacklevel=2,
+        )
     return MixedDataset(main, parts, names)

@@ -78,9 +78,7 @@ def evaluate_model(
         else None
     )
     sem_eval = (
-        SemSegEvaluator(len(sem_names) + 1, ["background", *sem_names])
-        if "sem" in tasks
-        else None
+        SemSegEvaluator(len(sem_names) + 1, ["background", *sem_names]) if "sem" in tasks else None
     )
     was_training = model.training
     model.eval()

@@ -27,6 +27,7 @@ import torch
 
 from visionmtl.config import Config, ConfigError, apply_overrides, config_to_dict
 from visionmtl.engine.checkpoint import load_model
+from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.mtl_report_format import format_report
 from visionmtl.engine.trainer import resolve_device, train
 
@@ -179,6 +180,10 @@ def _epoch_seconds(metrics_file: Path, skip_lines: int) -> float:
 ROW_FILE = "report_row.json"
 
 
+class ReportStopped(TrainingError):
+    """A training inside the report was stopped (SIGTERM): the report stops, not just that model."""
+
+
 def _cached_row(cfg: Config, out_dir: Path) -> dict[str, Any] | None:
     """The row a previous report saved in ``out_dir`` for exactly this config, else None."""
     path = out_dir / ROW_FILE
@@ -207,11 +212,17 @@ def train_one(
     if reuse and (row := _cached_row(cfg, out_dir)) is not None:
         print(f"   reusing {out_dir / ROW_FILE}")
         return row
+    (out_dir / ROW_FILE).unlink(missing_ok=True)  # never leave a row of an earlier config
     metrics_file = out_dir / "metrics.jsonl"
     previous = len(metrics_file.read_text().splitlines()) if metrics_file.is_file() else 0
     start = time.perf_counter()
     metrics = train(cfg, out_dir)
     wall = time.perf_counter() - start
+    if metrics.get("interrupted"):
+        raise ReportStopped(
+            f"training into {out_dir} was stopped at step {metrics.get('step')}; the report "
+            "files hold the models finished so far; rerun with --reuse to go on"
+        )
     checkpoint = out_dir / "best.pt"
     model, _ = load_model(checkpoint, device=device)
     params = sum(p.numel() for p in model.parameters())
@@ -334,6 +345,8 @@ def run_report(
         run_dir = out_dir / f"mt_{name.replace('/', '_')}"
         try:
             row = train_one(mt_cfg, run_dir, device, latency_ms, reuse)
+        except ReportStopped:
+            raise
         except Exception as error:  # noqa: BLE001 - one broken method must not lose the others
             failures[name] = f"{type(error).__name__}: {error}"
             print(f"== multi-task {name} failed: {failures[name]}")

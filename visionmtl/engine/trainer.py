@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, Collator, MixedDataset, build_training_set, build_transforms
+from visionmtl.data.classes import check_sem_class_count, sem_class_names
 from visionmtl.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -100,6 +101,8 @@ def with_dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> Co
         class_names=list(dataset.class_names),
         category_ids=list(dataset.category_ids),
     )
+    if "sem" in model.tasks:
+        check_sem_class_count(sem_class_names(model))
     return replace(cfg, model=model)
 
 
@@ -186,7 +189,11 @@ def _train(
     if is_main:
         prepare_run_dir(output_dir, cfg)
         _report_data_problems(output_dir, *train_set.coco_sets, val_sets.coco)
-    model = build_model(cfg.model, cfg.eval, sharing=cfg.mtl.sharing)
+    model_cfg = cfg.model
+    if model_cfg.init_from:  # the checkpoint holds the backbone: fetch no other weights
+        no_weights = replace(model_cfg.backbone, pretrained=False, weights=None)
+        model_cfg = replace(model_cfg, backbone=no_weights)
+    model = build_model(model_cfg, cfg.eval, sharing=cfg.mtl.sharing)
     if cfg.model.init_from and not (resume and (output_dir / "last.pt").is_file()):
         report = init_from_checkpoint(model, cfg, cfg.model.init_from)
         if is_main:
