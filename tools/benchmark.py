@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -86,6 +85,7 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
     """Train + evaluate our model into ``out_dir``; time training and inference."""
     from visionmtl.api import Predictor
+    from visionmtl.bench.latency import median_latency_ms
     from visionmtl.data import CocoDataset, build_transforms
     from visionmtl.engine.checkpoint import load_model
     from visionmtl.engine.evaluate import evaluate_model
@@ -104,17 +104,11 @@ def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
     start = time.perf_counter()
     evaluate_model(model, val_set, saved_cfg, device)
     eval_seconds = time.perf_counter() - start
-    predictor = Predictor(model, saved_cfg, device=device, batch_size=1)
-    times_ms = []
-    for index in range(len(val_set)):
-        array = val_set.load_image(index)
-        start = time.perf_counter()
-        predictor(array)
-        times_ms.append((time.perf_counter() - start) * 1000.0)
+    infer_ms = median_latency_ms(Predictor(model, saved_cfg, device=device, batch_size=1), val_set)
     return {
         **_summary(metrics),
         "train_s": max(train_wall - eval_seconds, 0.0),
-        "infer_ms": statistics.median(times_ms) if times_ms else None,
+        "infer_ms": infer_ms,
         "train_wall_s": train_wall,
         "eval_s": eval_seconds,
     }

@@ -17,9 +17,7 @@ config, so a stopped report can be resumed.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,20 +32,14 @@ def predictor_latency_ms(checkpoint: Path, device: torch.device) -> float | None
     """Median milliseconds per validation image at batch 1 through :class:`Predictor`
     (decoded RGB array to predictions at the original size); None without a validation set."""
     from visionmtl.api import Predictor
+    from visionmtl.bench.latency import median_latency_ms
     from visionmtl.data import CocoDataset
 
     predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=1)
     data = predictor.cfg.data
     if not data.val_ann:
         return None
-    val_set = CocoDataset(data.val_ann, data.val_images)
-    times_ms = []
-    for index in range(len(val_set)):
-        array = val_set.load_image(index)
-        start = time.perf_counter()
-        predictor(array)
-        times_ms.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times_ms) if times_ms else None
+    return median_latency_ms(predictor, CocoDataset(data.val_ann, data.val_images))
 
 
 def main(argv: list[str] | None = None) -> int:
