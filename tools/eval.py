@@ -28,10 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         import torch
 
-        from visionmtl.data import CocoDataset, build_transforms
         from visionmtl.engine.checkpoint import load_model
         from visionmtl.engine.report import format_metrics_table
-        from visionmtl.engine.validation import ValidationSets, semantic_png_val_set
+        from visionmtl.engine.validation import (
+            ValidationSets,
+            coco_val_set,
+            semantic_png_val_set,
+        )
 
         model, cfg = load_model(args.checkpoint, device=args.device)
         ann, images = args.ann or cfg.data.val_ann, args.images or cfg.data.val_images
@@ -42,14 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ann} (the validation set named in the checkpoint's config, relative to the "
                 "current directory) does not exist: pass --ann JSON --images DIR"
             )
-        dataset = CocoDataset(
-            ann,
-            images,
-            transform=build_transforms(cfg.data.image_size, train=False),
-            on_invalid=cfg.data.on_invalid,
-            max_bad_fraction=cfg.data.max_bad_image_fraction,
-            sem_classes=cfg.model.sem.class_names,
-        )
+        dataset = coco_val_set(cfg, ann, images)
         # The config's semantic PNG validation set (data.val_sem_*) scores mIoU unless --ann is given.
         sem_png = None if args.ann else semantic_png_val_set(cfg)
         sets = ValidationSets(dataset, sem_png)

@@ -18,8 +18,8 @@ from visionmtl.config import Config
 from visionmtl.data.classes import sem_class_names
 from visionmtl.engine.checkpoint import CheckpointError, load_checkpoint
 
-# Output layers whose first dimension is one row per class: (tensor-name prefix, has background).
-# heads.sem.predictor's row 0 is background; the others have no background row.
+# Output layers whose first dimension is one row per class: tensor-name prefix -> task whose class
+# names label the rows (see _class_names; the semantic predictor's row 0 is background).
 _CLASS_LAYERS: dict[str, str] = {
     "heads.det.cls_logits.": "det",
     "heads.inst.predictor.": "inst",

@@ -57,17 +57,20 @@ def semantic_png_val_set(cfg: Config) -> SemanticPngDataset | None:
     )
 
 
+def coco_val_set(cfg: Config, ann: str, images: str) -> CocoDataset:
+    """A COCO evaluation set with the run's preprocessing, data policy and semantic classes."""
+    return CocoDataset(
+        ann,
+        images,
+        transform=build_transforms(cfg.data.image_size, train=False),
+        on_invalid=cfg.data.on_invalid,
+        max_bad_fraction=cfg.data.max_bad_image_fraction,
+        sem_classes=cfg.model.sem.class_names,
+    )
+
+
 def build_validation_sets(cfg: Config) -> ValidationSets:
     """The configured validation sets; ``cfg.model.class_names`` must be filled already."""
     data = cfg.data
-    coco = None
-    if data.val_ann:
-        coco = CocoDataset(
-            data.val_ann,
-            data.val_images,
-            transform=build_transforms(data.image_size, train=False),
-            on_invalid=data.on_invalid,
-            max_bad_fraction=data.max_bad_image_fraction,
-            sem_classes=cfg.model.sem.class_names,
-        )
+    coco = coco_val_set(cfg, data.val_ann, data.val_images) if data.val_ann else None
     return ValidationSets(coco, semantic_png_val_set(cfg))
