@@ -1,16 +1,10 @@
-"""Experiment configuration: nested dataclasses loaded from YAML, with dotted command-line overrides.
+"""Experiment configuration: nested dataclasses with per-field rules, loaded from YAML.
 
-A config file mirrors :class:`Config` (``model``, ``data``, ``train``, ``eval``, ``mtl``); keys that are
-left out keep their defaults, unknown keys are errors naming the nearest valid key. Overrides such as
-``train.epochs=3`` or ``model.tasks=[det,sem]`` are applied on top; the value is parsed as YAML, except
-for string fields, which keep the raw text (so ``train.amp=off`` stays ``"off"``).
-
-This is the module to import from. The schema (choices, dataclasses, :class:`ConfigError`) is in
-:mod:`visionmtl.config_schema`; loading, validation and overrides in the private
-``_config_loader``, ``_config_convert`` and ``_config_rules``.
+:mod:`visionmtl.config.schema` is the schema (every field, its type, rule and meaning);
+:mod:`visionmtl.config.loading` reads YAML, applies ``--set`` overrides and words the errors.
 """
 
-from visionmtl._config_loader import (
+from visionmtl.config.loading import (
     apply_overrides,
     config_from_dict,
     config_from_yaml,
@@ -19,7 +13,7 @@ from visionmtl._config_loader import (
     load_config,
     save_config,
 )
-from visionmtl.config_schema import (
+from visionmtl.config.schema import (
     AMP_MODES,
     GRAD_TARGETS,
     MTL_METHODS,
@@ -27,10 +21,8 @@ from visionmtl.config_schema import (
     NAN_POLICIES,
     ON_INVALID,
     OPTIMIZERS,
-    TASKS,
     BackboneConfig,
     Config,
-    ConfigError,
     DataConfig,
     DetConfig,
     EvalConfig,
@@ -41,6 +33,8 @@ from visionmtl.config_schema import (
     SourceConfig,
     TrainConfig,
 )
+from visionmtl.errors import ConfigError
+from visionmtl.structures import TASKS
 
 __all__ = [
     "AMP_MODES",

@@ -1,0 +1,312 @@
+"""The configuration schema: nested dataclasses whose types and ``Annotated`` rules say what each
+field accepts, with one comment per field (what it does, its unit; the default is the value).
+
+Validation is pydantic's (``pydantic.dataclasses``, strict scalars: ``epochs: true`` or ``"3"`` is
+not an int); ``__post_init__`` holds the rules across fields and reports them with :func:`_fail`.
+Reading YAML, overrides and error messages are in :mod:`visionmtl.config.loading`.
+"""
+
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import field
+from typing import Annotated, Any, Literal, NoReturn
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
+
+from visionmtl.structures import TASKS
+
+# ---------------------------------------------------------------- field types and rules
+
+Int = Annotated[int, Strict()]  # bool and "3" are mistakes, not ints
+Float = Annotated[float, Strict()]  # ints are accepted and become floats; bools are not
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+Probability = Annotated[Float, Field(ge=0, le=1)]
+
+AmpMode = Literal["off", "bf16", "fp16"]
+Optimizer = Literal["adamw", "sgd"]
+MtlMethod = Literal["fixed", "uncertainty", "dwa", "gradnorm", "pcgrad", "cagrad"]
+Sharing = Literal["hard", "adapters"]
+GradTarget = Literal["params", "features"]
+OnInvalid = Literal["error", "skip", "fix"]
+NanPolicy = Literal["stop", "skip"]
+# The valid names, for tools and tests; the Literal types above are their one home.
+AMP_MODES, OPTIMIZERS, MTL_METHODS, MTL_SHARING, GRAD_TARGETS, ON_INVALID, NAN_POLICIES = (
+    typing.get_args(choice)
+    for choice in (AmpMode, Optimizer, MtlMethod, Sharing, GradTarget, OnInvalid, NanPolicy)
+)
+
+
+def _rule(ok: Callable[[Any], bool], expected: str) -> AfterValidator:
+    """A value rule on a field: ``ok(value)`` or the error "expected <expected>, got <value>"."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(f"expected {expected}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _valid_tasks(tasks: list[str]) -> bool:
+    # Instance masks are predicted inside detected boxes, so "inst" needs "det".
+    distinct = bool(tasks) and set(tasks) <= set(TASKS) and len(set(tasks)) == len(tasks)
+    return distinct and ("inst" not in tasks or "det" in tasks)
+
+
+TaskList = Annotated[
+    list[Str],
+    _rule(
+        _valid_tasks, f"a non-empty list of distinct tasks from {list(TASKS)} ('inst' needs 'det')"
+    ),
+]
+Names = Annotated[
+    list[Str],
+    _rule(lambda names: len(set(names)) == len(names) and all(names), "distinct, non-empty names"),
+]
+_EMPTY_IS_DEFAULT = BeforeValidator(lambda value: {} if value is None else value)  # "train:" alone
+_CONFIG = ConfigDict(extra="forbid")
+
+
+def _fail(key: str, message: str) -> NoReturn:
+    """Raise a cross-field rule's error at ``key`` (relative to the section being checked)."""
+    raise PydanticCustomError("config_rule", "{message}", {"key": key, "message": message})
+
+
+# ---------------------------------------------------------------- the schema
+
+
+@dataclass(config=_CONFIG)
+class BackboneConfig:
+    """A timm backbone (``features_only``), its weights and the pyramid levels it feeds."""
+
+    name: Str = "resnet18"  # any timm model name that supports features_only
+    pretrained: Bool = False  # fetch timm's pretrained weights (needs the hub or its cache)
+    weights: Str | None = (
+        None  # local timm state dict file (.pth/.safetensors); overrides pretrained
+    )
+    # Feature strides taken from the backbone (by feature_info reduction); 4 adds P2 for sem.
+    out_strides: Annotated[
+        list[Int],
+        _rule(
+            lambda s: bool(s) and s[0] > 0 and sorted(set(s)) == s,
+            "a non-empty, strictly increasing list of positive ints",
+        ),
+    ] = field(default_factory=lambda: [8, 16, 32])
+
+
+@dataclass(config=_CONFIG)
+class DetConfig:
+    """FCOS detection head."""
+
+    num_convs: NonNegativeInt = 2  # 3x3 conv + GN + ReLU layers in each tower
+    center_sampling_radius: NonNegativeFloat = 1.5  # positives within radius * stride of the centre
+
+
+@dataclass(config=_CONFIG)
+class SemConfig:
+    """Panoptic-FPN semantic head."""
+
+    channels: PositiveInt = 64  # channels of the per-level upsampling branches
+    # Its own classes (e.g. stuff such as road, sky, beside detection categories), matched to
+    # every source by name; empty (default): the detection classes. Id 0 is background.
+    class_names: Annotated[
+        list[Str],
+        _rule(
+            lambda n: len(set(n)) == len(n) and all(n) and "background" not in n,
+            "distinct, non-empty names other than 'background' (id 0 is background)",
+        ),
+    ] = field(default_factory=list)
+
+
+@dataclass(config=_CONFIG)
+class InstConfig:
+    """Mask R-CNN style mask head (RoIAlign on the pyramid, small FCN, 2 * roi_size masks)."""
+
+    roi_size: PositiveInt = 14  # RoIAlign output size in cells; masks are predicted at twice this
+    channels: PositiveInt = 128  # channels of the mask FCN
+    num_convs: NonNegativeInt = 4  # 3x3 convs before the upsampling deconv
+    class_agnostic: Bool = False  # one mask per box instead of one per class
+
+
+@dataclass(config=_CONFIG)
+class ModelConfig:
+    """Backbone -> FPN -> the heads of ``tasks``."""
+
+    backbone: Annotated[BackboneConfig, _EMPTY_IS_DEFAULT] = field(default_factory=BackboneConfig)
+    tasks: TaskList = field(default_factory=lambda: ["det", "sem"])  # det, sem, inst (needs det)
+    fpn_channels: PositiveInt = 128  # channels of every pyramid level
+    det: Annotated[DetConfig, _EMPTY_IS_DEFAULT] = field(default_factory=DetConfig)
+    sem: Annotated[SemConfig, _EMPTY_IS_DEFAULT] = field(default_factory=SemConfig)
+    inst: Annotated[InstConfig, _EMPTY_IS_DEFAULT] = field(default_factory=InstConfig)
+    init_from: Str = ""  # fine-tune: visionmtl checkpoint (matching tensors; class rows by name)
+    # The last three are filled from the training data (leave them unset).
+    num_classes: PositiveInt | None = None
+    class_names: list[Str] = field(default_factory=list)
+    category_ids: list[Int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("class_names", "category_ids"):
+            values = getattr(self, name)
+            if values and self.num_classes is not None and len(values) != self.num_classes:
+                _fail(
+                    name, f"has {len(values)} entries but model.num_classes is {self.num_classes}"
+                )
+        if len(set(self.category_ids)) != len(self.category_ids):
+            _fail("category_ids", f"duplicate ids in {self.category_ids}")
+
+
+@dataclass(config=_CONFIG)
+class SourceConfig:
+    """One extra training source and the tasks it labels (targets of other tasks are left out).
+
+    A COCO source sets ``ann`` (JSON) and ``images``; its category names must be among the main
+    set's. A semantic PNG source sets ``images`` and ``sem_masks`` (one PNG class map per image,
+    same file stem; 0 background, k = ``class_names[k - 1]``, 255 ignore) and labels ``sem`` only.
+    """
+
+    ann: Str = ""  # COCO instances JSON
+    images: Str = ""  # image folder
+    sem_masks: Str = ""  # PNG class-map folder (semantic PNG source)
+    tasks: TaskList = field(default_factory=lambda: ["det", "sem", "inst"])  # what it labels
+    class_names: Names = field(default_factory=list)  # PNG source: the name of id k is [k - 1]
+
+
+@dataclass(config=_CONFIG)
+class DataConfig:
+    """Training and validation data, augmentation and loading."""
+
+    train_ann: Str = ""  # COCO instances JSON of the training set
+    train_images: Str = ""  # its image folder
+    val_ann: Str = ""  # COCO JSON of the validation set ("" = no validation)
+    val_images: Str = ""
+    image_size: Annotated[Int, Field(ge=32)] = 512  # longest side in pixels after resizing
+    # Random rescale factors [low, high] of image_size during training.
+    scale_range: Annotated[
+        list[Float],
+        _rule(
+            lambda s: len(s) == 2 and 0 < s[0] <= s[1],
+            "two positive numbers [low, high] with low <= high",
+        ),
+    ] = field(default_factory=lambda: [0.75, 1.25])
+    hflip_prob: Probability = 0.5  # probability of a horizontal flip
+    color_jitter: NonNegativeFloat = 0.2  # brightness/contrast/saturation strength (0: none)
+    batch_size: PositiveInt = 8  # images per step (per process under torchrun)
+    num_workers: NonNegativeInt = 2  # DataLoader worker processes (0: load in the main process)
+    on_invalid: OnInvalid = "skip"  # bad annotations: error (stop before training) | skip | fix
+    max_bad_image_fraction: Probability = 0.01  # stop when more images than this fail to load
+    extra_sources: list[SourceConfig] = field(default_factory=list)  # trained beside train_ann
+    # Semantic validation from PNG class maps (e.g. stuff classes a COCO val set cannot label):
+    # when set, mIoU comes from this set and val_ann gives AP only.
+    val_sem_images: Str = ""
+    val_sem_masks: Str = ""
+    val_sem_class_names: Names = field(default_factory=list)  # PNG id k = name k - 1
+
+    def __post_init__(self) -> None:
+        for index, source in enumerate(self.extra_sources):
+            _check_source(source, f"extra_sources[{index}]")
+        val_sem = [self.val_sem_images, self.val_sem_masks, self.val_sem_class_names]
+        if any(val_sem) and not all(val_sem):
+            _fail(
+                "val_sem_images",
+                "data.val_sem_images, data.val_sem_masks and data.val_sem_class_names: a semantic "
+                "PNG validation set needs all three (images, PNG class maps, class names)",
+            )
+
+
+def _check_source(source: SourceConfig, key: str) -> None:
+    """A source is either COCO (ann + images) or semantic PNG (images + sem_masks + class_names)."""
+    if not source.images:
+        _fail(f"{key}.images", "every source needs its image folder")
+    if bool(source.ann) == bool(source.sem_masks):
+        _fail(key, "set exactly one of 'ann' (COCO JSON) or 'sem_masks' (PNG folder)")
+    if source.sem_masks and source.tasks != ["sem"]:
+        _fail(
+            f"{key}.tasks",
+            f"a semantic PNG source labels only sem; write tasks: [sem] (got {source.tasks})",
+        )
+    if source.sem_masks and not source.class_names:
+        _fail(f"{key}.class_names", "a semantic PNG source needs the name of each class id 1..K")
+    if source.ann and source.class_names:
+        _fail(
+            f"{key}.class_names",
+            "only for semantic PNG sources; a COCO source takes its names from the JSON categories",
+        )
+
+
+@dataclass(config=_CONFIG)
+class TrainConfig:
+    """Optimisation, precision, checkpoints and the run directory."""
+
+    epochs: PositiveInt = 12  # passes over the training set
+    optimizer: Optimizer = "adamw"  # adamw | sgd (Nesterov momentum)
+    lr: PositiveFloat = 1e-3  # peak learning rate (after warm-up), for batch_size x world size
+    weight_decay: NonNegativeFloat = 1e-4  # on weights only; biases and norms get none
+    momentum: Probability = 0.9  # SGD momentum
+    warmup_iters: NonNegativeInt = 100  # steps of linear warm-up from 0.001 * lr, then cosine to 0
+    clip_grad_norm: NonNegativeFloat = 10.0  # max total gradient norm (0 disables clipping)
+    amp: AmpMode = "off"  # mixed precision: off | bf16 | fp16 (fp16 adds a GradScaler on CUDA)
+    seed: Int = 0  # seeds torch, numpy, python and the sampler
+    eval_every: PositiveInt = 1  # validate every N epochs (and after the last one)
+    device: Annotated[
+        Str,
+        _rule(
+            lambda d: re.fullmatch(r"auto|cpu|cuda(:\d+)?", d) is not None,
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+        ),
+    ] = "auto"  # auto: CUDA when available (torchrun: the local rank's GPU)
+    log_every: PositiveInt = 20  # steps between lines in metrics.jsonl
+    output_dir: Str = "runs/exp"  # run directory (checkpoints, config.yaml, metrics)
+    threads: NonNegativeInt = 0  # torch CPU threads (0 keeps torch's default)
+    nan_policy: NanPolicy = "stop"  # non-finite loss: stop (save nan_debug.pt) | skip the step
+    max_nan_skips: NonNegativeInt = 10  # with nan_policy=skip, stop after this many skipped steps
+    checkpoint_every: NonNegativeInt = 0  # also save last.pt every N steps (0: epoch ends only)
+    sync_bn: Bool = False  # SyncBatchNorm under torchrun
+
+
+@dataclass(config=_CONFIG)
+class EvalConfig:
+    """Inference settings for validation, tools/eval.py and the Predictor."""
+
+    score_thresh: Probability = 0.05  # drop detections below this score
+    nms_thresh: Probability = 0.6  # IoU of class-wise NMS
+    max_detections: PositiveInt = 100  # detections kept per image
+    batch_size: PositiveInt = 8  # images per inference batch
+
+
+@dataclass(config=_CONFIG)
+class MtlConfig:
+    """How task losses and gradients are combined, and how the tasks share the network."""
+
+    method: MtlMethod = "fixed"  # fixed | uncertainty | dwa | gradnorm | pcgrad | cagrad
+    # Task -> loss weight (missing tasks: 1.0); the fixed weights of fixed, pcgrad and cagrad.
+    weights: Annotated[
+        dict[Str, Float],
+        _rule(
+            lambda w: set(w) <= set(TASKS) and all(value >= 0 for value in w.values()),
+            f"task names from {list(TASKS)} mapped to weights >= 0",
+        ),
+    ] = field(default_factory=dict)
+    sharing: Sharing = "hard"  # hard: shared backbone + FPN; adapters: per-task adapters on the FPN
+    grad_on: GradTarget = "params"  # gradient methods act on shared parameters or shared features
+    dwa_temperature: PositiveFloat = 2.0  # DWA softmax temperature
+    gradnorm_alpha: NonNegativeFloat = 1.5  # GradNorm restoring force
+    gradnorm_lr: PositiveFloat = 0.025  # learning rate of GradNorm's task weights
+    cagrad_c: NonNegativeFloat = 0.4  # CAGrad conflict-averse radius (0: plain average)
+    log_every: NonNegativeInt = 50  # steps between per-task gradient statistics (0: never)
+
+
+@dataclass(config=_CONFIG)
+class Config:
+    model: Annotated[ModelConfig, _EMPTY_IS_DEFAULT] = field(default_factory=ModelConfig)
+    data: Annotated[DataConfig, _EMPTY_IS_DEFAULT] = field(default_factory=DataConfig)
+    train: Annotated[TrainConfig, _EMPTY_IS_DEFAULT] = field(default_factory=TrainConfig)
+    eval: Annotated[EvalConfig, _EMPTY_IS_DEFAULT] = field(default_factory=EvalConfig)
+    mtl: Annotated[MtlConfig, _EMPTY_IS_DEFAULT] = field(default_factory=MtlConfig)
