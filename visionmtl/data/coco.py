@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.ops import box_convert, clip_boxes_to_image
 
 from visionmtl.data.checks import (
     CheckReport,
@@ -53,6 +54,15 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
             "ignore", message=".*__array__ implementation", category=DeprecationWarning
         )
         return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+
+
+def _boxes_in_image(bboxes: list[Any], height: int, width: int) -> tuple[np.ndarray, list[int]]:
+    """COCO ``[x, y, w, h]`` boxes -> float32 ``[K, 4]`` xyxy clipped to the ``height`` x ``width``
+    image, without those that clipping leaves empty (outside the image); and the kept indices."""
+    xywh = torch.tensor([[float(v) for v in bbox] for bbox in bboxes], dtype=torch.float64)
+    xyxy = clip_boxes_to_image(box_convert(xywh.reshape(-1, 4), "xywh", "xyxy"), (height, width))
+    keep = (xyxy[:, 2] - xyxy[:, 0] > 0) & (xyxy[:, 3] - xyxy[:, 1] > 0)
+    return xyxy[keep].numpy().astype(np.float32), keep.nonzero().flatten().tolist()
 
 
 class CocoDataset(Dataset):
@@ -179,7 +189,7 @@ class CocoDataset(Dataset):
             a for a in self._annotations[image_id] if a["bbox"][2] > 0 and a["bbox"][3] > 0
         ]
         labelled_masks = all(a.get("segmentation") for a in annotations)
-        boxes, labels, masks, crowd_masks = [], [], [], []
+        objects, masks, crowd_masks = [], [], []
         for annotation in annotations:
             mask = None
             if labelled_masks:
@@ -194,15 +204,12 @@ class CocoDataset(Dataset):
             if annotation.get("iscrowd", 0):
                 crowd_masks.append(mask)
                 continue
-            x, y, box_width, box_height = (float(v) for v in annotation["bbox"])
-            box = np.clip([x, y, x + box_width, y + box_height], 0, [width, height, width, height])
-            if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
-                continue
-            boxes.append(box)
-            labels.append(self.cat_id_to_label[annotation["category_id"]])
+            objects.append(annotation)
             masks.append(mask)
-        box_array = np.asarray(boxes, np.float32).reshape(-1, 4)
+        box_array, kept = _boxes_in_image([a["bbox"] for a in objects], height, width)
+        labels = [self.cat_id_to_label[objects[i]["category_id"]] for i in kept]
         label_array = np.asarray(labels, np.int64)
+        masks = [masks[i] for i in kept]
         if not labelled_masks:
             return box_array, label_array, None, None
         mask_array = (np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)).astype(

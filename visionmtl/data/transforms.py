@@ -12,6 +12,7 @@ import albumentations as A
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.ops import clip_boxes_to_image, remove_small_boxes
 
 MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -203,22 +204,20 @@ class Transform:
         """Normalise only; boxes are clipped and sub-pixel ones dropped as in the resizing path."""
         height, width = image.shape[:2]
         output: dict[str, Tensor] = {"image": normalize_image(image)}
-        keep = None
+        keep, num_boxes = None, None
         if boxes is not None:
-            box_array = np.asarray(boxes, np.float32).reshape(-1, 4)
-            box_array = np.clip(box_array, 0, [width, height, width, height]).astype(np.float32)
-            sizes = box_array[:, 2:] - box_array[:, :2]
-            keep = np.all(sizes >= MIN_BOX_SIZE, axis=1)
+            box_tensor = torch.tensor(np.asarray(boxes, np.float32).reshape(-1, 4))
+            box_tensor = clip_boxes_to_image(box_tensor, (height, width))
+            kept = remove_small_boxes(box_tensor, MIN_BOX_SIZE)  # indices, in order
+            keep, num_boxes = kept.numpy(), len(box_tensor)
             label_array = (
-                np.zeros(len(box_array), np.int64)
-                if labels is None
-                else np.asarray(labels, np.int64)
+                np.zeros(num_boxes, np.int64) if labels is None else np.asarray(labels, np.int64)
             )
-            output["boxes"] = torch.from_numpy(box_array[keep])
+            output["boxes"] = box_tensor[kept]
             output["labels"] = torch.from_numpy(label_array[keep])
         if masks is not None:
             mask_array = np.asarray(masks, np.uint8).reshape(-1, height, width)
-            if keep is not None and len(mask_array) == len(keep):
+            if keep is not None and len(mask_array) == num_boxes:
                 mask_array = mask_array[keep]
             output["masks"] = torch.from_numpy(np.ascontiguousarray(mask_array))
         if sem_seg is not None:

@@ -19,6 +19,14 @@ from torch.utils.data import Dataset, Sampler
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields ``(dataset_index, sample_seed)`` for one rank's share of an epoch.
 
+    Not torch's ``DistributedSampler``, which shares the rank split (the permutation padded by
+    wrapping, every ``world_size``-th index from ``rank``) but lacks what resuming needs: it
+    yields bare indices (no per-sample seed for :class:`SeededDataset`), cannot start at a batch
+    inside the epoch (only iterating and discarding the skipped samples would), its ``drop_last``
+    trims to a multiple of ``world_size`` rather than of the batch size, and it seeds with
+    ``seed + epoch``, so seed 1 at epoch 0 repeats seed 0 at epoch 1 (here
+    ``seed * 1_000_003 + epoch``).
+
     Args:
         size: number of samples in the data set.
         batch_size: samples per batch on each rank (for :meth:`skip_batches`).

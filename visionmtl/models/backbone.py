@@ -50,7 +50,9 @@ class TimmBackbone(nn.Module):
     ) -> None:
         super().__init__()
         try:
-            probe = timm.create_model(name, pretrained=False, features_only=True)
+            # Only the probe's feature_info is read: on the meta device no weights are allocated.
+            with torch.device("meta"):
+                probe = timm.create_model(name, pretrained=False, features_only=True)
         except RuntimeError as error:  # timm raises RuntimeError for unknown names
             raise BackboneError(
                 f"unknown timm model '{name}' (model.backbone.name): {error}"

@@ -1,4 +1,16 @@
-"""Paste fixed-size instance masks into their boxes of a full image, batched with ``grid_sample``."""
+"""Paste fixed-size instance masks into their boxes of a full image, batched with ``grid_sample``.
+
+Why not torchvision's ``paste_masks_in_image`` (``models/detection/roi_heads.py``): it truncates
+the (1-cell padded, hence enlarged) boxes to whole pixels and uses the legacy "+1" box size, so
+masks land up to two pixels off the box the mask head was trained on (``MaskHead.mask_targets``
+cuts the targets with ``roi_align(aligned=True)`` at sub-pixel box coordinates, pixel i covering
+[i, i + 1)). Measured: an all-ones 28 x 28 mask in the box [10, 20, 30, 50] fills columns 10-29
+but rows 19-50 (32 rows, not 30); here it fills exactly [20:50, 10:30]. It also keeps one float32
+full-image mask per instance (twice, list + stack), where this returns bool and bounds the
+temporaries by ``chunk_bytes``. It is not for CPU speed: with 1 thread at 480 x 640 torchvision's
+per-instance loop is faster (10 masks: 6 ms vs 14 ms; 100 masks: 0.21 s vs 0.33 s), because a
+chunk samples its union box for every instance.
+"""
 
 from __future__ import annotations
 

@@ -7,7 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import (
+    batched_nms,
+    clip_boxes_to_image,
+    generalized_box_iou_loss,
+    sigmoid_focal_loss,
+)
 
 from visionmtl.models.heads.common import conv_gn_relu
 
@@ -214,9 +219,9 @@ class FCOSHead(nn.Module):
             ltrb = outputs["box_ltrb"][i, point_index].float()
             centres = points[point_index]
             boxes = torch.cat([centres - ltrb[:, :2], centres + ltrb[:, 2:]], dim=1)
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+            boxes = clip_boxes_to_image(boxes, (height, width))
             scores = scores[keep]
+            # Strictly wider than 1e-3 px (remove_small_boxes would keep a side equal to it).
             valid = ((boxes[:, 2] - boxes[:, 0]) > 1e-3) & ((boxes[:, 3] - boxes[:, 1]) > 1e-3)
             boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
             kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.max_detections]

@@ -88,7 +88,12 @@ def image_file_issue(path: Path, width: int, height: int) -> tuple[str, str, str
 def rle_string_counts(text: str) -> list[int] | None:
     """Run lengths of a COCO compressed RLE string, or None if it is malformed.
 
-    Mirrors pycocotools' ``rleFrString``, which reads past the end of malformed strings.
+    The same decoding as pycocotools' ``rleFrString`` (``common/maskApi.c``), kept here because
+    pycocotools has no validating parser and its C code trusts the string: ``rleFrString`` reads
+    past the end of a string whose last character has the continuation bit (and accepts any
+    character), and ``rleDecode`` writes ``sum(counts)`` bytes into the ``h * w`` mask, out of
+    bounds when the runs add up to more. So a malformed string must be caught before it reaches
+    ``pycocotools.mask`` (see :func:`rle_issue`), which only this Python copy can do safely.
     """
     counts: list[int] = []
     position = 0

@@ -7,9 +7,9 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
-from visionmtl.data._coco_values import is_int, number_issue, polygon_issue
+from visionmtl.data.checks._values import is_int, number_issue, polygon_issue
+from visionmtl.data.checks.problems import CheckReport, Problem
 from visionmtl.data.errors import DataError
-from visionmtl.data.problems import CheckReport, Problem
 
 POLICIES: tuple[str, ...] = ("error", "skip", "fix")
 
@@ -42,6 +42,19 @@ def clean_annotations(
     for problem in report.problems:
         located.setdefault((problem.entity, problem.index), []).append(problem)
     handled = [_acted(problem, "kept") for problem in located.get(("dataset", None), [])]
+    categories, images, kept_sizes = _keep_categories_and_images(data, located, handled)
+    annotations = _keep_annotations(data["annotations"], located, kept_sizes, policy, handled)
+    cleaned = dict(data, images=images, annotations=annotations, categories=categories)
+    return cleaned, handled
+
+
+def _keep_categories_and_images(
+    data: dict[str, Any],
+    located: dict[tuple[str, int | None], list[Problem]],
+    handled: list[Problem],
+) -> tuple[list[Any], list[Any], dict[int, tuple[int, int]]]:
+    """The categories and images without blocking problems, and the kept images' (h, w) by id;
+    appends each of their problems, with its action, to ``handled``."""
     categories = []
     for index, category in enumerate(data["categories"]):
         problems = located.get(("category", index), [])
@@ -64,12 +77,24 @@ def clean_annotations(
         if not blocked:
             images.append(image)
             kept_sizes[image["id"]] = (int(image["height"]), int(image["width"]))
-    annotations = []
+    return categories, images, kept_sizes
+
+
+def _keep_annotations(
+    annotations: list[Any],
+    located: dict[tuple[str, int | None], list[Problem]],
+    kept_sizes: dict[int, tuple[int, int]],
+    policy: str,
+    handled: list[Problem],
+) -> list[dict[str, Any]]:
+    """The annotations of kept images without blocking problems (with "fix": repaired where
+    possible); appends each of their problems, with its action, to ``handled``."""
+    kept_annotations = []
     next_id = 1 + max(
-        (a["id"] for a in data["annotations"] if isinstance(a, dict) and is_int(a.get("id"))),
+        (a["id"] for a in annotations if isinstance(a, dict) and is_int(a.get("id"))),
         default=0,
     )
-    for index, annotation in enumerate(data["annotations"]):
+    for index, annotation in enumerate(annotations):
         problems = located.get(("annotation", index), [])
         kept: dict[str, Any] | None = annotation
         action = "kept"
@@ -83,9 +108,8 @@ def clean_annotations(
             kept = None  # its image was dropped (the image's problem says so)
         handled += [_acted(problem, action) for problem in problems]
         if kept is not None:
-            annotations.append(kept)
-    cleaned = dict(data, images=images, annotations=annotations, categories=categories)
-    return cleaned, handled
+            kept_annotations.append(kept)
+    return kept_annotations
 
 
 def _get(entry: Any, key: str) -> Any:

@@ -1,4 +1,5 @@
-"""Tests for visionmtl/data/checks.py, the on_invalid policies of CocoDataset and tools/check_data.py."""
+"""Tests for visionmtl/data/checks: check_coco, the on_invalid policies of CocoDataset and
+tools/check_data.py."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""The pass over parsed COCO data behind :func:`visionmtl.data.checks.check_coco_data`."""
+"""The pass over parsed COCO data: :func:`check_coco` (a file) and :func:`check_coco_data`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from visionmtl.data._coco_values import (
+from visionmtl.data.checks._values import (
     BOX_TOLERANCE,
     MAX_IMAGE_SIDE,
     image_file_issue,
@@ -15,7 +16,38 @@ from visionmtl.data._coco_values import (
     rle_issue,
     show,
 )
-from visionmtl.data.problems import CheckReport, Problem
+from visionmtl.data.checks.problems import CheckReport, Problem
+from visionmtl.data.errors import DataError
+
+
+def read_coco_json(ann_file: str | Path) -> Any:
+    """The parsed JSON of ``ann_file``; DataError when it is missing or not JSON."""
+    try:
+        with open(ann_file, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise DataError(f"{ann_file}: annotation file not found; check the path") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise DataError(
+            f"{ann_file}: cannot be read as JSON ({error}); check that it is a COCO annotation file"
+        ) from None
+
+
+def check_coco(
+    ann_file: str | Path, image_dir: str | Path, check_images: bool = True
+) -> CheckReport:
+    """Check a COCO annotation file (and, with ``check_images``, every image file it names)."""
+    if check_images and not Path(image_dir).is_dir():
+        raise DataError(f"{image_dir}: image folder not found; check the path")
+    data = read_coco_json(ann_file)
+    return check_coco_data(data, ann_file, image_dir, check_images)
+
+
+def check_coco_data(
+    data: Any, ann_file: str | Path, image_dir: str | Path = ".", check_images: bool = False
+) -> CheckReport:
+    """Check already-parsed COCO ``data`` (from ``ann_file``); never raises on bad content."""
+    return _Checker(data, Path(ann_file), Path(image_dir), check_images).run()
 
 
 class _Checker:
@@ -104,69 +136,14 @@ class _Checker:
     def check_images_list(self, images: list[Any]) -> None:
         seen_names: set[str] = set()
         for index, image in enumerate(images):
-            if not isinstance(image, dict):
-                self.add(
-                    "error",
-                    "bad-image",
-                    f"entry {show(image)} is not an object",
-                    'each image is {"id", "file_name", "height", "width"}',
-                    entity="image",
-                    index=index,
-                )
+            image_id = self.check_image_id(index, image)
+            if image_id is None:
                 continue
-            image_id, file_name = image.get("id"), image.get("file_name")
-            where = {
-                "entity": "image",
-                "index": index,
-                "image_id": image_id if is_int(image_id) else None,
-            }
-            if not is_int(image_id):
-                code = "missing-key" if "id" not in image else "bad-type"
-                self.add(
-                    "error",
-                    code,
-                    f"id {show(image_id)} is not a 64-bit integer",
-                    "give every image an integer id",
-                    field="id",
-                    **where,
-                )
-                continue
-            if image_id in self.declared_images:
-                self.add(
-                    "error",
-                    "duplicate-image-id",
-                    f"id {image_id} is used twice",
-                    "make image ids unique",
-                    **where,
-                )
-                continue
-            self.declared_images.add(image_id)
+            where = {"entity": "image", "index": index, "image_id": image_id}
+            file_name = image.get("file_name")
             if isinstance(file_name, str) and file_name:
                 self.image_names[image_id] = file_name
-            issues = (
-                []
-                if isinstance(file_name, str) and file_name
-                else [
-                    (
-                        "missing-key" if "file_name" not in image else "bad-type",
-                        "file_name",
-                        f"file_name {show(file_name)} is not a file name",
-                    )
-                ]
-            )
-            for key in ("height", "width"):
-                value = image.get(key)
-                issue = (
-                    ("missing-key", f"has no {key}") if key not in image else number_issue(value)
-                )
-                if issue is None and (value != int(value) or value <= 0):
-                    issue = ("bad-image-size", f"{key} {value} is not a positive integer")
-                elif issue is None and value > MAX_IMAGE_SIDE:
-                    issue = ("huge-value", f"{key} {value} is larger than {MAX_IMAGE_SIDE}")
-                if issue:
-                    issues.append(
-                        (issue[0], key, issue[1] if key in issue[1] else f"{key} {issue[1]}")
-                    )
+            issues = _image_entry_issues(image)
             for code, key, message in issues:
                 self.add(
                     "error", code, message, "fix the image entry in the JSON", field=key, **where
@@ -191,6 +168,46 @@ class _Checker:
             )
             if found:
                 self.add(found[0], found[1], found[2], found[3], **where)
+
+    def check_image_id(self, index: int, image: Any) -> int | None:
+        """The id of image entry ``index`` if it is an object with a new 64-bit integer id; else
+        None, with the problem added."""
+        if not isinstance(image, dict):
+            self.add(
+                "error",
+                "bad-image",
+                f"entry {show(image)} is not an object",
+                'each image is {"id", "file_name", "height", "width"}',
+                entity="image",
+                index=index,
+            )
+            return None
+        image_id = image.get("id")
+        if not is_int(image_id):
+            code = "missing-key" if "id" not in image else "bad-type"
+            self.add(
+                "error",
+                code,
+                f"id {show(image_id)} is not a 64-bit integer",
+                "give every image an integer id",
+                field="id",
+                entity="image",
+                index=index,
+            )
+            return None
+        if image_id in self.declared_images:
+            self.add(
+                "error",
+                "duplicate-image-id",
+                f"id {image_id} is used twice",
+                "make image ids unique",
+                entity="image",
+                index=index,
+                image_id=image_id,
+            )
+            return None
+        self.declared_images.add(image_id)
+        return image_id
 
     def check_annotations(self, annotations: list[Any]) -> set[int]:
         """Check every annotation; returns the ids of the images they refer to."""
@@ -225,48 +242,7 @@ class _Checker:
             ) -> None:
                 self.add(severity, code, message, hint, field=field, **where)
 
-            for key, declared, listing in (
-                ("id", None, ""),
-                ("image_id", self.declared_images, '"images"'),
-                ("category_id", self.category_ids, '"categories"'),
-            ):
-                value = annotation.get(key)
-                if key not in annotation:
-                    add(
-                        "error",
-                        "missing-key",
-                        f"has no {key!r}",
-                        f"give the annotation an integer {key}",
-                        key,
-                    )
-                elif not is_int(value):
-                    add(
-                        "error",
-                        "bad-type",
-                        f"{key} {show(value)} is not a 64-bit integer",
-                        f"make {key} an integer",
-                        key,
-                    )
-                elif declared is not None and value not in declared:
-                    code = "unknown-image" if key == "image_id" else "unknown-category"
-                    verb = "listed in" if key == "image_id" else "declared in"
-                    add(
-                        "error",
-                        code,
-                        f"{key} {value} is not {verb} {listing}",
-                        f"add it to {listing} or remove the annotation",
-                        key,
-                    )
-                elif key == "id" and value in seen_ids:
-                    add(
-                        "error",
-                        "duplicate-annotation-id",
-                        f"id {value} is used twice",
-                        "make annotation ids unique",
-                        key,
-                    )
-                elif key == "id":
-                    seen_ids.add(value)
+            self.check_annotation_keys(annotation, seen_ids, add)
             size = (
                 self.image_sizes.get(where["image_id"]) if where["image_id"] is not None else None
             )
@@ -286,6 +262,53 @@ class _Checker:
             self.check_bbox(annotation, size, add)
             self.check_segmentation(annotation.get("segmentation"), size, add)
         return used_images
+
+    def check_annotation_keys(
+        self, annotation: dict[str, Any], seen_ids: set[int], add: Any
+    ) -> None:
+        """``id`` (new), ``image_id`` (listed) and ``category_id`` (declared): 64-bit integers."""
+        for key, declared, listing in (
+            ("id", None, ""),
+            ("image_id", self.declared_images, '"images"'),
+            ("category_id", self.category_ids, '"categories"'),
+        ):
+            value = annotation.get(key)
+            if key not in annotation:
+                add(
+                    "error",
+                    "missing-key",
+                    f"has no {key!r}",
+                    f"give the annotation an integer {key}",
+                    key,
+                )
+            elif not is_int(value):
+                add(
+                    "error",
+                    "bad-type",
+                    f"{key} {show(value)} is not a 64-bit integer",
+                    f"make {key} an integer",
+                    key,
+                )
+            elif declared is not None and value not in declared:
+                code = "unknown-image" if key == "image_id" else "unknown-category"
+                verb = "listed in" if key == "image_id" else "declared in"
+                add(
+                    "error",
+                    code,
+                    f"{key} {value} is not {verb} {listing}",
+                    f"add it to {listing} or remove the annotation",
+                    key,
+                )
+            elif key == "id" and value in seen_ids:
+                add(
+                    "error",
+                    "duplicate-annotation-id",
+                    f"id {value} is used twice",
+                    "make annotation ids unique",
+                    key,
+                )
+            elif key == "id":
+                seen_ids.add(value)
 
     @staticmethod
     def check_bbox(annotation: dict[str, Any], size: tuple[int, int] | None, add: Any) -> None:
@@ -364,3 +387,30 @@ class _Checker:
                 hint,
                 "segmentation",
             )
+
+
+def _image_entry_issues(image: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(code, key, message)`` for each unusable ``file_name``, ``height`` or ``width`` of an
+    image entry."""
+    file_name = image.get("file_name")
+    issues = (
+        []
+        if isinstance(file_name, str) and file_name
+        else [
+            (
+                "missing-key" if "file_name" not in image else "bad-type",
+                "file_name",
+                f"file_name {show(file_name)} is not a file name",
+            )
+        ]
+    )
+    for key in ("height", "width"):
+        value = image.get(key)
+        issue = ("missing-key", f"has no {key}") if key not in image else number_issue(value)
+        if issue is None and (value != int(value) or value <= 0):
+            issue = ("bad-image-size", f"{key} {value} is not a positive integer")
+        elif issue is None and value > MAX_IMAGE_SIDE:
+            issue = ("huge-value", f"{key} {value} is larger than {MAX_IMAGE_SIDE}")
+        if issue:
+            issues.append((issue[0], key, issue[1] if key in issue[1] else f"{key} {issue[1]}"))
+    return issues

@@ -1,0 +1,24 @@
+"""Find bad COCO data before training: every problem named with its annotation, image file and a fix.
+
+:func:`check_coco` never raises on malformed content (only :class:`~visionmtl.data.DataError` when
+the JSON file is missing or not JSON); it returns a :class:`CheckReport` of :class:`Problem` s.
+:func:`clean_annotations` applies an ``on_invalid`` policy (one of :data:`POLICIES`: "error" |
+"skip" | "fix") to the data given its report.
+
+Modules: ``checker`` (the pass over the JSON), ``cleaning`` (the policies), ``problems`` (what a
+check reports) and the private ``_values`` (checks of single numbers, polygons, RLE and image files).
+"""
+
+from visionmtl.data.checks.checker import check_coco, check_coco_data, read_coco_json
+from visionmtl.data.checks.cleaning import POLICIES, clean_annotations
+from visionmtl.data.checks.problems import CheckReport, Problem
+
+__all__ = [
+    "POLICIES",
+    "CheckReport",
+    "Problem",
+    "check_coco",
+    "check_coco_data",
+    "clean_annotations",
+    "read_coco_json",
+]
