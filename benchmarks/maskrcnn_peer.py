@@ -26,9 +26,9 @@ from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
 from visionmtl.data import CocoDataset, DataError
 from visionmtl.engine.coco_eval import CocoEvaluator
+from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.report import merge_metrics
 from visionmtl.engine.semseg_eval import SemSegEvaluator
-from visionmtl.engine.trainer import TrainingError
 from visionmtl.models import BackboneError
 
 ANCHOR_SIZES: tuple[tuple[int, ...], ...] = ((32, 64, 128, 256, 512),) * 3

@@ -4,7 +4,7 @@ Records, per mode, whether every loss stayed finite, the median step time and th
 (CUDA: torch.cuda.max_memory_allocated per mode; CPU: the process's peak RSS so far, which
 only grows across modes), as JSON. fp16 on CPU falls back to bf16 autocast.
 
-    python tools/bench_amp.py --steps 300 --out docs/amp_benchmark.json [--device cuda]
+    python benchmarks/mixed_precision.py --steps 300 --out docs/amp_benchmark.json [--device cuda]
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's visionmtl first
 
 from visionmtl.cli import run_tool
 
