@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,15 +12,24 @@ if TYPE_CHECKING:
     import torch
 
 
-def median_latency_ms(predictor: Any, dataset: Any) -> float | None:
-    """Median milliseconds per image of ``predictor(array)`` (decoded RGB array to predictions at
-    the original size) over ``dataset.load_image(i)``; None for an empty data set."""
+def median_latency_ms(
+    predictor: Callable[[Any], Any],
+    dataset: Any,
+    on_output: Callable[[int, Any], None] | None = None,
+) -> float | None:
+    """Median milliseconds per image of ``predictor(array)`` over ``dataset.load_image(i)`` (a
+    decoded RGB array ``[H, W, 3]`` uint8; decoding is not timed); None for an empty data set.
+
+    ``on_output(index, output)``, when given, receives each output after its call is timed (e.g. to
+    evaluate the same predictions)."""
     times_ms = []
     for index in range(len(dataset)):
         array = dataset.load_image(index)
         start = time.perf_counter()
-        predictor(array)
+        output = predictor(array)
         times_ms.append((time.perf_counter() - start) * 1000.0)
+        if on_output is not None:
+            on_output(index, output)
     return statistics.median(times_ms) if times_ms else None
 
 
