@@ -26,16 +26,6 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     )
 
 
-def run_overrides(sets: list[str], epochs: int | None = None, threads: int = 0) -> list[str]:
-    """``--set`` overrides plus the ``--epochs`` / ``--threads`` shortcuts of the benchmark tools."""
-    overrides = list(sets)
-    if epochs is not None:
-        overrides.append(f"train.epochs={epochs}")
-    if threads > 0:
-        overrides.append(f"train.threads={threads}")
-    return overrides
-
-
 def run_tool(function: Callable[[], object]) -> int:
     """Call ``function``; print a one-line ``error: ...`` and return 2 for user errors, else 0."""
     try:

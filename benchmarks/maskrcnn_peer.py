@@ -10,8 +10,6 @@ exactly what our ``LongestMaxSize(image_size)`` evaluation resize does.
 from __future__ import annotations
 
 import copy
-import math
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,14 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
+from benchmarks.latency import median_latency_ms
+from visionmtl.config import TrainConfig
 from visionmtl.data import CocoDataset, DataError
 from visionmtl.engine.coco_eval import CocoEvaluator
+from visionmtl.engine.errors import TrainingError
+from visionmtl.engine.optim import build_scheduler
 from visionmtl.engine.report import merge_metrics
 from visionmtl.engine.semseg_eval import SemSegEvaluator
-from visionmtl.engine.trainer import TrainingError
 from visionmtl.models import BackboneError
 
 ANCHOR_SIZES: tuple[tuple[int, ...], ...] = ((32, 64, 128, 256, 512),) * 3
@@ -212,16 +213,6 @@ def peer_lr(batch_size: int) -> float:
     return BASE_LR_PER_IMAGE * batch_size
 
 
-def _warmup_cosine(total_iters: int, warmup_iters: int) -> Any:
-    def factor(step: int) -> float:
-        if step < warmup_iters:
-            return 0.001 + (1.0 - 0.001) * step / max(warmup_iters, 1)
-        progress = (step - warmup_iters) / max(total_iters - warmup_iters, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
 def train_peer(
     model: MaskRCNN,
     dataset_train: CocoDataset,
@@ -263,9 +254,9 @@ def train_peer(
     optimizer = torch.optim.SGD(
         params, lr=peer_lr(batch_size) if lr is None else lr, momentum=0.9, weight_decay=1e-4
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(total_iters, min(warmup_iters, total_iters // 2))
-    )
+    # the library's warm-up + cosine, with the warm-up capped at half the run
+    schedule = TrainConfig(warmup_iters=min(warmup_iters, total_iters // 2))
+    scheduler = build_scheduler(optimizer, schedule, total_iters)
     model.to(device).train()
     step = 0
     start = time.perf_counter()
@@ -342,15 +333,15 @@ def evaluate_peer(
     )
     was_training = model.training
     model.to(device).eval()
-    times_ms: list[float] = []
-    for index in range(len(dataset_val)):
-        array = dataset_val.load_image(index)
-        start = time.perf_counter()
+
+    def forward(array: np.ndarray) -> dict[str, Tensor]:
         image = torch.from_numpy(array).permute(2, 0, 1).to(device).float().div_(255.0)
         output = model([image])[0]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times_ms.append((time.perf_counter() - start) * 1000.0)
+        return output
+
+    def process(index: int, output: dict[str, Tensor]) -> None:
         prediction = {
             "boxes": output["boxes"].cpu(),
             "scores": output["scores"].cpu(),
@@ -364,7 +355,9 @@ def evaluate_peer(
                 prediction["masks"], prediction["labels"], prediction["scores"]
             )
             sem_eval.process([semantic], [torch.from_numpy(truth)])
+
+    infer_ms = median_latency_ms(forward, dataset_val, on_output=process)
     model.train(was_training)
     metrics = merge_metrics(coco_eval.evaluate(), sem_eval.evaluate())
-    metrics["infer_ms"] = statistics.median(times_ms) if times_ms else None
+    metrics["infer_ms"] = infer_ms
     return metrics

@@ -1,4 +1,4 @@
-"""Markdown for the multi-task report (:mod:`visionmtl.engine.mtl_report`): task metrics with
+"""Markdown for the multi-task report (:mod:`benchmarks.mtl_report`): task metrics with
 relative changes, the cost / delta_m table, and a plain list of where multi-task training hurt."""
 
 from __future__ import annotations

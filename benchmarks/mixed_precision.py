@@ -4,24 +4,34 @@ Records, per mode, whether every loss stayed finite, the median step time and th
 (CUDA: torch.cuda.max_memory_allocated per mode; CPU: the process's peak RSS so far, which
 only grows across modes), as JSON. fp16 on CPU falls back to bf16 autocast.
 
-    python tools/bench_amp.py --steps 300 --out docs/amp_benchmark.json [--device cuda]
+    python benchmarks/mixed_precision.py --steps 300 --out docs/amp_benchmark.json [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's visionmtl first
 
 from visionmtl.cli import run_tool
 
+if TYPE_CHECKING:
+    import torch
 
-def bench_mode(cfg, amp: str, steps: int, device):  # type: ignore[no-untyped-def]
-    """Train ``steps`` iterations from a fixed seed with ``amp``; return timings and loss health."""
+    from visionmtl.config import Config
+
+
+def bench_mode(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[str, Any]:
+    """Train ``steps`` iterations from a fixed seed with ``amp`` (constant lr, the summed losses,
+    gradient clipping at ``train.clip_grad_norm``); return timings and loss health."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -49,28 +59,25 @@ def bench_mode(cfg, amp: str, steps: int, device):  # type: ignore[no-untyped-de
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, finite, last_losses = [], True, {}
-    step = 0
-    while step < steps:
-        for images, targets in loader:
-            images, targets = images.to(device), move_targets(targets, device)
-            start = time.perf_counter()
-            with autocast(device, amp):
-                losses = model(images, targets)
-            total = sum(v.float() for v in losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - start)
-            finite = finite and bool(torch.isfinite(total))
-            last_losses = {k: round(float(v.detach()), 4) for k, v in losses.items()}
-            step += 1
-            if step >= steps:
-                break
+    # ``steps`` batches, reshuffled each time the loader is gone through
+    batches = itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), steps)
+    for images, targets in batches:
+        images, targets = images.to(device), move_targets(targets, device)
+        start = time.perf_counter()
+        with autocast(device, amp):
+            losses = model(images, targets)
+        total = sum(v.float() for v in losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+        finite = finite and bool(torch.isfinite(total))
+        last_losses = {k: round(float(v.detach()), 4) for k, v in losses.items()}
     peak = (
         torch.cuda.max_memory_allocated(device) / 2**20
         if device.type == "cuda"

@@ -1,5 +1,4 @@
-"""The benchmark's peer (torchvision Mask R-CNN): weights mapping, tiny train + eval, mIoU painting;
-the benchmark table."""
+"""The benchmark's peer (torchvision Mask R-CNN): weights mapping, tiny train + eval, mIoU painting."""
 
 from __future__ import annotations
 
@@ -9,15 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SHARED_WEIGHTS
-from tools import benchmark as benchmark_tool
-from visionmtl.bench import (
+from benchmarks.maskrcnn_peer import (
     build_peer_maskrcnn,
     evaluate_peer,
     instances_to_semantic,
     timm_to_torchvision_mobilenet_v2,
     train_peer,
 )
+from tests.conftest import SHARED_WEIGHTS
 from visionmtl.data import CocoDataset
 from visionmtl.models import BackboneError
 
@@ -117,23 +115,3 @@ def test_instances_to_semantic_higher_score_wins() -> None:
     # the same instances in another order give the same map
     order = torch.tensor([1, 2, 0])
     assert torch.equal(instances_to_semantic(masks[order], labels[order], scores[order]), expected)
-
-
-def test_table_reports_missing_metrics_as_dash() -> None:
-    rows = {
-        "ours": {"bbox_AP": 0.5, "bbox_AP50": 0.8, "mIoU": 0.7, "train_s": 12.0, "infer_ms": 30.0},
-        "peer": {"bbox_AP": 0.4, "segm_AP": 0.35, "mIoU": 0.6, "train_s": 20.0, "infer_ms": 50.0},
-    }
-    text = benchmark_tool.format_table(rows)
-    lines = text.splitlines()
-    assert lines[0].split()[:3] == ["model", "box", "AP"]
-    assert lines[2].startswith("ours") and "0.5000" in lines[2] and "-" in lines[2].split()
-    assert "0.3500" in lines[3]
-    markdown = benchmark_tool.format_table(rows, markdown=True)
-    assert markdown.splitlines()[1].startswith("|---")
-
-
-def test_benchmark_tool_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = benchmark_tool.main(["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)])
-    assert code == 2
-    assert capsys.readouterr().err.startswith("error:")

@@ -1,34 +1,56 @@
 """Seeing the tasks interact: single-task baselines vs multi-task models trained with the same config.
 
+python benchmarks/mtl_report.py --config configs/pennfudan.yaml [--set KEY=VALUE ...]
+    [--methods fixed uncertainty dwa gradnorm pcgrad cagrad] [--sharing hard adapters]
+    [--models METHOD/SHARING ...] [--reuse] [--epochs N] [--threads T] [--out runs/mtl_report]
+
 Each task of ``model.tasks`` gets a single-task baseline: ``[det]``, ``[sem]``, and ``[det, inst]`` for
 the instance task (instance masks are predicted inside detected boxes, so the mask head cannot train
-without the detector). Every ``mtl.method`` x ``mtl.sharing`` pair asked for gives one multi-task
-model. The report holds each task metric, the relative change against its baseline and the
-multi-task performance delta (Maninis et al. 2019, Vandenhende et al. 2021)::
+without the detector). Every ``mtl.method`` x ``mtl.sharing`` pair asked for (or each ``--models``
+entry, e.g. ``fixed/hard pcgrad/hard fixed/adapters``) gives one multi-task model. The report,
+``mtl_report.json`` and ``mtl_report.md`` in ``--out``, holds each task metric, the relative change
+against its baseline and the multi-task performance delta (Maninis et al. 2019, Vandenhende et al.
+2021)::
 
     delta_m = 1/T * sum_i (-1)^{l_i} (M_mt,i - M_st,i) / M_st,i     (l_i = 1 if lower is better)
 
-plus parameters, inference time and training time of one multi-task model against the single-task
-models together. Inference timing is injected (``latency_ms``): the engine does not import the
-user API; ``tools/mtl_report.py`` passes a timer built on ``Predictor``.
+plus parameters, inference ms/image (Predictor, batch 1, median over the validation images) and
+training seconds of one multi-task model against the single-task models together. The report files
+are rewritten after every model; ``--reuse`` skips models already trained into ``--out`` with the
+identical config, so a stopped report can be resumed.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from visionmtl.config import Config, ConfigError, apply_overrides, config_to_dict
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a script, too
+
+from benchmarks.cli import run_overrides
+from benchmarks.latency import checkpoint_latency_ms
+from benchmarks.mtl_report_format import format_report
+from visionmtl.cli import run_tool
+from visionmtl.config import (
+    MTL_METHODS,
+    MTL_SHARING,
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+)
 from visionmtl.engine.checkpoint import load_model
 from visionmtl.engine.errors import TrainingError
-from visionmtl.engine.mtl_report_format import format_report
 from visionmtl.engine.trainer import resolve_device, train
 
 # The single-task baseline of each task (tasks, in config order).
@@ -43,8 +65,6 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "inst": ("segm_AP", "segm_AP50"),
     "sem": ("mIoU",),
 }
-# checkpoint, device -> median milliseconds per image at batch 1 over the validation images
-LatencyFn = Callable[[Path, torch.device], float | None]
 
 NOTES: tuple[str, ...] = (
     "Baselines: one model per task with the same config (backbone, data, schedule, seed); the "
@@ -202,7 +222,6 @@ def train_one(
     cfg: Config,
     out_dir: Path,
     device: torch.device,
-    latency_ms: LatencyFn | None,
     reuse: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``out_dir``; its final metrics, parameter count and timings.
@@ -233,7 +252,7 @@ def train_one(
         "sharing": cfg.mtl.sharing,
         "metrics": {k: v for k, v in metrics.items() if k != "per_class"},
         "params": params,
-        "infer_ms": latency_ms(checkpoint, device) if latency_ms is not None else None,
+        "infer_ms": checkpoint_latency_ms(checkpoint, device),
         "train_s": _epoch_seconds(metrics_file, previous),
         "wall_s": wall,
         "output_dir": str(out_dir),
@@ -300,7 +319,6 @@ def run_report(
     sharing: Sequence[str] = ("hard",),
     out_dir: str | Path = "runs/mtl_report",
     threads: int = 0,
-    latency_ms: LatencyFn | None = None,
     models: Sequence[str] | None = None,
     reuse: bool = False,
 ) -> dict[str, Any]:
@@ -325,7 +343,7 @@ def run_report(
     for name, st_cfg in single_cfgs.items():
         print(f"== single-task {name}")
         run_dir = out_dir / f"st_{name.replace('+', '_')}"
-        single[name] = train_one(st_cfg, run_dir, device, latency_ms, reuse)
+        single[name] = train_one(st_cfg, run_dir, device, reuse)
     reference = _reference_metrics(cfg, single)
     main_metrics = [TASK_METRICS[task][0] for task in cfg.model.tasks]
     report: dict[str, Any] = {
@@ -344,7 +362,7 @@ def run_report(
         print(f"== multi-task {name}")
         run_dir = out_dir / f"mt_{name.replace('/', '_')}"
         try:
-            row = train_one(mt_cfg, run_dir, device, latency_ms, reuse)
+            row = train_one(mt_cfg, run_dir, device, reuse)
         except ReportStopped:
             raise
         except Exception as error:  # noqa: BLE001 - one broken method must not lose the others
@@ -379,3 +397,60 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "mtl_report.json").write_text(json.dumps(_jsonable(report), indent=2) + "\n")
     (out_dir / "mtl_report.md").write_text(format_report(report) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/pennfudan.yaml")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
+    parser.add_argument(
+        "--methods", nargs="+", default=list(MTL_METHODS), help="mtl.method values (default: all)"
+    )
+    parser.add_argument(
+        "--sharing",
+        nargs="+",
+        default=["hard"],
+        help=f"mtl.sharing values (default: hard; known: {' '.join(MTL_SHARING)})",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="METHOD/SHARING",
+        help="exact multi-task models to train instead of every --methods x --sharing pair",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse models already trained into --out with the identical config (the data "
+        "files themselves are not compared)",
+    )
+    parser.add_argument("--epochs", type=int, help="epochs for every model (train.epochs)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--out", default="runs/mtl_report", help="output directory")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        cfg = load_config(args.config, run_overrides(args.set, args.epochs))
+        out = Path(args.out)
+        report = run_report(
+            cfg,
+            args.methods,
+            args.sharing,
+            out,
+            args.threads,
+            models=args.models,
+            reuse=args.reuse,
+        )
+        print(format_report(report))
+        print(f"wrote {out / 'mtl_report.json'} and {out / 'mtl_report.md'}")
+        if report["failures"]:
+            failed = "; ".join(f"{name}: {error}" for name, error in report["failures"].items())
+            raise TrainingError(f"{len(report['failures'])} multi-task model(s) failed: {failed}")
+
+    return run_tool(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Benchmark our model against torchvision's Mask R-CNN (MobileNetV2-FPN) on the same data.
 
-python tools/benchmark.py --config configs/pennfudan.yaml [--set KEY=VALUE ...] [--epochs N]
+python benchmarks/benchmark.py --config configs/pennfudan.yaml [--set KEY=VALUE ...] [--epochs N]
     [--threads T] [--out runs/benchmark] [--skip-peer] [--skip-ours]
 
 One process, same train/val JSON, image size (longer side), epochs, batch size, ImageNet weights
@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visionmtl.cli import run_overrides, run_tool
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a script, too
+
+from benchmarks.cli import run_overrides
+from visionmtl.cli import run_tool
 
 OURS = "visionmtl"
 PEER = "torchvision Mask R-CNN"
@@ -84,8 +87,8 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
     """Train + evaluate our model into ``out_dir``; time training and inference."""
+    from benchmarks.latency import median_latency_ms
     from visionmtl.api import Predictor
-    from visionmtl.bench.latency import median_latency_ms
     from visionmtl.data import CocoDataset, build_transforms
     from visionmtl.engine.checkpoint import load_model
     from visionmtl.engine.evaluate import evaluate_model
@@ -118,7 +121,7 @@ def run_peer(cfg: Any, out_dir: Path, device: Any, weights: str | None) -> dict[
     """Train + evaluate the torchvision Mask R-CNN with the same data and budget."""
     import torch
 
-    from visionmtl.bench import build_peer_maskrcnn, evaluate_peer, peer_lr, train_peer
+    from benchmarks.maskrcnn_peer import build_peer_maskrcnn, evaluate_peer, peer_lr, train_peer
     from visionmtl.data import CocoDataset
 
     train_set = CocoDataset(cfg.data.train_ann, cfg.data.train_images)

@@ -6,11 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_train_overrides
-from tools.mtl_report import main as mtl_report_main
-from tools.mtl_report import predictor_latency_ms
-from visionmtl.config import ConfigError, apply_overrides, load_config
-from visionmtl.engine.mtl_report import (
+from benchmarks.mtl_report import (
     _cached_row,
     delta_m,
     hurt_sentence,
@@ -18,6 +14,9 @@ from visionmtl.engine.mtl_report import (
     report_configs,
     run_report,
 )
+from benchmarks.mtl_report import main as mtl_report_main
+from tests.conftest import tiny_train_overrides
+from visionmtl.config import ConfigError, apply_overrides, load_config
 
 
 def test_delta_m_is_the_mean_relative_change() -> None:
@@ -78,9 +77,7 @@ def test_run_report_end_to_end(shapes_paths: dict, tmp_path: Path) -> None:
         "model.backbone.name=resnet10t",
     ]
     cfg = load_config(None, overrides)
-    report = run_report(
-        cfg, ["fixed", "pcgrad"], ["hard"], tmp_path, threads=1, latency_ms=predictor_latency_ms
-    )
+    report = run_report(cfg, ["fixed", "pcgrad"], ["hard"], tmp_path, threads=1)
     saved = json.loads((tmp_path / "mtl_report.json").read_text())
     assert set(saved["single_task"]) == {"det", "sem", "det+inst"}
     assert set(saved["multi_task"]) == {"fixed/hard", "pcgrad/hard"}
@@ -145,7 +142,7 @@ def test_models_pick_exact_pairs_and_bad_pairs_are_rejected(
 def test_a_stopped_training_stops_the_report_and_leaves_no_row(
     shapes_paths: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import visionmtl.engine.mtl_report as mtl_report
+    import benchmarks.mtl_report as mtl_report
 
     cfg = load_config(None, tiny_train_overrides(shapes_paths, tmp_path))
     stale = tmp_path / "st_det" / "report_row.json"
