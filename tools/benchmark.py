@@ -88,8 +88,8 @@ def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
     from visionmtl.bench.latency import median_latency_ms
     from visionmtl.data import CocoDataset, build_transforms
     from visionmtl.engine.checkpoint import load_model
-    from visionmtl.engine.evaluate import evaluate_model
     from visionmtl.engine.trainer import train
+    from visionmtl.evaluation.evaluate import evaluate_model
 
     start = time.perf_counter()
     metrics = train(cfg, out_dir)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, Collator, MixedDataset, build_training_set, build_transforms
+from visionmtl.data.batching import move_targets
 from visionmtl.data.classes import check_sem_class_count, sem_class_names
 from visionmtl.engine.checkpoint import (
     CheckpointError,
@@ -38,12 +39,10 @@ from visionmtl.engine.distributed import (
     tensors_in_sync,
 )
 from visionmtl.engine.errors import TrainingError
-from visionmtl.engine.evaluate import move_targets
 from visionmtl.engine.finetune import init_from_checkpoint
 from visionmtl.engine.nan_guard import NanGuard
 from visionmtl.engine.optim import build_optimizer, build_scheduler
 from visionmtl.engine.precision import autocast, make_scaler
-from visionmtl.engine.report import format_metrics_table
 from visionmtl.engine.rundir import prepare_run_dir
 from visionmtl.engine.sampler import EpochSampler, SeededDataset
 from visionmtl.engine.task_steps import (
@@ -52,7 +51,8 @@ from visionmtl.engine.task_steps import (
     labelled_tasks,
     log_interaction,
 )
-from visionmtl.engine.validation import build_validation_sets
+from visionmtl.evaluation.report import format_metrics_table
+from visionmtl.evaluation.validation import build_validation_sets
 from visionmtl.models import build_model
 from visionmtl.models.summary import format_summary, model_summary
 from visionmtl.mtl import build_balancer, group_by_task
