@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as 
 
 from benchmarks.cli import run_overrides
 from visionmtl.cli import run_tool
+from visionmtl.evaluation.report import render_table
 
 OURS = "visionmtl"
 PEER = "torchvision Mask R-CNN"
@@ -66,18 +67,7 @@ def format_table(rows: dict[str, dict[str, Any]], markdown: bool = False) -> str
         [name, *(_format_value(values.get(key), key) for _, key in COLUMNS)]
         for name, values in rows.items()
     ]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-
-    def render(row: list[str]) -> str:
-        cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
-        return "  ".join(cells)
-
-    separator = "  ".join("-" * width for width in widths)
-    return "\n".join([render(header), separator, *(render(row) for row in body)])
+    return render_table(header, body, markdown=markdown)
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -91,8 +81,8 @@ def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
     from visionmtl.api import Predictor
     from visionmtl.data import CocoDataset, build_transforms
     from visionmtl.engine.checkpoint import load_model
-    from visionmtl.engine.evaluate import evaluate_model
     from visionmtl.engine.trainer import train
+    from visionmtl.evaluation.evaluate import evaluate_model
 
     start = time.perf_counter()
     metrics = train(cfg, out_dir)

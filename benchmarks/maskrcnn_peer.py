@@ -25,11 +25,11 @@ from torchvision.models.detection.backbone_utils import mobilenet_backbone
 from benchmarks.latency import median_latency_ms
 from visionmtl.config import TrainConfig
 from visionmtl.data import CocoDataset, DataError
-from visionmtl.engine.coco_eval import CocoEvaluator
 from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.optim import build_scheduler
-from visionmtl.engine.report import merge_metrics
-from visionmtl.engine.semseg_eval import SemSegEvaluator
+from visionmtl.evaluation.coco_eval import CocoEvaluator
+from visionmtl.evaluation.report import merge_metrics
+from visionmtl.evaluation.semseg_eval import SemSegEvaluator
 from visionmtl.models import BackboneError
 
 ANCHOR_SIZES: tuple[tuple[int, ...], ...] = ((32, 64, 128, 256, 512),) * 3
@@ -322,12 +322,7 @@ def evaluate_peer(
 
     Returns flat metrics (``bbox_AP``, ``segm_AP``, ``mIoU``, ``infer_ms``, ...) and ``per_class``."""
     device = torch.device(device)
-    coco_eval = CocoEvaluator(
-        dataset_val.ann_file,
-        dataset_val.category_ids,
-        dataset_val.class_names,
-        iou_types=("bbox", "segm"),
-    )
+    coco_eval = CocoEvaluator.for_dataset(dataset_val, iou_types=("bbox", "segm"))
     sem_eval = SemSegEvaluator(
         len(dataset_val.class_names) + 1, ["background", *dataset_val.class_names]
     )

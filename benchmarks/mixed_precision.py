@@ -36,7 +36,7 @@ def bench_mode(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[
     from torch.utils.data import DataLoader
 
     from visionmtl.data import Collator
-    from visionmtl.engine.evaluate import move_targets
+    from visionmtl.data.batching import move_targets
     from visionmtl.engine.optim import build_optimizer
     from visionmtl.engine.precision import autocast, make_scaler
     from visionmtl.engine.trainer import build_datasets, seed_everything, with_dataset_classes

@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from visionmtl.evaluation.report import render_table
+
 TOGETHER = "single-task models together"
 
 
@@ -21,8 +23,7 @@ def _pct(value: float | None) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+    return render_table(header, rows, markdown=True).splitlines()
 
 
 def format_metrics_table(report: Mapping[str, Any]) -> str:

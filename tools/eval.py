@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from visionmtl.engine.checkpoint import load_model
-        from visionmtl.engine.report import format_metrics_table
-        from visionmtl.engine.validation import (
+        from visionmtl.evaluation.report import format_metrics_table
+        from visionmtl.evaluation.validation import (
             ValidationSets,
             coco_val_set,
             semantic_png_val_set,

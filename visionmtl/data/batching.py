@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -55,3 +56,8 @@ class Collator:
                 padding = (0, width - tensor.shape[-1], 0, height - tensor.shape[-2])
                 padded[key] = F.pad(tensor, padding, value=value)
         return padded
+
+
+def move_targets(targets: list[dict[str, Tensor]], device: torch.device) -> list[dict[str, Tensor]]:
+    """A batch's targets (as :class:`Collator` returns them) to ``device`` (non-blocking)."""
+    return [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]

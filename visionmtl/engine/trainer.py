@@ -1,9 +1,9 @@
-"""The training loop, top to bottom: data, model, optimisation, evaluation, checkpoints."""
+"""The training loop, top to bottom: data, the run's parts (:mod:`visionmtl.engine.training_run`),
+epochs of steps, validation, checkpoints."""
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import signal
 import time
@@ -13,20 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from visionmtl.config import Config
-from visionmtl.data import CocoDataset, Collator, MixedDataset, build_training_set, build_transforms
+from visionmtl.data import CocoDataset, MixedDataset, build_training_set, build_transforms
+from visionmtl.data.batching import move_targets
 from visionmtl.data.classes import check_sem_class_count, sem_class_names
-from visionmtl.engine.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from visionmtl.engine.checkpoint import save_checkpoint
 from visionmtl.engine.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -38,24 +31,19 @@ from visionmtl.engine.distributed import (
     tensors_in_sync,
 )
 from visionmtl.engine.errors import TrainingError
-from visionmtl.engine.evaluate import move_targets
-from visionmtl.engine.finetune import init_from_checkpoint
-from visionmtl.engine.nan_guard import NanGuard
-from visionmtl.engine.optim import build_optimizer, build_scheduler
-from visionmtl.engine.precision import autocast, make_scaler
-from visionmtl.engine.report import format_metrics_table
+from visionmtl.engine.precision import autocast
 from visionmtl.engine.rundir import prepare_run_dir
-from visionmtl.engine.sampler import EpochSampler, SeededDataset
 from visionmtl.engine.task_steps import (
     gradient_stats,
     labelled_only,
     labelled_tasks,
     log_interaction,
 )
-from visionmtl.engine.validation import build_validation_sets
-from visionmtl.models import build_model
+from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_stats
+from visionmtl.evaluation.report import format_metrics_table
+from visionmtl.evaluation.validation import build_validation_sets
 from visionmtl.models.summary import format_summary, model_summary
-from visionmtl.mtl import build_balancer, group_by_task
+from visionmtl.mtl import group_by_task
 from visionmtl.mtl.diagnostics import interaction_summary
 
 __all__ = ["TrainingError", "train"]
@@ -182,226 +170,225 @@ def _train(
     dist_info: DistInfo,
     stop: _StopRequest,
 ) -> dict[str, Any]:
-    is_main = dist_info.is_main
     train_set = build_datasets(cfg)
     cfg = with_dataset_classes(cfg, train_set)
     val_sets = build_validation_sets(cfg)
-    if is_main:
+    if dist_info.is_main:
         prepare_run_dir(output_dir, cfg)
         _report_data_problems(output_dir, *train_set.coco_sets, val_sets.coco)
-    model_cfg = cfg.model
-    if model_cfg.init_from:  # the checkpoint holds the backbone: fetch no other weights
-        no_weights = replace(model_cfg.backbone, pretrained=False, weights=None)
-        model_cfg = replace(model_cfg, backbone=no_weights)
-    model = build_model(model_cfg, cfg.eval, sharing=cfg.mtl.sharing)
-    if cfg.model.init_from and not (resume and (output_dir / "last.pt").is_file()):
-        report = init_from_checkpoint(model, cfg, cfg.model.init_from)
-        if is_main:
-            print(report.summary(cfg.model.init_from))
-    model = model.to(device)
-    if dist_info.enabled and cfg.train.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    train_model = DistributedDataParallel(model) if dist_info.enabled else model
-
-    batch_size = cfg.data.batch_size
-    sampler = EpochSampler(
-        len(train_set),
-        batch_size,
-        seed=cfg.train.seed,
-        rank=dist_info.rank,
-        world_size=dist_info.world_size,
-        drop_last=len(train_set) > batch_size * dist_info.world_size,
-    )
-    loader = DataLoader(
-        SeededDataset(train_set),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        collate_fn=Collator(32),
-        persistent_workers=cfg.data.num_workers > 0,
-    )
-    iters_per_epoch = sampler.batches_per_epoch()
-    if iters_per_epoch == 0:
-        raise TrainingError(f"{cfg.data.train_ann}: the training set has no images")
-    optimizer = build_optimizer(model, cfg.train)
-    scaler = make_scaler(device, cfg.train.amp)
-    balancer = build_balancer(cfg.mtl, cfg.model.tasks, device=device)
-    if balancer.parameters():  # learned task weights (uncertainty) train with the network
-        optimizer.add_param_group({"params": balancer.parameters(), "weight_decay": 0.0})
-    on_features = cfg.mtl.grad_on == "features"
-    shared_params = [
-        p for m in (model.backbone, model.neck) for p in m.parameters() if p.requires_grad
-    ]
-    scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * iters_per_epoch)
-    file_names = train_set.file_names()
-    nan_guard = NanGuard(cfg.train.nan_policy, cfg.train.max_nan_skips, output_dir, file_names)
-    start_epoch, start_batch, global_step, best_score = 0, 0, 0, -math.inf
-
-    last_path = output_dir / "last.pt"
-    # Per-epoch accumulators, saved with last.pt so a mid-epoch resume continues them.
-    epoch_stats: dict[str, dict] = {"running": {}, "task_sums": {}}
-    if resume and last_path.is_file():
-        _, state = load_checkpoint(last_path, map_location=device)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            balancer.load_state_dict(state["mtl"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise CheckpointError(
-                f"{last_path} does not fit this config (model, tasks, optimizer or mtl.method "
-                f"changed?): {str(error).splitlines()[0]}"
-            ) from None
-        nan_guard.load_state_dict(state.get("nan_guard", {}))
-        set_rng_state(state["rng"])
-        epoch_stats = state.get("epoch_stats", epoch_stats)
-        start_epoch, start_batch = int(state["epoch"]), int(state.get("batch", 0))
-        global_step, best_score = int(state.get("step", 0)), float(state["best_score"])
-        if is_main:
-            print(f"resumed from {last_path} at epoch {start_epoch + 1}, batch {start_batch}")
-    elif resume and is_main:
-        print(f"--resume: no {last_path} yet, starting from scratch")
-    if is_main and not resume and (output_dir / "metrics.jsonl").exists():
+    run = TrainingRun(cfg, train_set, val_sets, output_dir, resume, device, dist_info)
+    progress = run.restore(resume)
+    if run.is_main and not resume and (output_dir / "metrics.jsonl").exists():
         (output_dir / "metrics.jsonl").unlink()  # a fresh run does not append to an old log
-
-    def save_last(epoch: int, batch: int) -> None:
-        """Everything needed to continue at (epoch, batch) exactly."""
-        if is_main:
-            save_checkpoint(
-                last_path,
-                cfg,
-                model,
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(),
-                mtl=balancer.state_dict(),
-                epoch_stats=epoch_stats,
-                nan_guard=nan_guard.state_dict(),
-                rng=rng_state(),
-                epoch=epoch,
-                batch=batch,
-                step=global_step,
-                best_score=best_score,
-            )
-
-    if is_main:
-        print(
-            f"model: {cfg.model.backbone.name}, tasks {cfg.model.tasks}, {cfg.mtl.sharing} sharing, "
-            f"mtl.method={cfg.mtl.method}; device {device} x {dist_info.world_size}; "
-            f"{len(train_set)} training images, {iters_per_epoch} iterations/epoch"
-        )
-        print(format_summary(model_summary(model, cfg.data.image_size)))
+    if run.is_main:
+        _print_start(run, len(train_set))
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, cfg.train.epochs):
-        first_batch = start_batch if epoch == start_epoch else 0
-        sampler.set_epoch(epoch, first_batch)
-        model.train()
-        if first_batch == 0:
-            epoch_stats = {"running": {}, "task_sums": {}}
-        running: dict[str, float] = epoch_stats["running"]
-        task_sums: dict[str, list[float]] = epoch_stats["task_sums"]  # task -> [sum, count] (DWA)
+    while progress.epoch < cfg.train.epochs:
         epoch_start = time.perf_counter()
-        interaction: dict[str, str] = {}  # weights, gradient norms, worst cosine (mtl.log_every)
-        progress = tqdm(
-            loader,
-            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-            dynamic_ncols=True,
-            mininterval=2.0,
-            disable=not is_main,
-        )
-        for batch, (images, targets) in enumerate(progress, start=first_batch):
-            images, targets = images.to(device, non_blocking=True), move_targets(targets, device)
-            buffers = nan_guard.snapshot(model)
-            with autocast(device, cfg.train.amp):
-                losses, features = train_model(images, targets, return_features=True)
-            losses = {name: value.float() for name, value in losses.items()}
-            optimizer.zero_grad(set_to_none=True)
-            if any_rank(bool(nan_guard.bad_losses(losses)), dist_info, device):
-                nan_guard.handle(
-                    losses, images, targets, model, buffers, epoch, batch, dist_info.rank
-                )
-            else:
-                labelled = labelled_tasks(targets)
-                task_losses = labelled_only(group_by_task(losses), labelled)
-                shared = features if on_features else shared_params
-                log_grads = cfg.mtl.log_every > 0 and global_step % cfg.mtl.log_every == 0
-                grad_stats = gradient_stats(task_losses, shared, scaler) if log_grads else {}
-                weights = balancer.backward(task_losses, shared, scaler)
-                average_gradients(balancer.parameters(), dist_info)
-                if cfg.train.clip_grad_norm > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                for name, value in {**task_losses, **losses}.items():
-                    value = float(value.detach())
-                    running[name] = 0.9 * running.get(name, value) + 0.1 * value
-                for task, value in task_losses.items():
-                    if task in labelled:
-                        totals = task_sums.setdefault(task, [0.0, 0])
-                        totals[0], totals[1] = totals[0] + float(value.detach()), totals[1] + 1
-                if log_grads and is_main:
-                    log_interaction(output_dir, global_step, task_losses, weights, grad_stats)
-                    interaction = interaction_summary(weights, grad_stats)
-            scheduler.step()
-            global_step += 1
-            if batch % max(cfg.train.log_every, 1) == 0:
-                postfix = {k: f"{v:.3f}" for k, v in running.items() if "/" in k}
-                progress.set_postfix({**postfix, **interaction})
-            every = cfg.train.checkpoint_every
-            if every and global_step % every == 0:
-                save_last(epoch, batch + 1)
-            halt = stop.requested or (
-                stop_after_steps is not None and global_step >= stop_after_steps
-            )
-            if any_rank(halt, dist_info, device):
-                save_last(epoch, batch + 1)
-                if is_main:
-                    print(f"stopped at epoch {epoch + 1}, batch {batch + 1}; resume with --resume")
-                return {"interrupted": True, "step": global_step}
-        means = {task: total / max(count, 1) for task, (total, count) in task_sums.items()}
-        balancer.end_epoch(all_reduce_mean(means, dist_info, device))
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": global_step,
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
-            **{
-                f"loss/{k}": round(v, 5)
-                for k, v in all_reduce_mean(running, dist_info, device).items()
-            },
-        }
-        last_epoch = epoch + 1 == cfg.train.epochs
-        if val_sets and ((epoch + 1) % cfg.train.eval_every == 0 or last_epoch):
-            if is_main:
-                metrics = val_sets.evaluate(model, cfg, device)
-                record.update({k: v for k, v in metrics.items() if k != "per_class"})
-                score = selection_score(metrics)
-                if score > best_score:
-                    best_score = score
-                    save_checkpoint(
-                        output_dir / "best.pt",
-                        cfg,
-                        model,
-                        epoch=epoch + 1,
-                        metrics=json.dumps(metrics),
-                    )
-            barrier(dist_info)
-        if is_main:
-            with open(output_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        save_last(epoch + 1, 0)
-    if dist_info.enabled:
-        balancer_state = [v for v in balancer.state_dict().values() if isinstance(v, torch.Tensor)]
-        if not tensors_in_sync(list(model.parameters()) + balancer_state, dist_info, device):
-            raise TrainingError("ranks ended with different weights")
-        if is_main:
-            print(f"all {dist_info.world_size} ranks hold identical weights")
-    if is_main:
-        if not val_sets:
-            save_checkpoint(output_dir / "best.pt", cfg, model, epoch=cfg.train.epochs)
-        if metrics:
-            (output_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-            print(format_metrics_table(metrics))
+        if not _train_epoch(run, progress, stop, stop_after_steps):
+            return {"interrupted": True, "step": progress.step}
+        evaluated = _end_epoch(run, progress, time.perf_counter() - epoch_start)
+        metrics = metrics if evaluated is None else evaluated
+    _finish(run, metrics)
     return metrics
+
+
+def _print_start(run: TrainingRun, num_images: int) -> None:
+    cfg = run.cfg
+    print(
+        f"model: {cfg.model.backbone.name}, tasks {cfg.model.tasks}, {cfg.mtl.sharing} sharing, "
+        f"mtl.method={cfg.mtl.method}; device {run.device} x {run.dist_info.world_size}; "
+        f"{num_images} training images, {run.iters_per_epoch} iterations/epoch"
+    )
+    print(format_summary(model_summary(run.model, cfg.data.image_size)))
+
+
+def _train_epoch(
+    run: TrainingRun, progress: Progress, stop: _StopRequest, stop_after_steps: int | None
+) -> bool:
+    """The rest of epoch ``progress.epoch`` from batch ``progress.batch``, saving ``last.pt`` every
+    ``train.checkpoint_every`` steps. Returns False where a stop was requested (SIGTERM or
+    ``stop_after_steps``): then ``last.pt`` holds the step reached."""
+    cfg, epoch = run.cfg, progress.epoch
+    run.sampler.set_epoch(epoch, progress.batch)
+    run.model.train()
+    if progress.batch == 0:
+        progress.epoch_stats = fresh_epoch_stats()
+    interaction: dict[str, str] = {}  # weights, gradient norms, worst cosine (mtl.log_every)
+    bar = tqdm(
+        run.loader,
+        desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+        dynamic_ncols=True,
+        mininterval=2.0,
+        disable=not run.is_main,
+    )
+    for batch, (images, targets) in enumerate(bar, start=progress.batch):
+        logged = _train_step(run, progress, images, targets)
+        interaction = interaction if logged is None else logged
+        progress.batch = batch + 1
+        if batch % max(cfg.train.log_every, 1) == 0:
+            running = progress.epoch_stats["running"]
+            postfix = {k: f"{v:.3f}" for k, v in running.items() if "/" in k}
+            bar.set_postfix({**postfix, **interaction})
+        every = cfg.train.checkpoint_every
+        if every and progress.step % every == 0:
+            run.save_last(progress)
+        halt = stop.requested or (
+            stop_after_steps is not None and progress.step >= stop_after_steps
+        )
+        if any_rank(halt, run.dist_info, run.device):
+            run.save_last(progress)
+            if run.is_main:
+                print(f"stopped at epoch {epoch + 1}, batch {batch + 1}; resume with --resume")
+            return False
+    return True
+
+
+def _train_step(
+    run: TrainingRun,
+    progress: Progress,
+    images: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+) -> dict[str, str] | None:
+    """Forward one batch ``[B, 3, H, W]``, then an optimizer step, or the NaN policy where a loss is
+    not finite on some rank; one lr step either way. Returns the task-interaction summary at the
+    steps where ``mtl.log_every`` logs it."""
+    cfg, device = run.cfg, run.device
+    images, targets = images.to(device, non_blocking=True), move_targets(targets, device)
+    buffers = run.nan_guard.snapshot(run.model)
+    with autocast(device, cfg.train.amp):
+        losses, features = run.train_model(images, targets, return_features=True)
+    losses = {name: value.float() for name, value in losses.items()}
+    run.optimizer.zero_grad(set_to_none=True)
+    interaction = None
+    if any_rank(bool(run.nan_guard.bad_losses(losses)), run.dist_info, device):
+        run.nan_guard.handle(
+            losses,
+            images,
+            targets,
+            run.model,
+            buffers,
+            progress.epoch,
+            progress.batch,
+            run.dist_info.rank,
+        )
+    else:
+        interaction = _optimize(run, progress, losses, features, targets)
+    run.scheduler.step()
+    progress.step += 1
+    return interaction
+
+
+def _optimize(
+    run: TrainingRun,
+    progress: Progress,
+    losses: dict[str, torch.Tensor],
+    features: Any,
+    targets: list[dict[str, torch.Tensor]],
+) -> dict[str, str] | None:
+    """Task losses of the labelled tasks through the balancer to gradients (on the shared
+    parameters or ``features``), clipping, the optimizer step and the epoch's loss statistics.
+    Returns the task-interaction summary where this step logs it (``mtl.log_every``)."""
+    cfg = run.cfg
+    labelled = labelled_tasks(targets)
+    task_losses = labelled_only(group_by_task(losses), labelled)
+    shared = features if cfg.mtl.grad_on == "features" else run.shared_params
+    log_grads = cfg.mtl.log_every > 0 and progress.step % cfg.mtl.log_every == 0
+    grad_stats = gradient_stats(task_losses, shared, run.scaler) if log_grads else {}
+    weights = run.balancer.backward(task_losses, shared, run.scaler)
+    average_gradients(run.balancer.parameters(), run.dist_info)
+    if cfg.train.clip_grad_norm > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.clip_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    _accumulate(progress.epoch_stats, losses, task_losses, labelled)
+    if not (log_grads and run.is_main):
+        return None
+    log_interaction(run.output_dir, progress.step, task_losses, weights, grad_stats)
+    return interaction_summary(weights, grad_stats)
+
+
+def _accumulate(
+    epoch_stats: dict[str, dict],
+    losses: dict[str, torch.Tensor],
+    task_losses: dict[str, torch.Tensor],
+    labelled: set[str],
+) -> None:
+    """Running averages of every loss term and task loss; sums of the labelled tasks' losses."""
+    running = epoch_stats["running"]
+    for name, value in {**task_losses, **losses}.items():
+        value = float(value.detach())
+        running[name] = 0.9 * running.get(name, value) + 0.1 * value
+    for task, value in task_losses.items():
+        if task in labelled:
+            totals = epoch_stats["task_sums"].setdefault(task, [0.0, 0])
+            totals[0], totals[1] = totals[0] + float(value.detach()), totals[1] + 1
+
+
+def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str, Any] | None:
+    """The balancer's epoch hook, validation when due (``best.pt`` on a better score), a line of
+    ``metrics.jsonl`` and ``last.pt`` at the next epoch. Returns the validation metrics, None
+    where there was no validation on this rank."""
+    cfg, epoch = run.cfg, progress.epoch
+    task_sums = progress.epoch_stats["task_sums"]
+    means = {task: total / max(count, 1) for task, (total, count) in task_sums.items()}
+    run.balancer.end_epoch(all_reduce_mean(means, run.dist_info, run.device))
+    running = all_reduce_mean(progress.epoch_stats["running"], run.dist_info, run.device)
+    record: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "step": progress.step,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "epoch_seconds": round(seconds, 2),
+        **{f"loss/{k}": round(v, 5) for k, v in running.items()},
+    }
+    metrics = None
+    if run.val_sets and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
+        if run.is_main:
+            metrics = _validate(run, progress)
+            record.update({k: v for k, v in metrics.items() if k != "per_class"})
+        barrier(run.dist_info)
+    if run.is_main:
+        with open(run.output_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    progress.epoch, progress.batch = epoch + 1, 0
+    run.save_last(progress)
+    return metrics
+
+
+def _validate(run: TrainingRun, progress: Progress) -> dict[str, Any]:
+    """Validation metrics of the current weights; ``best.pt`` when they beat the best score."""
+    metrics = run.val_sets.evaluate(run.model, run.cfg, run.device)
+    score = selection_score(metrics)
+    if score > progress.best_score:
+        progress.best_score = score
+        save_checkpoint(
+            run.output_dir / "best.pt",
+            run.cfg,
+            run.model,
+            epoch=progress.epoch + 1,
+            metrics=json.dumps(metrics),
+        )
+    return metrics
+
+
+def _finish(run: TrainingRun, metrics: dict[str, Any]) -> None:
+    """Check that all ranks hold the same weights; ``best.pt`` when there is no validation set,
+    ``eval.json`` and the metrics table when there are metrics."""
+    if run.dist_info.enabled:
+        balancer_state = [
+            v for v in run.balancer.state_dict().values() if isinstance(v, torch.Tensor)
+        ]
+        parameters = list(run.model.parameters()) + balancer_state
+        if not tensors_in_sync(parameters, run.dist_info, run.device):
+            raise TrainingError("ranks ended with different weights")
+        if run.is_main:
+            print(f"all {run.dist_info.world_size} ranks hold identical weights")
+    if run.is_main:
+        if not run.val_sets:
+            save_checkpoint(
+                run.output_dir / "best.pt", run.cfg, run.model, epoch=run.cfg.train.epochs
+            )
+        if metrics:
+            (run.output_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            print(format_metrics_table(metrics))

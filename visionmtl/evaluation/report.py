@@ -37,8 +37,14 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def _render_table(header: list[str], rows: list[list[str]]) -> str:
-    """Left-aligned first column, right-aligned others, two spaces apart."""
+def render_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+    """A table with the first column left-aligned and the others right-aligned.
+
+    Plain text (default): a header, a dashed rule, then the rows, columns two spaces apart, no
+    trailing spaces. ``markdown``: a GitHub-flavoured markdown table."""
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def render(row: list[str]) -> str:
@@ -61,7 +67,7 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
     sections: list[str] = []
     if summary:
         rows = [[key, _format_value(value)] for key, value in summary.items()]
-        sections.append(_render_table(["metric", "value"], rows))
+        sections.append(render_table(["metric", "value"], rows))
     per_class: dict[str, dict[str, Any]] = metrics.get("per_class") or {}
     if per_class:
         columns: list[str] = []
@@ -71,5 +77,5 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
             [name, *(_format_value(class_metrics.get(column)) for column in columns)]
             for name, class_metrics in per_class.items()
         ]
-        sections.append(_render_table(["class", *columns], rows))
+        sections.append(render_table(["class", *columns], rows))
     return "\n\n".join(sections)

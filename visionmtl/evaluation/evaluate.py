@@ -12,17 +12,10 @@ from torch.utils.data import DataLoader
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, Collator, DataError, SemanticPngDataset
 from visionmtl.data.classes import sem_class_names
-from visionmtl.engine.coco_eval import CocoEvaluator
 from visionmtl.engine.precision import inference_autocast
-from visionmtl.engine.report import merge_metrics
-from visionmtl.engine.semseg_eval import SemSegEvaluator
-
-
-def move_targets(
-    targets: list[dict[str, torch.Tensor]], device: torch.device
-) -> list[dict[str, torch.Tensor]]:
-    """Targets to ``device`` (non-blocking)."""
-    return [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+from visionmtl.evaluation.coco_eval import CocoEvaluator
+from visionmtl.evaluation.report import merge_metrics
+from visionmtl.evaluation.semseg_eval import SemSegEvaluator
 
 
 @torch.no_grad()
@@ -72,11 +65,7 @@ def evaluate_model(
         collate_fn=Collator(32),
     )
     iou_types = ("bbox", "segm") if "inst" in tasks else ("bbox",)
-    coco_eval = (
-        CocoEvaluator(dataset.ann_file, dataset.category_ids, dataset.class_names, iou_types)
-        if coco_tasks
-        else None
-    )
+    coco_eval = CocoEvaluator.for_dataset(dataset, iou_types) if coco_tasks else None
     sem_eval = (
         SemSegEvaluator(len(sem_names) + 1, ["background", *sem_names]) if "sem" in tasks else None
     )

@@ -1,8 +1,8 @@
-"""Tests for visionmtl/engine/report.py."""
+"""Tests for visionmtl/evaluation/report.py."""
 
 from __future__ import annotations
 
-from visionmtl.engine.report import format_metrics_table, merge_metrics
+from visionmtl.evaluation.report import format_metrics_table, merge_metrics
 
 
 def test_merge_and_format() -> None:

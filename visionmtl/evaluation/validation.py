@@ -13,8 +13,8 @@ from visionmtl.config import Config
 from visionmtl.data import CocoDataset, SemanticPngDataset, build_transforms
 from visionmtl.data.classes import sem_class_names
 from visionmtl.data.sources import png_label_map
-from visionmtl.engine.evaluate import evaluate_model
-from visionmtl.engine.report import merge_metrics
+from visionmtl.evaluation.evaluate import evaluate_model
+from visionmtl.evaluation.report import merge_metrics
 
 
 @dataclass

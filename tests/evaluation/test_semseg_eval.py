@@ -1,11 +1,11 @@
-"""Tests for visionmtl/engine/semseg_eval.py."""
+"""Tests for visionmtl/evaluation/semseg_eval.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from visionmtl.engine.semseg_eval import SemSegEvaluator
+from visionmtl.evaluation.semseg_eval import SemSegEvaluator
 
 
 def test_perfect_prediction() -> None:

@@ -6,7 +6,6 @@ import contextlib
 import copy
 import io
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
+
+from visionmtl.data import CocoDataset
 
 IOU_TYPES: tuple[str, ...] = ("bbox", "segm")
 # Order of COCOeval.stats[0:6].
@@ -36,27 +37,40 @@ def _stat_or_none(value: float) -> float | None:
     return None if value < 0 else float(value)
 
 
+def coco_ground_truth(dataset: CocoDataset) -> COCO:
+    """The pycocotools ground truth that ``dataset`` is scored against (AP during training and in
+    ``tools/eval.py``): the one place that decides it.
+
+    It is the raw JSON at ``dataset.ann_file``, as read from disk: annotations that the data
+    checks dropped or fixed for training are scored as they are in the file."""
+    with _quiet():
+        return COCO(str(dataset.ann_file))
+
+
 class CocoEvaluator:
-    """Evaluate detections (and optionally instance masks) against a COCO annotation file.
+    """Evaluate detections (and optionally instance masks) against a COCO ground truth.
 
     Usage follows Detectron2's ``DatasetEvaluator``: ``reset()``, ``process(...)`` per batch,
     ``evaluate()`` once. Only the images passed to ``process`` are evaluated.
+    :meth:`for_dataset` builds one for a :class:`~visionmtl.data.CocoDataset`.
 
     Args:
-        ann_file: COCO instances JSON holding the ground truth.
+        coco_gt: the ground truth as a pycocotools ``COCO`` index.
         category_ids: ``category_ids[k]`` is the JSON category id of contiguous label ``k``.
         class_names: ``class_names[k]`` is the name of contiguous label ``k`` (keys of ``per_class``).
         iou_types: any of ``"bbox"``, ``"segm"``; ``"segm"`` needs ``masks`` in the predictions.
+        source: where the ground truth comes from (e.g. the JSON path), named in error messages.
     """
 
     def __init__(
         self,
-        ann_file: str | Path,
+        coco_gt: COCO,
         category_ids: list[int],
         class_names: list[str],
         iou_types: Sequence[str] = ("bbox",),
+        source: str = "the ground truth",
     ) -> None:
-        self.ann_file = Path(ann_file)
+        self.source = source
         if len(category_ids) != len(class_names):
             raise ValueError(
                 f"category_ids has {len(category_ids)} entries but class_names has "
@@ -67,20 +81,30 @@ class CocoEvaluator:
             raise ValueError(
                 f"iou_types must be a non-empty subset of {IOU_TYPES}, got {iou_types}"
             )
-        if not self.ann_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {self.ann_file}")
-        with _quiet():
-            self.coco_gt = COCO(str(self.ann_file))
+        self.coco_gt = coco_gt
         declared = set(self.coco_gt.getCatIds())
         missing = [cid for cid in category_ids if cid not in declared]
         if missing:
             raise ValueError(
-                f"category ids {missing} are not declared in 'categories' of {self.ann_file}"
+                f"category ids {missing} are not declared in 'categories' of {self.source}"
             )
         self.category_ids = [int(cid) for cid in category_ids]
         self.class_names = list(class_names)
         self.iou_types = tuple(iou_types)
         self._results: dict[int, dict[str, list[dict[str, Any]]]] = {}
+
+    @classmethod
+    def for_dataset(
+        cls, dataset: CocoDataset, iou_types: Sequence[str] = ("bbox",)
+    ) -> CocoEvaluator:
+        """An evaluator of ``dataset``'s categories against :func:`coco_ground_truth`."""
+        return cls(
+            coco_ground_truth(dataset),
+            dataset.category_ids,
+            dataset.class_names,
+            iou_types,
+            source=str(dataset.ann_file),
+        )
 
     def reset(self) -> None:
         """Forget everything processed so far."""
@@ -166,7 +190,7 @@ class CocoEvaluator:
             expected = (int(info["height"]), int(info["width"]))
             if tuple(masks.shape[1:]) != expected:
                 raise ValueError(
-                    f"image {image_id}: masks are {tuple(masks.shape[1:])} but {self.ann_file} "
+                    f"image {image_id}: masks are {tuple(masks.shape[1:])} but {self.source} "
                     f"gives the original size (h, w) = {expected}; scale masks back first"
                 )
         masks_np = np.asfortranarray(masks.numpy().astype(np.uint8).transpose(1, 2, 0))
@@ -185,12 +209,12 @@ class CocoEvaluator:
             classes that have no (non-crowd) GT in the evaluated images.
         """
         if not self._results:
-            raise ValueError(f"evaluate() called before any process() call ({self.ann_file})")
+            raise ValueError(f"evaluate() called before any process() call ({self.source})")
         image_ids = sorted(self._results)
         unknown = [image_id for image_id in image_ids if image_id not in self.coco_gt.imgs]
         if unknown:
             raise ValueError(
-                f"predictions for image ids {unknown} that are not in {self.ann_file} "
+                f"predictions for image ids {unknown} that are not in {self.source} "
                 f"({len(self.coco_gt.imgs)} images); was the evaluator built on the right split?"
             )
         metrics: dict[str, Any] = {}
@@ -222,7 +246,7 @@ class CocoEvaluator:
             coco_eval.evaluate()
             coco_eval.accumulate()
         if verbose:
-            print(f"COCO {iou_type} on {len(image_ids)} images of {self.ann_file}:")
+            print(f"COCO {iou_type} on {len(image_ids)} images of {self.source}:")
         with _quiet(enabled=not verbose):
             coco_eval.summarize()
         return coco_eval

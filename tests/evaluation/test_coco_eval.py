@@ -1,7 +1,9 @@
-"""Tests for visionmtl/engine/coco_eval.py on a tiny synthetic COCO file (and coco_tiny if present)."""
+"""Tests for visionmtl/evaluation/coco_eval.py on a tiny synthetic COCO file (and coco_tiny if present)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import torch
 from pycocotools.coco import COCO
 
 from tests.conftest import SHARED_DATA_DIR
-from visionmtl.engine.coco_eval import CocoEvaluator
+from visionmtl.data import CocoDataset
+from visionmtl.evaluation.coco_eval import CocoEvaluator, coco_ground_truth
 
 COCO_TINY_VAL = SHARED_DATA_DIR / "coco_tiny" / "annotations" / "instances_val2017.json"
 
@@ -88,6 +91,15 @@ def ann_file(tmp_path: Path) -> Path:
     return path
 
 
+def _evaluator(
+    ann_file: Path, category_ids: list[int], class_names: list[str], iou_types=("bbox",)
+) -> CocoEvaluator:
+    """An evaluator on the JSON file as pycocotools reads it, named by its path."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(ann_file))
+    return CocoEvaluator(coco_gt, category_ids, class_names, iou_types, source=str(ann_file))
+
+
 def _gt_as_predictions(
     coco: COCO, image_ids: list[int], category_ids: list[int], with_masks: bool = False
 ) -> list[dict[str, torch.Tensor]]:
@@ -114,7 +126,7 @@ def _gt_as_predictions(
 
 
 def test_gt_as_predictions_is_perfect(ann_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    evaluator = CocoEvaluator(ann_file, CATEGORY_IDS, CLASS_NAMES, iou_types=("bbox", "segm"))
+    evaluator = _evaluator(ann_file, CATEGORY_IDS, CLASS_NAMES, iou_types=("bbox", "segm"))
     image_ids = [1, 2, 3]
     evaluator.process(
         image_ids, _gt_as_predictions(evaluator.coco_gt, image_ids, CATEGORY_IDS, True)
@@ -135,7 +147,7 @@ def test_gt_as_predictions_is_perfect(ann_file: Path, capsys: pytest.CaptureFixt
 
 
 def test_shifted_boxes_score_much_lower(ann_file: Path) -> None:
-    evaluator = CocoEvaluator(ann_file, CATEGORY_IDS, CLASS_NAMES)
+    evaluator = _evaluator(ann_file, CATEGORY_IDS, CLASS_NAMES)
     predictions = _gt_as_predictions(evaluator.coco_gt, [1, 2, 3], CATEGORY_IDS)
     for prediction in predictions:
         prediction["boxes"] += 40.0
@@ -146,7 +158,7 @@ def test_shifted_boxes_score_much_lower(ann_file: Path) -> None:
 
 
 def test_no_predictions_give_zero_not_a_crash(ann_file: Path) -> None:
-    evaluator = CocoEvaluator(ann_file, CATEGORY_IDS, CLASS_NAMES, iou_types=("bbox", "segm"))
+    evaluator = _evaluator(ann_file, CATEGORY_IDS, CLASS_NAMES, iou_types=("bbox", "segm"))
     empty = {
         "boxes": torch.zeros(0, 4),
         "scores": torch.zeros(0),
@@ -161,7 +173,7 @@ def test_no_predictions_give_zero_not_a_crash(ann_file: Path) -> None:
 
 
 def test_only_processed_images_are_evaluated(ann_file: Path) -> None:
-    evaluator = CocoEvaluator(ann_file, CATEGORY_IDS, CLASS_NAMES)
+    evaluator = _evaluator(ann_file, CATEGORY_IDS, CLASS_NAMES)
     # image 1 and 2's ground truth would be missed if they counted
     evaluator.process([3], _gt_as_predictions(evaluator.coco_gt, [3], CATEGORY_IDS))
     metrics = evaluator.evaluate()
@@ -174,7 +186,7 @@ def test_only_processed_images_are_evaluated(ann_file: Path) -> None:
 
 def test_category_ids_map_contiguous_labels(ann_file: Path) -> None:
     # Reversed order: label 0 is dog (id 5), label 1 is cat (id 2).
-    evaluator = CocoEvaluator(ann_file, [5, 2], ["dog", "cat"])
+    evaluator = _evaluator(ann_file, [5, 2], ["dog", "cat"])
     evaluator.process([1, 2, 3], _gt_as_predictions(evaluator.coco_gt, [1, 2, 3], [5, 2]))
     assert evaluator.evaluate()["bbox_AP"] == pytest.approx(1.0)
 
@@ -190,7 +202,7 @@ def test_category_ids_map_contiguous_labels(ann_file: Path) -> None:
 
 
 def test_unknown_image_id_names_it_and_the_file(ann_file: Path) -> None:
-    evaluator = CocoEvaluator(ann_file, CATEGORY_IDS, CLASS_NAMES)
+    evaluator = _evaluator(ann_file, CATEGORY_IDS, CLASS_NAMES)
     predictions = _gt_as_predictions(evaluator.coco_gt, [1], CATEGORY_IDS)
     evaluator.process([torch.tensor(999)], predictions)
     with pytest.raises(ValueError, match=r"999.*instances\.json"):
@@ -199,8 +211,8 @@ def test_unknown_image_id_names_it_and_the_file(ann_file: Path) -> None:
 
 def test_bad_inputs_are_reported(ann_file: Path) -> None:
     with pytest.raises(ValueError, match="42"):
-        CocoEvaluator(ann_file, [2, 42], ["cat", "unicorn"])
-    evaluator = CocoEvaluator(ann_file, CATEGORY_IDS, CLASS_NAMES, iou_types=("segm",))
+        _evaluator(ann_file, [2, 42], ["cat", "unicorn"])
+    evaluator = _evaluator(ann_file, CATEGORY_IDS, CLASS_NAMES, iou_types=("segm",))
     prediction = _gt_as_predictions(evaluator.coco_gt, [1], CATEGORY_IDS, with_masks=True)[0]
     prediction["masks"] = prediction["masks"][:, :40, :50]  # resized, not original size
     with pytest.raises(ValueError, match=r"original size"):
@@ -211,7 +223,7 @@ def test_bad_inputs_are_reported(ann_file: Path) -> None:
 
 
 def test_verbose_prints_the_summary(ann_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    evaluator = CocoEvaluator(ann_file, CATEGORY_IDS, CLASS_NAMES)
+    evaluator = _evaluator(ann_file, CATEGORY_IDS, CLASS_NAMES)
     evaluator.process([1], _gt_as_predictions(evaluator.coco_gt, [1], CATEGORY_IDS))
     evaluator.evaluate(verbose=True)
     assert "Average Precision" in capsys.readouterr().out
@@ -222,7 +234,7 @@ def test_coco_tiny_gt_as_predictions_is_perfect() -> None:
     coco = COCO(str(COCO_TINY_VAL))
     category_ids = sorted(coco.getCatIds())
     class_names = [coco.cats[cid]["name"] for cid in category_ids]
-    evaluator = CocoEvaluator(COCO_TINY_VAL, category_ids, class_names, iou_types=("bbox", "segm"))
+    evaluator = _evaluator(COCO_TINY_VAL, category_ids, class_names, iou_types=("bbox", "segm"))
     image_ids = sorted(coco.getImgIds())
     evaluator.process(image_ids, _gt_as_predictions(coco, image_ids, category_ids, True))
     metrics = evaluator.evaluate()
@@ -234,3 +246,20 @@ def test_coco_tiny_gt_as_predictions_is_perfect() -> None:
             assert class_metrics["bbox_AP"] == pytest.approx(1.0), name
         else:  # no non-crowd GT in the evaluated images
             assert class_metrics["bbox_AP"] is None, name
+
+
+def test_for_dataset_scores_the_data_set_against_its_ground_truth(ann_file: Path) -> None:
+    dataset = CocoDataset(ann_file, ann_file.parent)
+    ground_truth = coco_ground_truth(dataset)
+    # Today the ground truth is the JSON file as written (see coco_ground_truth).
+    assert ground_truth.dataset["annotations"] == json.loads(ann_file.read_text())["annotations"]
+    evaluator = CocoEvaluator.for_dataset(dataset, iou_types=("bbox", "segm"))
+    assert (evaluator.category_ids, evaluator.class_names) == (CATEGORY_IDS, CLASS_NAMES)
+    image_ids = [1, 2, 3]
+    evaluator.process(image_ids, _gt_as_predictions(ground_truth, image_ids, CATEGORY_IDS, True))
+    metrics = evaluator.evaluate()
+    assert metrics["bbox_AP"] == pytest.approx(1.0)
+    assert metrics["segm_AP"] == pytest.approx(1.0)
+    evaluator.process([999], _gt_as_predictions(ground_truth, [1], CATEGORY_IDS, True))
+    with pytest.raises(ValueError, match=r"999.*instances\.json"):
+        evaluator.evaluate()

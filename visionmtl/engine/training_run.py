@@ -1,0 +1,194 @@
+"""The parts of one training (model, loader, optimizer, lr schedule, loss scaler, task balancer,
+NaN guard) and its progress, saved to and restored from ``last.pt`` so a resume is exact."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from visionmtl.config import Config
+from visionmtl.data import Collator, MixedDataset
+from visionmtl.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from visionmtl.engine.distributed import DistInfo
+from visionmtl.engine.errors import TrainingError
+from visionmtl.engine.finetune import init_from_checkpoint
+from visionmtl.engine.nan_guard import NanGuard
+from visionmtl.engine.optim import build_optimizer, build_scheduler
+from visionmtl.engine.precision import make_scaler
+from visionmtl.engine.sampler import EpochSampler, SeededDataset
+from visionmtl.evaluation.validation import ValidationSets
+from visionmtl.models import MultiTaskModel, build_model
+from visionmtl.mtl import build_balancer
+
+
+def fresh_epoch_stats() -> dict[str, dict]:
+    """Running loss averages (name -> value) and per-task loss sums (task -> [sum, count], DWA)."""
+    return {"running": {}, "task_sums": {}}
+
+
+@dataclass
+class Progress:
+    """Where a training stands: the next batch to run (``epoch``, ``batch``), the step count, the
+    best selection score and the epoch's accumulators (:func:`fresh_epoch_stats`)."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best_score: float = -math.inf
+    epoch_stats: dict[str, dict] = field(default_factory=fresh_epoch_stats)
+
+
+class TrainingRun:
+    """Everything the training loop works with, built from the config in a fixed order (the
+    order in which random numbers are drawn is part of an exact resume).
+
+    ``train_model`` is ``model``, or ``model`` wrapped in DistributedDataParallel under torchrun;
+    ``shared_params`` are the backbone's and neck's trainable parameters, where task gradients
+    meet."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        train_set: MixedDataset,
+        val_sets: ValidationSets,
+        output_dir: Path,
+        resume: bool,
+        device: torch.device,
+        dist_info: DistInfo,
+    ) -> None:
+        self.cfg, self.val_sets, self.output_dir = cfg, val_sets, output_dir
+        self.device, self.dist_info = device, dist_info
+        self.last_path = output_dir / "last.pt"
+        self.model, self.train_model = self._build_model(resume and self.last_path.is_file())
+        self.sampler, self.loader = self._build_loader(train_set)
+        self.iters_per_epoch = self.sampler.batches_per_epoch()
+        if self.iters_per_epoch == 0:
+            raise TrainingError(f"{cfg.data.train_ann}: the training set has no images")
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.scaler = make_scaler(device, cfg.train.amp)
+        self.balancer = build_balancer(cfg.mtl, cfg.model.tasks, device=device)
+        if self.balancer.parameters():  # learned task weights (uncertainty) train with the network
+            self.optimizer.add_param_group(
+                {"params": self.balancer.parameters(), "weight_decay": 0.0}
+            )
+        backbone_and_neck = (*self.model.backbone.parameters(), *self.model.neck.parameters())
+        self.shared_params = [p for p in backbone_and_neck if p.requires_grad]
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.train, cfg.train.epochs * self.iters_per_epoch
+        )
+        self.nan_guard = NanGuard(
+            cfg.train.nan_policy, cfg.train.max_nan_skips, output_dir, train_set.file_names()
+        )
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist_info.is_main
+
+    def _build_model(self, resuming: bool) -> tuple[MultiTaskModel, nn.Module]:
+        """The model on the device, from ``model.init_from`` unless resuming, and the module to
+        train (the model, or the model in DistributedDataParallel)."""
+        cfg, dist_info = self.cfg, self.dist_info
+        model_cfg = cfg.model
+        if model_cfg.init_from:  # the checkpoint holds the backbone: fetch no other weights
+            no_weights = replace(model_cfg.backbone, pretrained=False, weights=None)
+            model_cfg = replace(model_cfg, backbone=no_weights)
+        model = build_model(model_cfg, cfg.eval, sharing=cfg.mtl.sharing)
+        if cfg.model.init_from and not resuming:
+            report = init_from_checkpoint(model, cfg, cfg.model.init_from)
+            if dist_info.is_main:
+                print(report.summary(cfg.model.init_from))
+        model = model.to(self.device)
+        if dist_info.enabled and cfg.train.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model, DistributedDataParallel(model) if dist_info.enabled else model
+
+    def _build_loader(self, train_set: MixedDataset) -> tuple[EpochSampler, DataLoader]:
+        """This rank's shuffled batches of the training set; the sampler can start mid-epoch."""
+        cfg, dist_info = self.cfg, self.dist_info
+        batch_size = cfg.data.batch_size
+        sampler = EpochSampler(
+            len(train_set),
+            batch_size,
+            seed=cfg.train.seed,
+            rank=dist_info.rank,
+            world_size=dist_info.world_size,
+            drop_last=len(train_set) > batch_size * dist_info.world_size,
+        )
+        loader = DataLoader(
+            SeededDataset(train_set),
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=Collator(32),
+            persistent_workers=cfg.data.num_workers > 0,
+        )
+        return sampler, loader
+
+    def restore(self, resume: bool) -> Progress:
+        """With ``resume`` and a ``last.pt``: model, optimizer, schedule, scaler, balancer, NaN
+        guard and RNG states as they were saved, and the progress to continue from; else a fresh
+        start."""
+        if not (resume and self.last_path.is_file()):
+            if resume and self.is_main:
+                print(f"--resume: no {self.last_path} yet, starting from scratch")
+            return Progress()
+        _, state = load_checkpoint(self.last_path, map_location=self.device)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.balancer.load_state_dict(state["mtl"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"{self.last_path} does not fit this config (model, tasks, optimizer or "
+                f"mtl.method changed?): {str(error).splitlines()[0]}"
+            ) from None
+        self.nan_guard.load_state_dict(state.get("nan_guard", {}))
+        set_rng_state(state["rng"])
+        progress = Progress(
+            epoch=int(state["epoch"]),
+            batch=int(state.get("batch", 0)),
+            step=int(state.get("step", 0)),
+            best_score=float(state["best_score"]),
+            epoch_stats=state.get("epoch_stats", fresh_epoch_stats()),
+        )
+        if self.is_main:
+            print(
+                f"resumed from {self.last_path} at epoch {progress.epoch + 1}, "
+                f"batch {progress.batch}"
+            )
+        return progress
+
+    def save_last(self, progress: Progress) -> None:
+        """``last.pt``: everything needed to continue at ``progress`` exactly (rank 0 writes)."""
+        if not self.is_main:
+            return
+        save_checkpoint(
+            self.last_path,
+            self.cfg,
+            self.model,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            mtl=self.balancer.state_dict(),
+            epoch_stats=progress.epoch_stats,
+            nan_guard=self.nan_guard.state_dict(),
+            rng=rng_state(),
+            epoch=progress.epoch,
+            batch=progress.batch,
+            step=progress.step,
+            best_score=progress.best_score,
+        )

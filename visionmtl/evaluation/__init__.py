@@ -1,0 +1,2 @@
+"""Evaluation: COCO box and mask AP (pycocotools), mIoU, the validation sets of a run, and metric
+tables."""
