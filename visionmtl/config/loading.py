@@ -178,8 +178,11 @@ def _apply_one(data: dict[str, Any], item: str) -> None:
         if isinstance(value, Mapping) and isinstance(current, Mapping) and _is_section(tp):
             value = _deep_merge(current, value)  # a section override keeps the fields it omits
         parent[loc[-1]] = value
-    # Check the enclosing section now, so that an error names this override.
-    _validate(parent, _annotation_at(loc[:-1], source), loc[:-1], source, {})
+    # Check the value now, so that an error names this override (and a dict field's own rule,
+    # e.g. mtl.weights' task names); rules across fields wait for the whole config.
+    section = _annotation_at(loc[:-1], source)
+    checked = (parent, section, loc[:-1]) if not _is_section(section) else (value, tp, loc)
+    _validate(*checked, source, {})
 
 
 def _container(data: dict[str, Any], loc: Loc, source: str) -> Any:
