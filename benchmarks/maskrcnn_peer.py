@@ -25,8 +25,8 @@ from torchvision.models.detection.backbone_utils import mobilenet_backbone
 from benchmarks.latency import median_latency_ms
 from visionmtl.config import TrainConfig
 from visionmtl.data import CocoDataset, DataError
-from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.optim import build_scheduler
+from visionmtl.errors import TrainingError
 from visionmtl.evaluation.coco_eval import CocoEvaluator
 from visionmtl.evaluation.report import merge_metrics
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator

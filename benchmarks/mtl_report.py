@@ -50,8 +50,8 @@ from visionmtl.config import (
     load_config,
 )
 from visionmtl.engine.checkpoint import load_model
-from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.trainer import resolve_device, train
+from visionmtl.errors import TrainingError
 
 # The single-task baseline of each task (tasks, in config order).
 BASELINE_TASKS: dict[str, tuple[str, ...]] = {

@@ -5,25 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Errors that describe bad input (config, data, checkpoint, weights), not bugs."""
-    from visionmtl.api.io import InputError
-    from visionmtl.config import ConfigError
-    from visionmtl.data import DataError
-    from visionmtl.engine.checkpoint import CheckpointError
-    from visionmtl.engine.errors import TrainingError
-    from visionmtl.models import BackboneError
-
-    return (
-        ConfigError,
-        DataError,
-        CheckpointError,
-        TrainingError,
-        BackboneError,
-        InputError,
-        FileNotFoundError,
-    )
+from visionmtl.errors import VisionMTLError
 
 
 def run_tool(function: Callable[[], object]) -> int:
@@ -33,7 +15,7 @@ def run_tool(function: Callable[[], object]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except user_error_types() as error:
+    except (VisionMTLError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -13,3 +13,28 @@ class VisionMTLError(Exception):
 
 class ConfigError(VisionMTLError, ValueError):
     """A config file, dict or override is invalid; the message names the source and the key."""
+
+
+class DataError(VisionMTLError, ValueError):
+    """A data set file (annotation JSON, image or label PNG) is missing, unreadable or malformed.
+
+    Messages name the file, the annotation or image id where there is one, the problem and a hint
+    for fixing it, e.g. ``annotations/val.json: annotation 1532 (image 7): category_id 9 is not
+    declared in "categories"; declare it or remove the annotation``.
+    """
+
+
+class BackboneError(VisionMTLError, RuntimeError):
+    """The backbone could not be built (unknown name, missing weights, offline hub)."""
+
+
+class CheckpointError(VisionMTLError, RuntimeError):
+    """A checkpoint file is missing, unreadable or not a visionmtl checkpoint."""
+
+
+class TrainingError(VisionMTLError, RuntimeError):
+    """Training cannot go on (non-finite loss, nothing to train on, ranks out of step)."""
+
+
+class InputError(VisionMTLError, ValueError):
+    """An input image cannot be used (missing file, not an image, unsupported array)."""

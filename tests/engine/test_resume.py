@@ -13,8 +13,8 @@ import torch
 from tests.conftest import tiny_train_overrides
 from visionmtl.config import load_config
 from visionmtl.engine.checkpoint import load_checkpoint
-from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.trainer import train
+from visionmtl.errors import TrainingError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,11 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from visionmtl.errors import InputError
+
 ImageInput = str | Path | Image.Image | np.ndarray
-
-
-class InputError(ValueError):
-    """An input image cannot be used (missing file, not an image, unsupported array)."""
 
 
 def _from_pil(image: Image.Image) -> np.ndarray:

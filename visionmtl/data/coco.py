@@ -23,8 +23,8 @@ from visionmtl.data.checks import (
     read_coco_json,
 )
 from visionmtl.data.classes import IGNORE_INDEX, coco_sem_table
-from visionmtl.data.errors import DataError
 from visionmtl.data.transforms import Transform
+from visionmtl.errors import DataError
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:

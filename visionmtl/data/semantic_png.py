@@ -13,8 +13,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from visionmtl.data.coco import IGNORE_INDEX
-from visionmtl.data.errors import DataError
 from visionmtl.data.transforms import Transform
+from visionmtl.errors import DataError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

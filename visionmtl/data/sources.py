@@ -17,8 +17,8 @@ from torch.utils.data import ConcatDataset, Dataset
 from visionmtl.config import TASKS, SourceConfig
 from visionmtl.data.checks import Problem
 from visionmtl.data.coco import IGNORE_INDEX, CocoDataset
-from visionmtl.data.errors import DataError
 from visionmtl.data.semantic_png import SemanticPngDataset
+from visionmtl.errors import DataError
 
 # Target keys that carry each task's labels.
 TASK_KEYS: dict[str, tuple[str, ...]] = {

@@ -11,12 +11,9 @@ import numpy as np
 import torch
 
 from visionmtl.config import Config, config_from_yaml, config_to_yaml
+from visionmtl.errors import CheckpointError
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable or not a visionmtl checkpoint."""
 
 
 def rng_state() -> dict[str, Any]:

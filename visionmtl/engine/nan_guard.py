@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from visionmtl.engine.errors import TrainingError
+from visionmtl.errors import TrainingError
 from visionmtl.mtl import task_of
 
 

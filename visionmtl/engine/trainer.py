@@ -30,7 +30,6 @@ from visionmtl.engine.distributed import (
     shutdown_distributed,
     tensors_in_sync,
 )
-from visionmtl.engine.errors import TrainingError
 from visionmtl.engine.precision import autocast
 from visionmtl.engine.rundir import prepare_run_dir
 from visionmtl.engine.task_steps import (
@@ -40,6 +39,7 @@ from visionmtl.engine.task_steps import (
     log_interaction,
 )
 from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_stats
+from visionmtl.errors import TrainingError
 from visionmtl.evaluation.report import format_metrics_table
 from visionmtl.evaluation.validation import build_validation_sets
 from visionmtl.models.summary import format_summary, model_summary

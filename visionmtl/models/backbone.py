@@ -8,9 +8,7 @@ import timm
 import torch
 from torch import nn
 
-
-class BackboneError(RuntimeError):
-    """The backbone could not be built (unknown name, missing weights, offline hub)."""
+from visionmtl.errors import BackboneError
 
 
 def _select_indices(info: list[dict], strides: list[int], name: str) -> list[int]:

@@ -2,7 +2,7 @@
 
 :func:`check_coco` never raises on malformed content (only :class:`~visionmtl.data.DataError` when
 the JSON file is missing or not JSON); it returns a :class:`CheckReport` of :class:`Problem` s.
-:func:`clean_annotations` applies an ``on_invalid`` policy (one of :data:`POLICIES`: "error" |
+:func:`clean_annotations` applies an ``on_invalid`` policy (one of :data:`visionmtl.config.ON_INVALID`: "error" |
 "skip" | "fix") to the data given its report.
 
 Modules: ``checker`` (the pass over the JSON), ``cleaning`` (the policies), ``problems`` (what a
@@ -10,11 +10,10 @@ check reports) and the private ``_values`` (checks of single numbers, polygons, 
 """
 
 from visionmtl.data.checks.checker import check_coco, check_coco_data, read_coco_json
-from visionmtl.data.checks.cleaning import POLICIES, clean_annotations
+from visionmtl.data.checks.cleaning import clean_annotations
 from visionmtl.data.checks.problems import CheckReport, Problem
 
 __all__ = [
-    "POLICIES",
     "CheckReport",
     "Problem",
     "check_coco",

@@ -17,7 +17,7 @@ from visionmtl.data.checks._values import (
     show,
 )
 from visionmtl.data.checks.problems import CheckReport, Problem
-from visionmtl.data.errors import DataError
+from visionmtl.errors import DataError
 
 
 def read_coco_json(ann_file: str | Path) -> Any:

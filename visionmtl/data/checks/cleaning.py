@@ -7,11 +7,10 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
+from visionmtl.config import ON_INVALID
 from visionmtl.data.checks._values import is_int, number_issue, polygon_issue
 from visionmtl.data.checks.problems import CheckReport, Problem
-from visionmtl.data.errors import DataError
-
-POLICIES: tuple[str, ...] = ("error", "skip", "fix")
+from visionmtl.errors import DataError
 
 
 def clean_annotations(
@@ -26,8 +25,8 @@ def clean_annotations(
     or malformed boxes recomputed from the segmentation, invalid polygon parts dropped, polygons
     clipped, duplicate annotation ids renumbered. Problems in ``FATAL_CODES`` always raise.
     """
-    if policy not in POLICIES:
-        raise ValueError(f"on_invalid must be one of {POLICIES}, got {policy!r}")
+    if policy not in ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {policy!r}")
     if report.fatal:
         raise DataError(_error_listing(report, report.fatal))
     if policy == "error":
