@@ -160,3 +160,11 @@ def test_build_balancer_passes_hyper_parameters():
         assert isinstance(
             build_balancer(MtlConfig(method="cagrad", weights={"det": 2}), TASKS), CAGrad
         )
+
+
+def test_every_configurable_method_has_a_balancer() -> None:
+    """The config's mtl.method choices (one Literal) and the name -> class dict stay in step."""
+    from visionmtl.config import MTL_METHODS
+    from visionmtl.mtl import BALANCERS
+
+    assert set(BALANCERS) == set(MTL_METHODS)
