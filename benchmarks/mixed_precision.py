@@ -39,13 +39,13 @@ def bench_mode(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[
     from visionmtl.data.batching import move_targets
     from visionmtl.engine.optim import build_optimizer
     from visionmtl.engine.precision import autocast, make_scaler
-    from visionmtl.engine.trainer import build_datasets, seed_everything, with_dataset_classes
+    from visionmtl.engine.trainer import build_datasets, dataset_classes, seed_everything
     from visionmtl.models import build_model
 
     seed_everything(0)
     train_set = build_datasets(cfg)
-    cfg = with_dataset_classes(cfg, train_set)
-    model = build_model(cfg.model, cfg.eval, sharing=cfg.mtl.sharing).to(device).train()
+    classes = dataset_classes(cfg, train_set)
+    model = build_model(cfg.model, classes, cfg.eval, sharing=cfg.mtl.sharing).to(device).train()
     optimizer = build_optimizer(model, cfg.train)
     scaler = make_scaler(device, amp)
     loader = DataLoader(

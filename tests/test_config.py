@@ -52,7 +52,7 @@ def test_defaults_load() -> None:
     assert cfg.model.tasks == ["det", "sem"]
     assert cfg.model.backbone.out_strides == [8, 16, 32]
     assert cfg.train.amp == "off"
-    assert cfg.model.num_classes is None
+    assert cfg.model.backbone.weights is None
     assert cfg.mtl.method in MTL_METHODS
     assert load_config(None) is not load_config(None)  # no shared mutable defaults
     assert load_config(None).model.tasks is not cfg.model.tasks
@@ -81,7 +81,6 @@ def test_overrides_on_top_of_file(config_file: Path) -> None:
             "model.tasks=[det,sem,inst]",  # list
             "model.backbone.pretrained=true",  # bool
             "train.lr=0.05",  # float
-            "model.num_classes=3",  # Optional int
             "model.backbone.weights=/tmp/w.pth",  # Optional str, raw text kept
             "mtl.weights.sem=0.5",  # an entry of a dict field
             "model.det={center_sampling_radius: 2}",  # a section: merged, not replaced
@@ -91,14 +90,11 @@ def test_overrides_on_top_of_file(config_file: Path) -> None:
     assert cfg.model.tasks == ["det", "sem", "inst"]
     assert cfg.model.backbone.pretrained is True
     assert cfg.train.lr == 0.05
-    assert cfg.model.num_classes == 3
     assert cfg.model.backbone.weights == "/tmp/w.pth"
     assert cfg.mtl.weights == {"det": 2.0, "sem": 0.5}
     assert cfg.model.det.num_convs == 3 and cfg.model.det.center_sampling_radius == 2.0
     assert cfg.train.amp == "bf16"  # from the file, not overridden
 
-    back = load_config(None, ["model.num_classes=3", "model.num_classes=null"])
-    assert back.model.num_classes is None
     assert (
         load_config(
             None, ["model.backbone.weights=x", "model.backbone.weights=~"]
@@ -178,7 +174,10 @@ def test_unknown_key_in_yaml(tmp_path: Path) -> None:
             {"model": {"backbone": {"out_strides": [8, "x"]}}},
             "model.backbone.out_strides[1]: expected int",
         ),
-        ({"model": {"num_classes": "3"}}, "model.num_classes: expected int or None, got str '3'"),
+        (
+            {"model": {"backbone": {"weights": 3}}},
+            "model.backbone.weights: expected str or None, got int 3",
+        ),
         ({"mtl": {"weights": {"det": "high"}}}, "mtl.weights.det: expected float, got str 'high'"),
         ({"data": 5}, "data: expected mapping, got int 5"),
     ],
@@ -215,19 +214,41 @@ def test_bad_choice_rejected(override: str, key: str) -> None:
 
 
 def test_cross_field_consistency() -> None:
+    with pytest.raises(ConfigError, match=r"data\.val_sem_images: .*needs all three"):
+        config_from_dict({"data": {"val_sem_images": "i", "val_sem_masks": "m"}})
+
+
+def test_class_lists_are_not_config_keys() -> None:
+    """Class lists come from the data and live in checkpoints (structures.ClassSpec)."""
+    with pytest.raises(ConfigError, match="unknown key 'model.num_classes'"):
+        config_from_dict({"model": {"num_classes": 2}})
+
+
+def test_file_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "lines.yaml"
+    path.write_text("train:\n  epochs: 5\n  lr: -1\nmodel:\n  tasks: [det]\n")
     with pytest.raises(
-        ConfigError, match="model.class_names: has 1 entries but model.num_classes is 2"
+        ConfigError, match=r"lines\.yaml:3: train\.lr: expected a number > 0, got -1"
     ):
-        config_from_dict({"model": {"num_classes": 2, "class_names": ["a"]}})
+        load_config(path)
+
+
+def test_override_of_a_list_element_key() -> None:
+    base = apply_overrides(Config(), ["data.extra_sources=[{ann: a.json, images: i}]"])
+    cfg = apply_overrides(base, ["data.extra_sources.0.tasks=[det]", "data.extra_sources[0].ann=b"])
+    assert cfg.data.extra_sources[0].tasks == ["det"] and cfg.data.extra_sources[0].ann == "b"
+    with pytest.raises(ConfigError, match=r"'data\.extra_sources' has 1 elements, no \[3\]"):
+        apply_overrides(base, ["data.extra_sources.3.tasks=[det]"])
+    with pytest.raises(ConfigError, match=r"data\.extra_sources\[0\]\.tasks: expected"):
+        apply_overrides(base, ["data.extra_sources.0.tasks=[inst]"])
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:
     cfg = load_config(
         None,
         [
-            "model.num_classes=3",
-            "model.class_names=['yes', 'a b', 'no']",  # strings YAML would otherwise turn into bools
-            "model.category_ids=[1,5,9]",
+            "model.sem.class_names=['yes', 'a b', 'no']",  # strings YAML would turn into bools
+            "model.backbone.out_strides=[4,8,16,32]",
             "train.lr=1e-10",
             "train.amp=off",
             "train.output_dir=007",
@@ -235,7 +256,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
             "mtl.weights={det: 1.5, sem: 0.25}",
         ],
     )
-    assert cfg.model.class_names == ["yes", "a b", "no"]
+    assert cfg.model.sem.class_names == ["yes", "a b", "no"]
     text = config_to_yaml(cfg)
     assert config_from_yaml(text) == cfg
     assert config_from_dict(config_to_dict(cfg)) == cfg

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         dataset = coco_val_set(cfg, ann, images)
         # The config's semantic PNG validation set (data.val_sem_*) scores mIoU unless --ann is given.
-        sem_png = None if args.ann else semantic_png_val_set(cfg)
+        sem_png = None if args.ann else semantic_png_val_set(cfg, model.classes)
         sets = ValidationSets(dataset, sem_png)
         metrics = sets.evaluate(model, cfg, torch.device(args.device))
         print(format_metrics_table(metrics))

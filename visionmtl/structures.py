@@ -1,12 +1,151 @@
-"""Names every layer shares: the tasks, the target keys each task reads, the ignore id.
+"""Names and small types every layer shares: tasks, target keys, the ignore id, the class lists.
 
-This module imports nothing heavy, so the config, data, models, engine and evaluation layers all
-take these names from here instead of spelling them again.
+This module imports nothing heavy, so the config, data, models, engine, evaluation and API layers
+all take these from here instead of spelling them again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from visionmtl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
 # The tasks a model can learn, in the order they are reported (config ``model.tasks``).
 TASKS: tuple[str, ...] = ("det", "sem", "inst")
+# Target keys that carry each task's labels: a key that is absent means "not labelled here".
+TARGET_KEYS: dict[str, tuple[str, ...]] = {
+    "det": ("boxes", "labels"),
+    "sem": ("sem_seg",),
+    "inst": ("masks",),
+}
 # Semantic label id that no loss and no metric counts (crowd regions, void, unlabelled classes).
 IGNORE_INDEX: int = 255
+# Semantic ids are 0 (background), 1..S (classes) and 255 (ignore), so S is at most 254.
+MAX_SEM_CLASSES: int = IGNORE_INDEX - 1
+
+
+class Target(TypedDict, total=False):
+    """One image's labels (a missing key: that task is not labelled for this image).
+
+    boxes ``[N, 4]`` float xyxy pixels of the resized image; labels ``[N]`` int64, contiguous
+    0-based over the data set's categories; masks ``[N, H, W]`` uint8; sem_seg ``[H, W]`` int64 with
+    0 = background, k + 1 = semantic class k, 255 = ignore; image_id int."""
+
+    boxes: Tensor
+    labels: Tensor
+    masks: Tensor
+    sem_seg: Tensor
+    image_id: int
+
+
+class Prediction(TypedDict, total=False):
+    """One image's predictions, in the (unpadded) input image's pixels.
+
+    boxes ``[N, 4]`` xyxy; scores ``[N]``; labels ``[N]`` contiguous 0-based; masks ``[N, H, W]``
+    bool; sem_seg ``[H, W]`` int64 semantic ids as in :class:`Target`."""
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    masks: Tensor
+    sem_seg: Tensor
+
+
+def task_of(loss_name: str) -> str:
+    """``"det/cls"`` -> ``"det"``: loss names start with their task."""
+    return loss_name.split("/", 1)[0]
+
+
+def group_by_task(losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Sum each task's named losses: {"det/cls": a, "det/box": b, "sem/ce": c} -> {"det": a+b, "sem": c}."""
+    grouped: dict[str, Tensor] = {}
+    for name, value in losses.items():
+        task = task_of(name)
+        grouped[task] = grouped[task] + value if task in grouped else value
+    return grouped
+
+
+def labelled_tasks(targets: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The tasks that at least one of ``targets`` labels (see :data:`TARGET_KEYS`)."""
+    return {task for task, keys in TARGET_KEYS.items() if any(keys[0] in t for t in targets)}
+
+
+def check_sem_class_count(sem_names: Sequence[str]) -> None:
+    """ConfigError when the semantic head would have more classes than its ids can hold."""
+    if len(sem_names) > MAX_SEM_CLASSES:
+        raise ConfigError(
+            f"the semantic head would have {len(sem_names)} classes (model.sem.class_names, or "
+            f"the training categories); at most {MAX_SEM_CLASSES} fit, id {IGNORE_INDEX} is "
+            "ignore: list fewer in model.sem.class_names or leave 'sem' out of model.tasks"
+        )
+
+
+def semantic_classes(own_names: Sequence[str], category_names: Sequence[str]) -> list[str]:
+    """The semantic head's classes without background: its own list, else the detection classes."""
+    return list(own_names) or list(category_names)
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """The classes of a model, derived from its training data and stored in its checkpoint.
+
+    Attributes:
+        class_names: detection / mask classes; contiguous label k is ``class_names[k]``.
+        category_ids: the data set's JSON id of label k.
+        sem_names: the semantic head's classes without background (id k + 1 = ``sem_names[k]``):
+            ``model.sem.class_names`` when set, else ``class_names``.
+    """
+
+    class_names: tuple[str, ...]
+    category_ids: tuple[int, ...]
+    sem_names: tuple[str, ...]
+
+    @classmethod
+    def from_data(
+        cls,
+        class_names: Sequence[str],
+        category_ids: Sequence[int],
+        own_sem_names: Sequence[str] = (),
+    ) -> ClassSpec:
+        """The spec of a data set's categories and the semantic head's own list (may be empty)."""
+        if len(class_names) != len(category_ids) or not class_names:
+            raise ConfigError(
+                f"{len(class_names)} class names for {len(category_ids)} category ids; a model "
+                "needs at least one category, each with a name"
+            )
+        if len(set(category_ids)) != len(category_ids):
+            raise ConfigError(f"duplicate category ids in {list(category_ids)}")
+        sem_names = semantic_classes(own_sem_names, class_names)
+        return cls(tuple(class_names), tuple(int(i) for i in category_ids), tuple(sem_names))
+
+    @classmethod
+    def numbered(cls, num_classes: int) -> ClassSpec:
+        """``num_classes`` classes named "class1".. with ids 1.. (tests, export without data)."""
+        names = [f"class{i}" for i in range(1, num_classes + 1)]
+        return cls.from_data(names, list(range(1, num_classes + 1)))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def own_sem_names(self) -> bool:
+        """Whether the semantic head has its own class list (not the detection classes)."""
+        return self.sem_names != self.class_names
+
+    def to_dict(self) -> dict[str, list]:
+        """Plain lists for a checkpoint (``torch.load(weights_only=True)`` reads them)."""
+        return {key: list(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Sequence]) -> ClassSpec:
+        return cls(
+            tuple(data["class_names"]),
+            tuple(int(i) for i in data["category_ids"]),
+            tuple(data["sem_names"]),
+        )

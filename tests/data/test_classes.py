@@ -16,8 +16,9 @@ from PIL import Image
 from tests.conftest import tiny_train_overrides
 from visionmtl.config import ConfigError, ModelConfig, SourceConfig, load_config
 from visionmtl.data import CocoDataset, Collator, DataError, TaskFilter, build_training_set
-from visionmtl.data.classes import check_sem_class_count, coco_sem_table, semantic_ids
+from visionmtl.data.classes import coco_sem_table, semantic_ids
 from visionmtl.models import build_model
+from visionmtl.structures import ClassSpec, check_sem_class_count
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*__array__ implementation:DeprecationWarning"),
@@ -43,11 +44,11 @@ def test_coco_sem_table_maps_by_name_and_ignores_unknowable_background() -> None
 
 
 def test_semantic_ids_keep_category_ids_and_number_stuff_above_them() -> None:
-    ids, names = semantic_ids([1, 3, 7], ["circle", "square", "triangle"], SEM)
+    ids, names = semantic_ids(ClassSpec.from_data(["circle", "square", "triangle"], [1, 3, 7], SEM))
     assert ids.tolist() == [0, 8, 1, 3]
     assert names == {0: "background", 8: "ground", 1: "circle", 3: "square"}
     # Without an own list: the category ids, even when names repeat or are empty
-    ids, names = semantic_ids([1, 5], ["person", "person"], [])
+    ids, names = semantic_ids(ClassSpec.from_data(["person", "person"], [1, 5]))
     assert ids.tolist() == [0, 1, 5] and names == {0: "background", 1: "person", 5: "person"}
 
 
@@ -144,9 +145,10 @@ def test_names_the_head_does_not_know_are_errors(
 
 
 def test_model_semantic_head_has_its_own_width(shapes_paths: dict[str, Path]) -> None:
-    cfg = ModelConfig(tasks=["det", "sem"], fpn_channels=16, num_classes=3)
+    cfg = ModelConfig(tasks=["det", "sem"], fpn_channels=16)
     cfg.sem.class_names = ["ground", "sky", "circle", "square"]
-    model = build_model(cfg).train()
+    classes = ClassSpec.from_data(["circle", "square", "triangle"], [1, 3, 7], cfg.sem.class_names)
+    model = build_model(cfg, classes).train()
     main = CocoDataset(
         shapes_paths["train_ann"], shapes_paths["train_images"], sem_classes=cfg.sem.class_names
     )

@@ -24,6 +24,7 @@ from visionmtl.data import (
     build_transforms,
 )
 from visionmtl.models import build_model
+from visionmtl.structures import ClassSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*__array__ implementation:DeprecationWarning")
 
@@ -176,7 +177,8 @@ def test_task_filter_rejects_inst_without_det(main_set: CocoDataset) -> None:
 
 def _tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(tasks=["det", "sem", "inst"], fpn_channels=16, num_classes=3))
+    cfg = ModelConfig(tasks=["det", "sem", "inst"], fpn_channels=16)
+    model = build_model(cfg, ClassSpec.numbered(3))
     return model.train()
 
 

@@ -10,28 +10,24 @@ import pytest
 import torch
 
 from tests.conftest import tiny_train_overrides
-from visionmtl.engine.checkpoint import CheckpointError, load_checkpoint
+from visionmtl.engine.checkpoint import CheckpointError, checkpoint_classes, load_checkpoint
 from visionmtl.engine.finetune import init_from_checkpoint
 from visionmtl.models import build_model
+from visionmtl.structures import ClassSpec
 
 
 def _model_with_classes(run: Path, names: list[str]):  # noqa: ANN202 - (model, cfg)
     cfg, _ = load_checkpoint(run / "best.pt")
-    model_cfg = replace(
-        cfg.model,
-        class_names=names,
-        category_ids=list(range(1, len(names) + 1)),
-        num_classes=len(names),
-    )
-    cfg = replace(cfg, model=replace(model_cfg, backbone=replace(cfg.model.backbone, weights=None)))
+    classes = ClassSpec.from_data(names, list(range(1, len(names) + 1)))
+    cfg = replace(cfg, model=replace(cfg.model, backbone=replace(cfg.model.backbone, weights=None)))
     torch.manual_seed(1)
-    return build_model(cfg.model, cfg.eval, sharing=cfg.mtl.sharing), cfg
+    return build_model(cfg.model, classes, cfg.eval, sharing=cfg.mtl.sharing), cfg
 
 
 def test_class_layers_are_matched_by_name(trained_run: Path) -> None:
-    old_cfg, payload = load_checkpoint(trained_run / "best.pt")
+    _, payload = load_checkpoint(trained_run / "best.pt")
     old = payload["model"]
-    assert old_cfg.model.class_names == ["circle", "square", "triangle"]
+    assert checkpoint_classes(payload, "best.pt").class_names == ("circle", "square", "triangle")
     model, cfg = _model_with_classes(trained_run, ["triangle", "star", "circle"])
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     report = init_from_checkpoint(model, cfg, trained_run / "best.pt")
@@ -64,7 +60,7 @@ def test_bad_checkpoints_are_clear_errors(trained_run: Path, tmp_path: Path) -> 
         cfg,
         model=replace(cfg.model, backbone=replace(cfg.model.backbone, name="resnet10t")),
     )
-    other = build_model(cfg_other.model, cfg_other.eval)
+    other = build_model(cfg_other.model, model.classes, cfg_other.eval)
     with pytest.raises(
         CheckpointError, match="backbone is .resnet18. but model.backbone.name is .resnet10t."
     ):

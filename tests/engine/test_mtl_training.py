@@ -80,8 +80,9 @@ def test_partially_labelled_extra_source_trains(shapes_paths: dict, tmp_path: Pa
 
 
 def test_unlabelled_tasks_do_not_move_learned_weights() -> None:
-    from visionmtl.engine.task_steps import labelled_only, labelled_tasks
+    from visionmtl.engine.task_steps import labelled_only
     from visionmtl.mtl import UncertaintyWeighting
+    from visionmtl.structures import labelled_tasks
 
     shared = torch.nn.Parameter(torch.ones(3))
     head_sem = torch.nn.Parameter(torch.ones(3))

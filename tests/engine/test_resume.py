@@ -106,9 +106,11 @@ def test_nan_skip_policy_keeps_batchnorm_statistics(
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert state["nan_guard"]["skipped"] == 6
     from visionmtl.models import build_model
+    from visionmtl.structures import ClassSpec
 
     torch.manual_seed(initial.train.seed)
-    fresh = build_model(initial.model).state_dict()
+    classes = ClassSpec.from_dict(state["classes"])
+    fresh = build_model(initial.model, classes).state_dict()
     bn_keys = [k for k in fresh if k.endswith("running_mean")]
     assert bn_keys and all(torch.equal(fresh[k], state["model"][k]) for k in bn_keys)
     cfg = resume_cfg(

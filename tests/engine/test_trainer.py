@@ -10,7 +10,7 @@ from tests.conftest import tiny_train_overrides
 from tools import eval as eval_tool
 from tools import train as train_tool
 from visionmtl.config import load_config
-from visionmtl.engine.checkpoint import load_checkpoint
+from visionmtl.engine.checkpoint import checkpoint_classes, load_checkpoint
 
 
 def test_run_directory_contents(trained_run: Path) -> None:
@@ -25,15 +25,19 @@ def test_run_directory_contents(trained_run: Path) -> None:
     assert set(metrics["per_class"]) >= {"circle", "square", "triangle"}
     env = json.loads((trained_run / "env.json").read_text())
     assert env["torch"] == torch.__version__ and "git_commit" in env
-    saved = load_config(trained_run / "config.yaml")
-    assert saved.model.category_ids == [1, 3, 7] and saved.model.num_classes == 3
+    # The run's config is the user's: the class lists derived from the data live in checkpoints.
+    assert "category_ids" not in (trained_run / "config.yaml").read_text()
+    load_config(trained_run / "config.yaml")
+    classes = checkpoint_classes(load_checkpoint(trained_run / "best.pt")[1], "best.pt")
+    assert classes.category_ids == (1, 3, 7) and classes.num_classes == 3
 
 
 def test_checkpoint_is_safe_to_load_and_carries_config(trained_run: Path) -> None:
     raw = torch.load(trained_run / "last.pt", weights_only=True)  # no arbitrary unpickling
     assert raw["epoch"] == 2 and "optimizer" in raw and "rng" in raw
-    cfg, _ = load_checkpoint(trained_run / "best.pt")
-    assert cfg.model.class_names == ["circle", "square", "triangle"]
+    cfg, payload = load_checkpoint(trained_run / "best.pt")
+    assert cfg.model.tasks == ["det", "sem", "inst"] and raw["format_version"] == 2
+    assert checkpoint_classes(payload, "best.pt").class_names == ("circle", "square", "triangle")
 
 
 def test_eval_tool_writes_metrics(
@@ -106,3 +110,24 @@ def test_bad_annotations_skip_by_default_or_stop_before_training(
     assert train_tool.main(["configs/shapes_demo.yaml", "--set", *strict]) == 2
     assert "bad.json" in capsys.readouterr().err
     assert not (tmp_path / "strict" / "last.pt").exists()
+
+
+def test_version_1_checkpoint_still_loads(trained_run: Path, tmp_path: Path) -> None:
+    """Checkpoints written before the class lists left the config (format 1) keep loading."""
+    import yaml
+
+    from visionmtl.engine.checkpoint import load_model
+
+    raw = torch.load(trained_run / "best.pt", weights_only=True)
+    config = yaml.safe_load(raw["config"])
+    classes = raw.pop("classes")
+    config["model"].update(
+        num_classes=len(classes["class_names"]),
+        class_names=classes["class_names"],
+        category_ids=classes["category_ids"],
+    )
+    raw.update(format_version=1, config=yaml.safe_dump(config))
+    torch.save(raw, tmp_path / "v1.pt")
+    model, cfg = load_model(tmp_path / "v1.pt")
+    assert model.classes == checkpoint_classes(load_checkpoint(trained_run / "best.pt")[1], "x")
+    assert cfg == load_checkpoint(trained_run / "best.pt")[0]

@@ -5,14 +5,15 @@ import torch
 
 from visionmtl.config import ModelConfig
 from visionmtl.models import MultiTaskModel, build_model
+from visionmtl.structures import ClassSpec
 
 
 def tiny_model(tasks: list[str]) -> MultiTaskModel:
-    cfg = ModelConfig(tasks=tasks, fpn_channels=32, num_classes=2)
+    cfg = ModelConfig(tasks=tasks, fpn_channels=32)
     cfg.sem.channels = 16
     cfg.det.num_convs = 1
     torch.manual_seed(0)
-    return build_model(cfg)
+    return build_model(cfg, ClassSpec.numbered(2))
 
 
 def batch() -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
@@ -131,9 +132,9 @@ def test_inst_requires_det_in_config() -> None:
 
 
 def test_adapters_start_as_hard_sharing_and_learn() -> None:
-    cfg = ModelConfig(tasks=["det", "sem"], fpn_channels=32, num_classes=2)
+    cfg = ModelConfig(tasks=["det", "sem"], fpn_channels=32)
     torch.manual_seed(0)
-    model = build_model(cfg, sharing="adapters")
+    model = build_model(cfg, ClassSpec.numbered(2), sharing="adapters")
     assert set(model.adapters) == {"det", "sem"}
     images, targets = batch()
     features = model.features(images)
@@ -143,4 +144,4 @@ def test_adapters_start_as_hard_sharing_and_learn() -> None:
     sum(model(images, targets).values()).backward()
     assert model.adapters["sem"].levels[0][2].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="sharing"):
-        build_model(cfg, sharing="soft-ish")
+        build_model(cfg, ClassSpec.numbered(2), sharing="soft-ish")

@@ -22,8 +22,8 @@ class Predictor:
     """Run a trained model on images with exactly the evaluation preprocessing.
 
     Args:
-        model: a MultiTaskModel (put in eval mode here).
-        cfg: the config it was trained with (classes, image size, thresholds).
+        model: a MultiTaskModel with its ``classes`` (put in eval mode here).
+        cfg: the config it was trained with (image size, thresholds).
         device: where to run.
         score_thresh: drop detections below this score (default: the config's ``eval.score_thresh``).
         batch_size: images per forward pass.
@@ -44,13 +44,12 @@ class Predictor:
         self.batch_size = batch_size
         self.transform = build_transforms(cfg.data.image_size, train=False)
         self.collate = Collator(32)
-        self.category_ids = np.asarray(cfg.model.category_ids, dtype=np.int64)
-        self.class_names = list(cfg.model.class_names)
+        classes = model.classes
+        self.category_ids = np.asarray(classes.category_ids, dtype=np.int64)
+        self.class_names = list(classes.class_names)
         # Semantic head index -> reported id: the category id for detection classes, ids above
         # every category id for the head's own ("stuff") classes; 0 stays background.
-        self.sem_to_category, self.sem_class_names = semantic_ids(
-            cfg.model.category_ids, cfg.model.class_names, cfg.model.sem.class_names
-        )
+        self.sem_to_category, self.sem_class_names = semantic_ids(classes)
 
     @classmethod
     def from_checkpoint(

@@ -368,7 +368,9 @@ def _config_error(
     elif kind == "literal_error" and isinstance(value, str):
         problem = f"expected one of {ctx['expected']}, got {value!r}"
     elif kind in _BOUNDS:
-        problem = f"expected a number {_BOUNDS[kind]} {next(iter(ctx.values()))}, got {value!r}"
+        bound = next(iter(ctx.values()))  # "> 0", not "> 0.0"
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        problem = f"expected a number {_BOUNDS[kind]} {bound}, got {value!r}"
     else:
         problem = _type_problem(value, _annotation_at(loc, source))
     return ConfigError(f"{where}: {path or 'top level'}: {problem}")

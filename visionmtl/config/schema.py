@@ -147,20 +147,6 @@ class ModelConfig:
     sem: Annotated[SemConfig, _EMPTY_IS_DEFAULT] = field(default_factory=SemConfig)
     inst: Annotated[InstConfig, _EMPTY_IS_DEFAULT] = field(default_factory=InstConfig)
     init_from: Str = ""  # fine-tune: visionmtl checkpoint (matching tensors; class rows by name)
-    # The last three are filled from the training data (leave them unset).
-    num_classes: PositiveInt | None = None
-    class_names: list[Str] = field(default_factory=list)
-    category_ids: list[Int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for name in ("class_names", "category_ids"):
-            values = getattr(self, name)
-            if values and self.num_classes is not None and len(values) != self.num_classes:
-                _fail(
-                    name, f"has {len(values)} entries but model.num_classes is {self.num_classes}"
-                )
-        if len(set(self.category_ids)) != len(self.category_ids):
-            _fail("category_ids", f"duplicate ids in {self.category_ids}")
 
 
 @dataclass(config=_CONFIG)

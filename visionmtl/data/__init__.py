@@ -3,12 +3,13 @@ batching and a synthetic shapes generator."""
 
 from visionmtl.data.batching import Collator
 from visionmtl.data.checks import CheckReport, Problem, check_coco, clean_annotations
-from visionmtl.data.coco import IGNORE_INDEX, CocoDataset, decode_segmentation
+from visionmtl.data.coco import CocoDataset, decode_segmentation
 from visionmtl.data.semantic_png import SemanticPngDataset
 from visionmtl.data.sources import MixedDataset, TaskFilter, build_training_set
 from visionmtl.data.synthetic import generate_shapes
 from visionmtl.data.transforms import MEAN, STD, Transform, build_transforms, normalize_image
 from visionmtl.errors import DataError
+from visionmtl.structures import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",

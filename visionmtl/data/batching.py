@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from visionmtl.data.coco import IGNORE_INDEX
+from visionmtl.structures import IGNORE_INDEX
 
 
 class Collator:

@@ -12,26 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from visionmtl.config import ConfigError, ModelConfig
-
-IGNORE_INDEX: int = 255
-# Semantic ids are 0 (background), 1..S (classes) and 255 (ignore), so S is at most 254.
-MAX_SEM_CLASSES: int = IGNORE_INDEX - 1
-
-
-def sem_class_names(model: ModelConfig) -> list[str]:
-    """The semantic head's classes without background: its own list, else the detection classes."""
-    return list(model.sem.class_names) or list(model.class_names)
-
-
-def check_sem_class_count(sem_names: Sequence[str]) -> None:
-    """ConfigError when the semantic head would have more classes than its ids can hold."""
-    if len(sem_names) > MAX_SEM_CLASSES:
-        raise ConfigError(
-            f"the semantic head would have {len(sem_names)} classes (model.sem.class_names, or "
-            f"the training categories); at most {MAX_SEM_CLASSES} fit, id {IGNORE_INDEX} is "
-            "ignore: list fewer in model.sem.class_names or leave 'sem' out of model.tasks"
-        )
+from visionmtl.structures import IGNORE_INDEX, ClassSpec, check_sem_class_count
 
 
 def coco_sem_table(category_names: Sequence[str], sem_names: Sequence[str]) -> np.ndarray:
@@ -51,29 +32,28 @@ def coco_sem_table(category_names: Sequence[str], sem_names: Sequence[str]) -> n
     return table
 
 
-def semantic_ids(
-    category_ids: Sequence[int], class_names: Sequence[str], own_sem_names: Sequence[str]
-) -> tuple[np.ndarray, dict[int, str]]:
+def semantic_ids(classes: ClassSpec) -> tuple[np.ndarray, dict[int, str]]:
     """Ids the Predictor reports per semantic class: ``(ids [S + 1] int64, id -> name)``.
 
-    Index 0 (background) is 0. Without an own list (``own_sem_names`` empty) index k + 1 is
-    category k's JSON id. With one, a class that is also a detection category (by name) reports
-    that category's id and any other ("stuff") class gets the next id above every category id, in
-    list order. E.g. categories {1: person}, own list [road, person] -> ids [0, 2, 1]."""
-    if not own_sem_names:
-        ids = [0, *(int(i) for i in category_ids)]
+    Index 0 (background) is 0. Without an own list index k + 1 is category k's JSON id. With one,
+    a class that is also a detection category (by name) reports that category's id and any other
+    ("stuff") class gets the next id above every category id, in list order. E.g. categories
+    {1: person}, own list [road, person] -> ids [0, 2, 1]."""
+    category_ids, class_names = classes.category_ids, classes.class_names
+    if not classes.own_sem_names:
+        ids = [0, *category_ids]
         names = {0: "background", **dict(zip(ids[1:], class_names, strict=True))}
         return np.asarray(ids, np.int64), names
     by_name: dict[str, int] = {}
     for name, category_id in zip(class_names, category_ids, strict=True):
-        by_name.setdefault(name, int(category_id))  # a repeated name keeps its first id
+        by_name.setdefault(name, category_id)  # a repeated name keeps its first id
     next_id = max([0, *category_ids]) + 1
     ids = [0]
-    for name in own_sem_names:
+    for name in classes.sem_names:
         if name in by_name:
             ids.append(by_name[name])
         else:
             ids.append(next_id)
             next_id += 1
-    names = {0: "background", **dict(zip(ids[1:], own_sem_names, strict=True))}
+    names = {0: "background", **dict(zip(ids[1:], classes.sem_names, strict=True))}
     return np.asarray(ids, np.int64), names

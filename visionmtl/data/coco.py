@@ -22,9 +22,10 @@ from visionmtl.data.checks import (
     clean_annotations,
     read_coco_json,
 )
-from visionmtl.data.classes import IGNORE_INDEX, coco_sem_table
+from visionmtl.data.classes import coco_sem_table
 from visionmtl.data.transforms import Transform
 from visionmtl.errors import DataError
+from visionmtl.structures import IGNORE_INDEX, semantic_classes
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -234,7 +235,7 @@ class CocoDataset(Dataset):
     @property
     def sem_class_names(self) -> list[str]:
         """Classes of ``sem_seg`` ids 1..S: ``sem_classes`` if given, else the categories."""
-        return list(self.sem_classes) if self.sem_classes else list(self.class_names)
+        return semantic_classes(self.sem_classes or (), self.class_names)
 
     def original_sem_seg(self, index: int) -> np.ndarray | None:
         """The semantic map ``[H, W]`` int64 at the original image size (for evaluation), or None

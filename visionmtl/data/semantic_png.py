@@ -12,9 +12,9 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from visionmtl.data.coco import IGNORE_INDEX
 from visionmtl.data.transforms import Transform
 from visionmtl.errors import DataError
+from visionmtl.structures import IGNORE_INDEX
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

@@ -14,24 +14,19 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
-from visionmtl.config import TASKS, SourceConfig
+from visionmtl.config import SourceConfig
 from visionmtl.data.checks import Problem
-from visionmtl.data.coco import IGNORE_INDEX, CocoDataset
+from visionmtl.data.coco import CocoDataset
 from visionmtl.data.semantic_png import SemanticPngDataset
 from visionmtl.errors import DataError
+from visionmtl.structures import IGNORE_INDEX, TARGET_KEYS, TASKS
 
-# Target keys that carry each task's labels.
-TASK_KEYS: dict[str, tuple[str, ...]] = {
-    "det": ("boxes", "labels"),
-    "sem": ("sem_seg",),
-    "inst": ("masks",),
-}
 # Extra source s (1, 2, ...) gets image ids s * SOURCE_ID_STRIDE + its own id, so ids stay unique.
 SOURCE_ID_STRIDE: int = 10**9
 
 
 class TaskFilter(Dataset):
-    """A view of ``dataset`` whose targets keep only the keys of ``tasks`` (see ``TASK_KEYS``).
+    """A view of ``dataset`` whose targets keep only the keys of ``tasks`` (see ``TARGET_KEYS``).
 
     ``label_map`` (source label -> main label, contiguous 0-based) renames ``labels`` (``sem_seg``
     must already be in the semantic head's ids, see :func:`build_training_set`); ``id_offset`` is
@@ -55,7 +50,7 @@ class TaskFilter(Dataset):
         self.dataset = dataset
         self.tasks = list(tasks)
         self.dropped_keys = tuple(
-            key for task in TASKS if task not in tasks for key in TASK_KEYS[task]
+            key for task in TASKS if task not in tasks for key in TARGET_KEYS[task]
         )
         self.id_offset = id_offset
         self.label_map = dict(label_map) if label_map is not None else None

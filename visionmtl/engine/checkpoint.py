@@ -9,11 +9,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
-from visionmtl.config import Config, config_from_yaml, config_to_yaml
+from visionmtl.config import Config, config_from_dict, config_from_yaml, config_to_yaml
 from visionmtl.errors import CheckpointError
+from visionmtl.structures import ClassSpec
 
-FORMAT_VERSION = 1
+# 2: the class lists moved from the config (model.num_classes, class_names, category_ids) to
+# their own "classes" entry; version 1 files still load.
+FORMAT_VERSION = 2
 
 
 def rng_state() -> dict[str, Any]:
@@ -45,13 +49,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, cfg: Config, model: torch.nn.Module, **extra: Any) -> None:
-    """Write ``{format_version, config (YAML text), model, **extra}`` atomically: a temporary file in
-    the same folder, fsync, then ``os.replace``, so a crash never leaves a half-written file."""
+    """Write ``{format_version, config (YAML text), classes, model, **extra}`` atomically: a
+    temporary file in the same folder, fsync, then ``os.replace``, so a crash never leaves a
+    half-written file. ``classes`` is ``model.classes`` (:class:`ClassSpec`) as plain lists."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    classes = getattr(model, "classes", None)
     payload = {
         "format_version": FORMAT_VERSION,
         "config": config_to_yaml(cfg),
+        **({"classes": classes.to_dict()} if classes is not None else {}),
         "model": model.state_dict(),
         **extra,
     }
@@ -70,7 +77,7 @@ def save_checkpoint(path: str | Path, cfg: Config, model: torch.nn.Module, **ext
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[Config, dict[str, Any]]:
-    """Load a checkpoint safely; returns its config and the raw dict."""
+    """Load a checkpoint safely; returns its config and the raw dict (see :func:`checkpoint_classes`)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -84,7 +91,29 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: written by a newer visionmtl (format {payload['format_version']})"
         )
+    if payload.get("format_version", 0) < 2:
+        return _upgrade_version_1(payload, path), payload
     return config_from_yaml(payload["config"], source=str(path)), payload
+
+
+def _upgrade_version_1(payload: dict[str, Any], path: Path) -> Config:
+    """A version 1 checkpoint kept its class lists in the config's ``model`` section: move them
+    into ``payload["classes"]`` and read the rest of the config."""
+    data = yaml.safe_load(payload["config"]) or {}
+    model = data.get("model") or {}
+    names, ids = model.pop("class_names", []), model.pop("category_ids", [])
+    model.pop("num_classes", None)
+    if names and ids:
+        own_sem = (model.get("sem") or {}).get("class_names") or ()
+        payload["classes"] = ClassSpec.from_data(names, ids, own_sem).to_dict()
+    return config_from_dict(data, source=str(path))
+
+
+def checkpoint_classes(payload: dict[str, Any], path: str | Path) -> ClassSpec:
+    """The :class:`ClassSpec` a checkpoint's model was trained with."""
+    if "classes" not in payload:
+        raise CheckpointError(f"{path}: holds no class lists (not a trained visionmtl model)")
+    return ClassSpec.from_dict(payload["classes"])
 
 
 def load_model(
@@ -92,14 +121,17 @@ def load_model(
 ) -> tuple[torch.nn.Module, Config]:
     """Rebuild the model a checkpoint was trained with and load its weights (eval mode).
 
-    No backbone weights are fetched: the checkpoint holds all of them."""
+    No backbone weights are fetched: the checkpoint holds all of them. ``model.classes`` is the
+    checkpoint's :class:`ClassSpec`."""
     from dataclasses import replace
 
     from visionmtl.models import build_model
 
     cfg, payload = load_checkpoint(path, map_location=device)
+    classes = checkpoint_classes(payload, path)
     backbone = replace(cfg.model.backbone, pretrained=False, weights=None)
-    model = build_model(replace(cfg.model, backbone=backbone), cfg.eval, sharing=cfg.mtl.sharing)
+    model_cfg = replace(cfg.model, backbone=backbone)
+    model = build_model(model_cfg, classes, cfg.eval, sharing=cfg.mtl.sharing)
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)
     if missing or unexpected:
         raise CheckpointError(

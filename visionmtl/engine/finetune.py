@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from visionmtl.config import Config
-from visionmtl.data.classes import sem_class_names
-from visionmtl.engine.checkpoint import CheckpointError, load_checkpoint
+from visionmtl.engine.checkpoint import CheckpointError, checkpoint_classes, load_checkpoint
+from visionmtl.models import MultiTaskModel
+from visionmtl.structures import ClassSpec
 
 # Output layers whose first dimension is one row per class: tensor-name prefix -> task whose class
 # names label the rows (see _class_names; the semantic predictor's row 0 is background).
@@ -48,13 +48,13 @@ class InitReport:
         return "\n".join(lines)
 
 
-def _class_names(cfg: Config, task: str) -> list[str]:
+def _class_names(cfg: Config, classes: ClassSpec, task: str) -> list[str]:
     """Names of the rows of ``task``'s class layer ("background" first for sem)."""
     if task == "sem":
-        return ["background", *sem_class_names(cfg.model)]
+        return ["background", *classes.sem_names]
     if task == "inst" and cfg.model.inst.class_agnostic:
         return ["object"]
-    return list(cfg.model.class_names)
+    return list(classes.class_names)
 
 
 def _copy_rows(
@@ -72,12 +72,14 @@ def _copy_rows(
     return len(pairs)
 
 
-def init_from_checkpoint(model: nn.Module, cfg: Config, path: str | Path) -> InitReport:
-    """Copy the weights of checkpoint ``path`` into ``model`` (built from ``cfg``) where they fit.
+def init_from_checkpoint(model: MultiTaskModel, cfg: Config, path: str | Path) -> InitReport:
+    """Copy the weights of checkpoint ``path`` into ``model`` (built from ``cfg`` and its
+    ``model.classes``) where they fit.
 
     CheckpointError naming the file when it is missing, unreadable, not a visionmtl checkpoint,
     or of another backbone (or shares no backbone weights with ``model``)."""
     old_cfg, payload = load_checkpoint(path)
+    old_classes = checkpoint_classes(payload, path)
     if old_cfg.model.backbone.name != cfg.model.backbone.name:
         raise CheckpointError(
             f"{path}: its backbone is {old_cfg.model.backbone.name!r} but model.backbone.name is "
@@ -92,7 +94,8 @@ def init_from_checkpoint(model: nn.Module, cfg: Config, path: str | Path) -> Ini
         prefix = next((p for p in _CLASS_LAYERS if name.startswith(p)), None)
         if prefix is not None and old is not None:
             task = _CLASS_LAYERS[prefix]
-            new_names, old_names = _class_names(cfg, task), _class_names(old_cfg, task)
+            new_names = _class_names(cfg, model.classes, task)
+            old_names = _class_names(old_cfg, old_classes, task)
             if new_names != old_names or old.shape != tensor.shape:
                 merged = tensor.detach().clone()
                 count = _copy_rows(merged, old.to(merged.dtype), new_names, old_names)

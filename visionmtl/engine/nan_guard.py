@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from visionmtl.errors import TrainingError
-from visionmtl.mtl import task_of
+from visionmtl.structures import task_of
 
 
 class NanGuard:

@@ -11,13 +11,6 @@ import torch
 
 from visionmtl.mtl import task_gradient_stats
 
-_TASK_KEYS = {"det": "boxes", "sem": "sem_seg", "inst": "masks"}
-
-
-def labelled_tasks(targets: list[dict[str, torch.Tensor]]) -> set[str]:
-    """Tasks labelled for at least one image of the batch (a missing key = not labelled)."""
-    return {task for task, key in _TASK_KEYS.items() if any(key in t for t in targets)}
-
 
 def labelled_only(
     task_losses: dict[str, torch.Tensor], labelled: set[str]

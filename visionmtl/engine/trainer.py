@@ -7,7 +7,6 @@ import json
 import random
 import signal
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from tqdm import tqdm
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, MixedDataset, build_training_set, build_transforms
 from visionmtl.data.batching import move_targets
-from visionmtl.data.classes import check_sem_class_count, sem_class_names
 from visionmtl.engine.checkpoint import save_checkpoint
 from visionmtl.engine.distributed import (
     DistInfo,
@@ -35,7 +33,6 @@ from visionmtl.engine.rundir import prepare_run_dir
 from visionmtl.engine.task_steps import (
     gradient_stats,
     labelled_only,
-    labelled_tasks,
     log_interaction,
 )
 from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_stats
@@ -43,8 +40,8 @@ from visionmtl.errors import TrainingError
 from visionmtl.evaluation.report import format_metrics_table
 from visionmtl.evaluation.validation import build_validation_sets
 from visionmtl.models.summary import format_summary, model_summary
-from visionmtl.mtl import group_by_task
 from visionmtl.mtl.diagnostics import interaction_summary
+from visionmtl.structures import ClassSpec, group_by_task, labelled_tasks
 
 __all__ = ["TrainingError", "train"]
 
@@ -81,17 +78,9 @@ def build_datasets(cfg: Config) -> MixedDataset:
     return build_training_set(main, data.extra_sources, transform=train_tf, **policy)
 
 
-def with_dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> Config:
-    """Fill ``model.num_classes``, ``class_names`` and ``category_ids`` from the training set."""
-    model = replace(
-        cfg.model,
-        num_classes=len(dataset.category_ids),
-        class_names=list(dataset.class_names),
-        category_ids=list(dataset.category_ids),
-    )
-    if "sem" in model.tasks:
-        check_sem_class_count(sem_class_names(model))
-    return replace(cfg, model=model)
+def dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> ClassSpec:
+    """The model's classes: the training set's categories, ``model.sem.class_names``."""
+    return ClassSpec.from_data(dataset.class_names, dataset.category_ids, cfg.model.sem.class_names)
 
 
 def selection_score(metrics: dict[str, Any]) -> float:
@@ -171,12 +160,12 @@ def _train(
     stop: _StopRequest,
 ) -> dict[str, Any]:
     train_set = build_datasets(cfg)
-    cfg = with_dataset_classes(cfg, train_set)
-    val_sets = build_validation_sets(cfg)
+    classes = dataset_classes(cfg, train_set)
+    val_sets = build_validation_sets(cfg, classes)
     if dist_info.is_main:
         prepare_run_dir(output_dir, cfg)
         _report_data_problems(output_dir, *train_set.coco_sets, val_sets.coco)
-    run = TrainingRun(cfg, train_set, val_sets, output_dir, resume, device, dist_info)
+    run = TrainingRun(cfg, classes, train_set, val_sets, output_dir, resume, device, dist_info)
     progress = run.restore(resume)
     if run.is_main and not resume and (output_dir / "metrics.jsonl").exists():
         (output_dir / "metrics.jsonl").unlink()  # a fresh run does not append to an old log

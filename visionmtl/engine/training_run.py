@@ -31,6 +31,7 @@ from visionmtl.errors import TrainingError
 from visionmtl.evaluation.validation import ValidationSets
 from visionmtl.models import MultiTaskModel, build_model
 from visionmtl.mtl import build_balancer
+from visionmtl.structures import ClassSpec
 
 
 def fresh_epoch_stats() -> dict[str, dict]:
@@ -61,6 +62,7 @@ class TrainingRun:
     def __init__(
         self,
         cfg: Config,
+        classes: ClassSpec,
         train_set: MixedDataset,
         val_sets: ValidationSets,
         output_dir: Path,
@@ -68,7 +70,7 @@ class TrainingRun:
         device: torch.device,
         dist_info: DistInfo,
     ) -> None:
-        self.cfg, self.val_sets, self.output_dir = cfg, val_sets, output_dir
+        self.cfg, self.classes, self.val_sets, self.output_dir = cfg, classes, val_sets, output_dir
         self.device, self.dist_info = device, dist_info
         self.last_path = output_dir / "last.pt"
         self.model, self.train_model = self._build_model(resume and self.last_path.is_file())
@@ -104,7 +106,7 @@ class TrainingRun:
         if model_cfg.init_from:  # the checkpoint holds the backbone: fetch no other weights
             no_weights = replace(model_cfg.backbone, pretrained=False, weights=None)
             model_cfg = replace(model_cfg, backbone=no_weights)
-        model = build_model(model_cfg, cfg.eval, sharing=cfg.mtl.sharing)
+        model = build_model(model_cfg, self.classes, cfg.eval, sharing=cfg.mtl.sharing)
         if cfg.model.init_from and not resuming:
             report = init_from_checkpoint(model, cfg, cfg.model.init_from)
             if dist_info.is_main:

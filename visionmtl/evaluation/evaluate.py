@@ -11,11 +11,11 @@ from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, Collator, DataError, SemanticPngDataset
-from visionmtl.data.classes import sem_class_names
 from visionmtl.engine.precision import inference_autocast
 from visionmtl.evaluation.coco_eval import CocoEvaluator
 from visionmtl.evaluation.report import merge_metrics
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
+from visionmtl.structures import ClassSpec
 
 
 @torch.no_grad()
@@ -35,26 +35,22 @@ def evaluate_model(
     (``bbox_AP``, ``bbox_AP50``, ..., ``segm_AP``, ..., ``mIoU``, ``pixel_acc``) and
     ``per_class``."""
     tasks = list(cfg.model.tasks if tasks is None else tasks)
+    classes: ClassSpec = getattr(model, "module", model).classes  # the model, or it under DDP
     if isinstance(dataset, SemanticPngDataset):
         tasks = [task for task in tasks if task == "sem"]
-        sem_names = sem_class_names(cfg.model)
+        sem_names = list(classes.sem_names)
     else:
         sem_names = dataset.sem_class_names
     coco_tasks = isinstance(dataset, CocoDataset) and "det" in tasks
-    if (
-        coco_tasks
-        and cfg.model.category_ids
-        and list(dataset.category_ids) != list(cfg.model.category_ids)
-    ):
+    if coco_tasks and list(dataset.category_ids) != list(classes.category_ids):
         raise DataError(
             f"{dataset.ann_file}: categories {dataset.category_ids} differ from the model's "
-            f"{cfg.model.category_ids}; evaluate on a set with the training categories"
+            f"{list(classes.category_ids)}; evaluate on a set with the training categories"
         )
-    own_sem = list(cfg.model.sem.class_names)
-    if "sem" in tasks and own_sem and sem_names != own_sem:
+    if "sem" in tasks and classes.own_sem_names and sem_names != list(classes.sem_names):
         raise DataError(
             f"{dataset.ann_file}: semantic classes {sem_names} differ from the "
-            f"model's model.sem.class_names {own_sem}; build the data set with "
+            f"model's model.sem.class_names {list(classes.sem_names)}; build the data set with "
             "sem_classes=model.sem.class_names"
         )
     loader = DataLoader(

@@ -11,10 +11,10 @@ from torch import nn
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, SemanticPngDataset, build_transforms
-from visionmtl.data.classes import sem_class_names
 from visionmtl.data.sources import png_label_map
 from visionmtl.evaluation.evaluate import evaluate_model
 from visionmtl.evaluation.report import merge_metrics
+from visionmtl.structures import ClassSpec
 
 
 @dataclass
@@ -39,14 +39,14 @@ class ValidationSets:
         return merge_metrics(*results)
 
 
-def semantic_png_val_set(cfg: Config) -> SemanticPngDataset | None:
-    """``data.val_sem_*`` as a data set in the semantic head's ids (model classes filled)."""
+def semantic_png_val_set(cfg: Config, classes: ClassSpec) -> SemanticPngDataset | None:
+    """``data.val_sem_*`` as a data set in the ids of the semantic head of ``classes``."""
     data = cfg.data
     if not data.val_sem_masks:
         return None
     where = "model.sem.class_names" if cfg.model.sem.class_names else "the training categories"
     label_map = png_label_map(
-        sem_class_names(cfg.model), data.val_sem_class_names, data.val_sem_masks, where
+        list(classes.sem_names), data.val_sem_class_names, data.val_sem_masks, where
     )
     return SemanticPngDataset(
         data.val_sem_images,
@@ -69,8 +69,8 @@ def coco_val_set(cfg: Config, ann: str, images: str) -> CocoDataset:
     )
 
 
-def build_validation_sets(cfg: Config) -> ValidationSets:
-    """The configured validation sets; ``cfg.model.class_names`` must be filled already."""
+def build_validation_sets(cfg: Config, classes: ClassSpec) -> ValidationSets:
+    """The configured validation sets for a model of ``classes``."""
     data = cfg.data
     coco = coco_val_set(cfg, data.val_ann, data.val_images) if data.val_ann else None
-    return ValidationSets(coco, semantic_png_val_set(cfg))
+    return ValidationSets(coco, semantic_png_val_set(cfg, classes))

@@ -10,18 +10,20 @@ from visionmtl.models.backbone import TimmBackbone
 from visionmtl.models.heads import FCOSHead, MaskHead, SemanticFPNHead
 from visionmtl.models.multitask import MultiTaskModel
 from visionmtl.models.neck import PyramidNeck
+from visionmtl.structures import ClassSpec, check_sem_class_count
 
 
 def build_model(
-    cfg: ModelConfig, eval_cfg: EvalConfig | None = None, sharing: str = "hard"
+    cfg: ModelConfig,
+    classes: ClassSpec,
+    eval_cfg: EvalConfig | None = None,
+    sharing: str = "hard",
 ) -> MultiTaskModel:
-    """Backbone -> FPN (P3-P7) -> the heads named in ``cfg.tasks``.
+    """Backbone -> FPN (P3-P7) -> the heads named in ``cfg.tasks``, for ``classes`` (made from the
+    training data; the model keeps them as ``model.classes``, checkpoints store them).
 
-    ``cfg.num_classes`` (object categories, no background) must be set; training fills it from the
-    data set; the semantic head segments ``cfg.sem.class_names`` when set. ``sharing`` is ``mtl.sharing``: "hard" (every head reads the shared pyramid) or
-    "adapters" (each task reads it through its own residual adapters)."""
-    if not cfg.num_classes:
-        raise ValueError("model.num_classes is not set (it is filled from the training data set)")
+    ``sharing`` is ``mtl.sharing``: "hard" (every head reads the shared pyramid) or "adapters"
+    (each task reads it through its own residual adapters)."""
     eval_cfg = eval_cfg or EvalConfig()
     backbone = TimmBackbone(
         cfg.backbone.name,
@@ -38,7 +40,7 @@ def build_model(
     if "det" in cfg.tasks:
         heads["det"] = FCOSHead(
             cfg.fpn_channels,
-            cfg.num_classes,
+            classes.num_classes,
             det_strides,
             num_convs=cfg.det.num_convs,
             center_sampling_radius=cfg.det.center_sampling_radius,
@@ -47,15 +49,14 @@ def build_model(
             max_detections=eval_cfg.max_detections,
         )
     if "sem" in cfg.tasks:
-        # Background + the head's own classes (model.sem.class_names), else + the categories.
-        sem_classes = len(cfg.sem.class_names) or cfg.num_classes
-        heads["sem"] = SemanticFPNHead(
-            cfg.fpn_channels, sem_classes + 1, sem_strides, cfg.sem.channels
+        check_sem_class_count(classes.sem_names)
+        heads["sem"] = SemanticFPNHead(  # background + the semantic classes
+            cfg.fpn_channels, len(classes.sem_names) + 1, sem_strides, cfg.sem.channels
         )
     if "inst" in cfg.tasks:
         heads["inst"] = MaskHead(
             cfg.fpn_channels,
-            cfg.num_classes,
+            classes.num_classes,
             sem_strides,
             roi_size=cfg.inst.roi_size,
             channels=cfg.inst.channels,
@@ -68,4 +69,4 @@ def build_model(
         adapters = {t: TaskAdapters(cfg.fpn_channels, len(head_strides[t])) for t in heads}
     elif sharing != "hard":
         raise ValueError(f"mtl.sharing: unknown sharing {sharing!r} (hard, adapters)")
-    return MultiTaskModel(backbone, neck, heads, head_strides, adapters)
+    return MultiTaskModel(backbone, neck, heads, head_strides, adapters, classes)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from visionmtl.models.backbone import TimmBackbone
 from visionmtl.models.heads.detection import scale_boxes
 from visionmtl.models.neck import PyramidNeck
+from visionmtl.structures import ClassSpec, Prediction, Target
 
 
 class MultiTaskModel(nn.Module):
@@ -26,6 +27,7 @@ class MultiTaskModel(nn.Module):
         heads: task name (as in ``model.tasks``) -> head with forward / loss / postprocess.
         head_strides: task name -> the pyramid strides its head reads (default: all levels).
         adapters: task name -> module applied to that task's pyramid maps (soft sharing).
+        classes: the class lists the labels and semantic ids refer to (:class:`ClassSpec`).
     """
 
     def __init__(
@@ -35,8 +37,10 @@ class MultiTaskModel(nn.Module):
         heads: dict[str, nn.Module],
         head_strides: dict[str, list[int]] | None = None,
         adapters: dict[str, nn.Module] | None = None,
+        classes: ClassSpec | None = None,
     ) -> None:
         super().__init__()
+        self.classes = classes  # what the outputs' labels and semantic ids mean (plain data)
         self.backbone = backbone
         self.neck = neck
         self.heads = nn.ModuleDict(heads)
@@ -64,11 +68,11 @@ class MultiTaskModel(nn.Module):
     def forward(
         self,
         images: Tensor,
-        targets: list[dict[str, Tensor]] | None = None,
+        targets: list[Target] | None = None,
         image_sizes: list[tuple[int, int]] | None = None,
         output_sizes: list[tuple[int, int]] | None = None,
         return_features: bool = False,
-    ) -> dict[str, Tensor] | list[dict[str, Tensor]] | tuple[dict[str, Tensor], list[Tensor]]:
+    ) -> dict[str, Tensor] | list[Prediction] | tuple[dict[str, Tensor], list[Tensor]]:
         """images [B, 3, H, W] padded batch; targets per the data contract (training).
 
         In eval, ``image_sizes`` (h, w) are the unpadded sizes (default: the padded size) and
@@ -88,7 +92,7 @@ class MultiTaskModel(nn.Module):
     def _losses(
         self,
         features: list[Tensor],
-        targets: list[dict[str, Tensor]],
+        targets: list[Target],
         padded_shape: tuple[int, int],
     ) -> dict[str, Tensor]:
         losses: dict[str, Tensor] = {}
@@ -111,8 +115,8 @@ class MultiTaskModel(nn.Module):
         features: list[Tensor],
         image_sizes: list[tuple[int, int]],
         output_sizes: list[tuple[int, int]] | None,
-    ) -> list[dict[str, Tensor]]:
-        results: list[dict[str, Tensor]] = [{} for _ in image_sizes]
+    ) -> list[Prediction]:
+        results: list[Prediction] = [{} for _ in image_sizes]
         if "sem" in self.heads:
             head = self.heads["sem"]
             outputs = head(self._head_features("sem", features))

@@ -5,7 +5,7 @@ from visionmtl.mtl.build import BALANCERS, build_balancer
 from visionmtl.mtl.cagrad import CAGrad
 from visionmtl.mtl.diagnostics import task_gradient_stats
 from visionmtl.mtl.dwa import DynamicWeightAverage
-from visionmtl.mtl.fixed import FixedWeighting, group_by_task, task_of
+from visionmtl.mtl.fixed import FixedWeighting
 from visionmtl.mtl.gradnorm import GradNorm
 from visionmtl.mtl.pcgrad import PCGrad
 from visionmtl.mtl.uncertainty import UncertaintyWeighting
@@ -20,7 +20,5 @@ __all__ = [
     "TaskBalancer",
     "UncertaintyWeighting",
     "build_balancer",
-    "group_by_task",
-    "task_of",
     "task_gradient_stats",
 ]

@@ -1,6 +1,6 @@
 """What every task balancer shares: the interface and the gradient plumbing.
 
-A balancer turns per-task losses ``{"det": L_det, "sem": L_sem}`` (see :func:`group_by_task`) into
+A balancer turns per-task losses ``{"det": L_det, "sem": L_sem}`` (see :func:`visionmtl.structures.group_by_task`) into
 gradients in ``.grad``. Loss-weighting methods (fixed, uncertainty, dwa) run one ordinary backward of a
 weighted sum. Gradient methods (gradnorm, pcgrad, cagrad) first take one ``torch.autograd.grad`` per task
 on the ``shared`` tensors, then run exactly one ``backward`` of the plain sum of the losses, during which

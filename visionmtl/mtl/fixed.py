@@ -7,20 +7,7 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor
 
 from visionmtl.mtl.base import LossScaler, TaskBalancer, weighted_backward
-
-
-def task_of(loss_name: str) -> str:
-    """``"det/cls"`` -> ``"det"``: loss names start with their task."""
-    return loss_name.split("/", 1)[0]
-
-
-def group_by_task(losses: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Sum each task's named losses: {"det/cls": a, "det/box": b, "sem/ce": c} -> {"det": a+b, "sem": c}."""
-    grouped: dict[str, Tensor] = {}
-    for name, value in losses.items():
-        task = task_of(name)
-        grouped[task] = grouped[task] + value if task in grouped else value
-    return grouped
+from visionmtl.structures import group_by_task
 
 
 class FixedWeighting(TaskBalancer):

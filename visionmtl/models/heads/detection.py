@@ -15,6 +15,7 @@ from torchvision.ops import (
 )
 
 from visionmtl.models.heads.common import conv_gn_relu
+from visionmtl.structures import Prediction, Target
 
 
 class FCOSHead(nn.Module):
@@ -153,7 +154,7 @@ class FCOSHead(nn.Module):
     def loss(
         self,
         outputs: dict[str, Tensor],
-        targets: list[dict[str, Tensor]],
+        targets: list[Target],
         padded_shape: tuple[int, int],
     ) -> dict[str, Tensor]:
         """Focal loss (``det/cls``), centerness-weighted GIoU (``det/box``) and centerness BCE (``det/ctr``).
@@ -201,7 +202,7 @@ class FCOSHead(nn.Module):
         self,
         outputs: dict[str, Tensor],
         image_sizes: list[tuple[int, int]],
-    ) -> list[dict[str, Tensor]]:
+    ) -> list[Prediction]:
         """Decode, threshold and NMS per image. Boxes are in input pixels, clipped to ``image_sizes``
         (h, w) (see :func:`scale_boxes`). Returns per image ``boxes`` [K, 4], ``scores`` [K] (descending),
         ``labels`` [K]."""

@@ -12,6 +12,7 @@ from torchvision.ops.poolers import LevelMapper
 
 from visionmtl.models.heads.common import conv_gn_relu
 from visionmtl.models.paste import paste_masks
+from visionmtl.structures import Target
 
 
 class MaskHead(nn.Module):
@@ -143,7 +144,7 @@ class MaskHead(nn.Module):
     def loss(
         self,
         outputs: dict[str, Tensor],
-        targets: list[dict[str, Tensor]],
+        targets: list[Target],
         boxes: list[Tensor],
         labels: list[Tensor],
     ) -> dict[str, Tensor]:

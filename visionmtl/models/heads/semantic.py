@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionmtl.models.heads.common import conv_gn_relu
-
-IGNORE_INDEX = 255
+from visionmtl.structures import IGNORE_INDEX
 
 
 class SemanticFPNHead(nn.Module):
