@@ -14,6 +14,7 @@ setup(
         "timm>=0.9",
         "albumentations>=1.4",
         "pycocotools>=2.0.7",
+        "pydantic>=2.7",  # config validation (pydantic.dataclasses, Strict)
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "numpy",

@@ -38,9 +38,9 @@ def bench_mode(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[
     from visionmtl.data import Collator
     from visionmtl.data.batching import move_targets
     from visionmtl.engine.optim import build_optimizer
-    from visionmtl.engine.precision import autocast, make_scaler
     from visionmtl.engine.trainer import build_datasets, dataset_classes, seed_everything
     from visionmtl.models import build_model
+    from visionmtl.precision import autocast, make_scaler
 
     seed_everything(0)
     train_set = build_datasets(cfg)

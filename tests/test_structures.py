@@ -9,9 +9,11 @@ from visionmtl.structures import ClassSpec, group_by_task, labelled_tasks, task_
 
 def test_class_spec_semantic_classes_default_to_the_detection_classes() -> None:
     spec = ClassSpec.from_data(["cat", "dog"], [3, 9])
-    assert spec.sem_names == ("cat", "dog") and not spec.own_sem_names and spec.num_classes == 2
+    assert (
+        spec.sem_names == ("cat", "dog") and not spec.has_own_sem_classes and spec.num_classes == 2
+    )
     own = ClassSpec.from_data(["cat", "dog"], [3, 9], ["road", "cat"])
-    assert own.sem_names == ("road", "cat") and own.own_sem_names
+    assert own.sem_names == ("road", "cat") and own.has_own_sem_classes
     assert ClassSpec.from_dict(own.to_dict()) == own
     assert all(isinstance(v, list) for v in own.to_dict().values())  # weights_only-loadable
 

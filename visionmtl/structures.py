@@ -134,7 +134,7 @@ class ClassSpec:
         return len(self.class_names)
 
     @property
-    def own_sem_names(self) -> bool:
+    def has_own_sem_classes(self) -> bool:
         """Whether the semantic head has its own class list (not the detection classes)."""
         return self.sem_names != self.class_names
 

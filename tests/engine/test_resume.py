@@ -55,7 +55,9 @@ import sys, torch
 sys.path.insert(0, {str(REPO)!r})
 from visionmtl.config import Config
 from visionmtl.engine.checkpoint import save_checkpoint
+from visionmtl.structures import ClassSpec
 model = torch.nn.Linear(4, 4)
+model.classes = ClassSpec.numbered(1)
 save_checkpoint({str(tmp_path / "last.pt")!r}, Config(), model, payload=torch.zeros(1))
 print("first", flush=True)
 while True:

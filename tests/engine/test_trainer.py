@@ -131,3 +131,30 @@ def test_version_1_checkpoint_still_loads(trained_run: Path, tmp_path: Path) -> 
     model, cfg = load_model(tmp_path / "v1.pt")
     assert model.classes == checkpoint_classes(load_checkpoint(trained_run / "best.pt")[1], "x")
     assert cfg == load_checkpoint(trained_run / "best.pt")[0]
+
+
+def test_version_1_checkpoint_with_own_semantic_classes_or_only_a_class_count(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """Format 1 kept model.sem.class_names beside the lists; ModelConfig(num_classes=N) alone
+    was enough to build and save a model."""
+    import yaml
+
+    raw = torch.load(trained_run / "best.pt", weights_only=True)
+    config = yaml.safe_load(raw["config"])
+    raw.pop("classes")
+    config["model"]["sem"]["class_names"] = ["ground", "circle", "square", "triangle"]
+    config["model"].update(num_classes=3, class_names=["circle", "square", "triangle"])
+    config["model"]["category_ids"] = [1, 3, 7]
+    raw.update(format_version=1, config=yaml.safe_dump(config))
+    torch.save(raw, tmp_path / "own.pt")
+    _, payload = load_checkpoint(tmp_path / "own.pt")
+    classes = checkpoint_classes(payload, "own.pt")
+    assert classes.sem_names == ("ground", "circle", "square", "triangle")
+    assert classes.has_own_sem_classes and classes.category_ids == (1, 3, 7)
+
+    config["model"].update(class_names=[], category_ids=[])
+    raw.update(config=yaml.safe_dump(config))
+    torch.save(raw, tmp_path / "count.pt")
+    _, payload = load_checkpoint(tmp_path / "count.pt")
+    assert checkpoint_classes(payload, "count.pt").class_names == ("class1", "class2", "class3")

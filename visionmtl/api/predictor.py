@@ -15,7 +15,7 @@ from visionmtl.config import Config
 from visionmtl.data import Collator, build_transforms
 from visionmtl.data.classes import semantic_ids
 from visionmtl.engine.checkpoint import load_model
-from visionmtl.engine.precision import inference_autocast
+from visionmtl.precision import inference_autocast
 
 
 class Predictor:
@@ -44,7 +44,9 @@ class Predictor:
         self.batch_size = batch_size
         self.transform = build_transforms(cfg.data.image_size, train=False)
         self.collate = Collator(32)
-        classes = model.classes
+        classes = getattr(model, "classes", None)
+        if classes is None:
+            raise ValueError("the model has no classes: build it with build_model or load_model")
         self.category_ids = np.asarray(classes.category_ids, dtype=np.int64)
         self.class_names = list(classes.class_names)
         # Semantic head index -> reported id: the category id for detection classes, ids above

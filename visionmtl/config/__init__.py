@@ -12,6 +12,7 @@ from visionmtl.config.loading import (
     config_to_yaml,
     load_config,
     save_config,
+    split_legacy_class_lists,
 )
 from visionmtl.config.schema import (
     AMP_MODES,
@@ -64,4 +65,5 @@ __all__ = [
     "config_to_yaml",
     "load_config",
     "save_config",
+    "split_legacy_class_lists",
 ]

@@ -20,6 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from visionmtl.config.schema import Config
 from visionmtl.errors import ConfigError
 
+_LEGACY_CLASS_KEYS = ("num_classes", "class_names", "category_ids")
 _YAML_NULLS = frozenset({"null", "Null", "NULL", "~"})
 _BOUNDS = {
     "greater_than_equal": ">=",
@@ -95,7 +96,26 @@ def config_from_dict(
     Raises ConfigError naming ``source`` (and the line, given ``lines``) and the dotted key on unknown
     keys, wrong types or bad values.
     """
+    data, legacy = split_legacy_class_lists(data)
+    for key, value in legacy.items():
+        if value:
+            raise ConfigError(
+                f"{source}: model.{key}: class lists come from the training data and are stored "
+                "in checkpoints; delete model.num_classes, model.class_names and model.category_ids"
+            )
     return _validate(data, Config, (), source, lines or {})
+
+
+def split_legacy_class_lists(data: Any) -> tuple[Any, dict[str, Any]]:
+    """``(data without them, {key: value})`` for the class lists that configs written before
+    checkpoint format 2 kept in ``model`` (``num_classes``, ``class_names``, ``category_ids``;
+    empty in a run's config.yaml, filled in a checkpoint's)."""
+    model = data.get("model") if isinstance(data, Mapping) else None
+    if not isinstance(model, Mapping) or not any(key in model for key in _LEGACY_CLASS_KEYS):
+        return data, {}
+    model = dict(model)
+    legacy = {key: model.pop(key) for key in _LEGACY_CLASS_KEYS if key in model}
+    return {**data, "model": model}, legacy
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -353,6 +373,8 @@ def _config_error(
     path = _dotted(loc)
     if kind == "config_rule":  # a cross-field rule names a key below its section
         path = f"{path}.{ctx['key']}" if path else ctx["key"]
+        parts = re.sub(r"\[(\d+)\]", r".\1", ctx["key"]).split(".")
+        loc = (*loc, *(int(part) if part.isdigit() else part for part in parts))
     line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
     where = f"{source}:{line}" if line else source
     if kind == "unexpected_keyword_argument":

@@ -55,6 +55,16 @@ def _rule(ok: Callable[[Any], bool], expected: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _list_or_tuple(value: Any) -> Any:
+    # pydantic's lax lists also take sets and dicts (YAML `{det, sem}`): unordered, so a mistake.
+    if not isinstance(value, list | tuple):
+        raise PydanticCustomError("list_type", "Input should be a valid list")
+    return value
+
+
+Seq = BeforeValidator(_list_or_tuple)
+
+
 def _valid_tasks(tasks: list[str]) -> bool:
     # Instance masks are predicted inside detected boxes, so "inst" needs "det".
     distinct = bool(tasks) and set(tasks) <= set(TASKS) and len(set(tasks)) == len(tasks)
@@ -63,12 +73,14 @@ def _valid_tasks(tasks: list[str]) -> bool:
 
 TaskList = Annotated[
     list[Str],
+    Seq,
     _rule(
         _valid_tasks, f"a non-empty list of distinct tasks from {list(TASKS)} ('inst' needs 'det')"
     ),
 ]
 Names = Annotated[
     list[Str],
+    Seq,
     _rule(lambda names: len(set(names)) == len(names) and all(names), "distinct, non-empty names"),
 ]
 _EMPTY_IS_DEFAULT = BeforeValidator(lambda value: {} if value is None else value)  # "train:" alone
@@ -95,6 +107,7 @@ class BackboneConfig:
     # Feature strides taken from the backbone (by feature_info reduction); 4 adds P2 for sem.
     out_strides: Annotated[
         list[Int],
+        Seq,
         _rule(
             lambda s: bool(s) and s[0] > 0 and sorted(set(s)) == s,
             "a non-empty, strictly increasing list of positive ints",
@@ -119,6 +132,7 @@ class SemConfig:
     # every source by name; empty (default): the detection classes. Id 0 is background.
     class_names: Annotated[
         list[Str],
+        Seq,
         _rule(
             lambda n: len(set(n)) == len(n) and all(n) and "background" not in n,
             "distinct, non-empty names other than 'background' (id 0 is background)",
@@ -177,6 +191,7 @@ class DataConfig:
     # Random rescale factors [low, high] of image_size during training.
     scale_range: Annotated[
         list[Float],
+        Seq,
         _rule(
             lambda s: len(s) == 2 and 0 < s[0] <= s[1],
             "two positive numbers [low, high] with low <= high",
@@ -188,7 +203,9 @@ class DataConfig:
     num_workers: NonNegativeInt = 2  # DataLoader worker processes (0: load in the main process)
     on_invalid: OnInvalid = "skip"  # bad annotations: error (stop before training) | skip | fix
     max_bad_image_fraction: Probability = 0.01  # stop when more images than this fail to load
-    extra_sources: list[SourceConfig] = field(default_factory=list)  # trained beside train_ann
+    extra_sources: Annotated[list[SourceConfig], Seq] = field(
+        default_factory=list
+    )  # trained beside train_ann
     # Semantic validation from PNG class maps (e.g. stuff classes a COCO val set cannot label):
     # when set, mIoU comes from this set and val_ann gives AP only.
     val_sem_images: Str = ""
@@ -202,8 +219,8 @@ class DataConfig:
         if any(val_sem) and not all(val_sem):
             _fail(
                 "val_sem_images",
-                "data.val_sem_images, data.val_sem_masks and data.val_sem_class_names: a semantic "
-                "PNG validation set needs all three (images, PNG class maps, class names)",
+                "with data.val_sem_masks and data.val_sem_class_names: a semantic PNG "
+                "validation set needs all three (images, PNG class maps, class names)",
             )
 
 

@@ -40,7 +40,7 @@ def semantic_ids(classes: ClassSpec) -> tuple[np.ndarray, dict[int, str]]:
     ("stuff") class gets the next id above every category id, in list order. E.g. categories
     {1: person}, own list [road, person] -> ids [0, 2, 1]."""
     category_ids, class_names = classes.category_ids, classes.class_names
-    if not classes.own_sem_names:
+    if not classes.has_own_sem_classes:
         ids = [0, *category_ids]
         names = {0: "background", **dict(zip(ids[1:], class_names, strict=True))}
         return np.asarray(ids, np.int64), names

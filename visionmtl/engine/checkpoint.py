@@ -11,8 +11,14 @@ import numpy as np
 import torch
 import yaml
 
-from visionmtl.config import Config, config_from_dict, config_from_yaml, config_to_yaml
-from visionmtl.errors import CheckpointError
+from visionmtl.config import (
+    Config,
+    config_from_dict,
+    config_from_yaml,
+    config_to_yaml,
+    split_legacy_class_lists,
+)
+from visionmtl.errors import CheckpointError, VisionMTLError
 from visionmtl.structures import ClassSpec
 
 # 2: the class lists moved from the config (model.num_classes, class_names, category_ids) to
@@ -55,10 +61,12 @@ def save_checkpoint(path: str | Path, cfg: Config, model: torch.nn.Module, **ext
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     classes = getattr(model, "classes", None)
+    if classes is None:
+        raise CheckpointError(f"{path}: the model has no classes (build it with build_model)")
     payload = {
         "format_version": FORMAT_VERSION,
         "config": config_to_yaml(cfg),
-        **({"classes": classes.to_dict()} if classes is not None else {}),
+        "classes": classes.to_dict(),
         "model": model.state_dict(),
         **extra,
     }
@@ -99,13 +107,20 @@ def load_checkpoint(
 def _upgrade_version_1(payload: dict[str, Any], path: Path) -> Config:
     """A version 1 checkpoint kept its class lists in the config's ``model`` section: move them
     into ``payload["classes"]`` and read the rest of the config."""
-    data = yaml.safe_load(payload["config"]) or {}
-    model = data.get("model") or {}
-    names, ids = model.pop("class_names", []), model.pop("category_ids", [])
-    model.pop("num_classes", None)
-    if names and ids:
-        own_sem = (model.get("sem") or {}).get("class_names") or ()
-        payload["classes"] = ClassSpec.from_data(names, ids, own_sem).to_dict()
+    try:  # written by our own dumper: plain YAML
+        data, legacy = split_legacy_class_lists(yaml.safe_load(payload["config"]) or {})
+        own_sem = ((data.get("model") or {}).get("sem") or {}).get("class_names") or ()
+        names, ids = legacy.get("class_names"), legacy.get("category_ids")
+        if names and ids:
+            payload["classes"] = ClassSpec.from_data(names, ids, own_sem).to_dict()
+        elif legacy.get("num_classes"):  # built from ModelConfig(num_classes=N) alone
+            numbered = ClassSpec.numbered(legacy["num_classes"])
+            spec = ClassSpec.from_data(numbered.class_names, numbered.category_ids, own_sem)
+            payload["classes"] = spec.to_dict()
+    except (yaml.YAMLError, AttributeError, VisionMTLError) as error:
+        raise CheckpointError(
+            f"{path}: format 1 checkpoint with an unreadable config ({error})"
+        ) from None
     return config_from_dict(data, source=str(path))
 
 

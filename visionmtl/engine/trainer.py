@@ -28,7 +28,6 @@ from visionmtl.engine.distributed import (
     shutdown_distributed,
     tensors_in_sync,
 )
-from visionmtl.engine.precision import autocast
 from visionmtl.engine.rundir import prepare_run_dir
 from visionmtl.engine.task_steps import (
     gradient_stats,
@@ -36,11 +35,12 @@ from visionmtl.engine.task_steps import (
     log_interaction,
 )
 from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_stats
-from visionmtl.errors import TrainingError
+from visionmtl.errors import ConfigError, DataError, TrainingError
 from visionmtl.evaluation.report import format_metrics_table
 from visionmtl.evaluation.validation import build_validation_sets
 from visionmtl.models.summary import format_summary, model_summary
 from visionmtl.mtl.diagnostics import interaction_summary
+from visionmtl.precision import autocast
 from visionmtl.structures import ClassSpec, group_by_task, labelled_tasks
 
 __all__ = ["TrainingError", "train"]
@@ -80,7 +80,11 @@ def build_datasets(cfg: Config) -> MixedDataset:
 
 def dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> ClassSpec:
     """The model's classes: the training set's categories, ``model.sem.class_names``."""
-    return ClassSpec.from_data(dataset.class_names, dataset.category_ids, cfg.model.sem.class_names)
+    try:
+        names, ids = dataset.class_names, dataset.category_ids
+        return ClassSpec.from_data(names, ids, cfg.model.sem.class_names)
+    except ConfigError as error:
+        raise DataError(f"{cfg.data.train_ann}: its categories: {error}") from None
 
 
 def selection_score(metrics: dict[str, Any]) -> float:

@@ -25,12 +25,12 @@ from visionmtl.engine.distributed import DistInfo
 from visionmtl.engine.finetune import init_from_checkpoint
 from visionmtl.engine.nan_guard import NanGuard
 from visionmtl.engine.optim import build_optimizer, build_scheduler
-from visionmtl.engine.precision import make_scaler
 from visionmtl.engine.sampler import EpochSampler, SeededDataset
 from visionmtl.errors import TrainingError
 from visionmtl.evaluation.validation import ValidationSets
 from visionmtl.models import MultiTaskModel, build_model
 from visionmtl.mtl import build_balancer
+from visionmtl.precision import make_scaler
 from visionmtl.structures import ClassSpec
 
 

@@ -11,10 +11,10 @@ from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, Collator, DataError, SemanticPngDataset
-from visionmtl.engine.precision import inference_autocast
 from visionmtl.evaluation.coco_eval import CocoEvaluator
 from visionmtl.evaluation.report import merge_metrics
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
+from visionmtl.precision import inference_autocast
 from visionmtl.structures import ClassSpec
 
 
@@ -47,7 +47,7 @@ def evaluate_model(
             f"{dataset.ann_file}: categories {dataset.category_ids} differ from the model's "
             f"{list(classes.category_ids)}; evaluate on a set with the training categories"
         )
-    if "sem" in tasks and classes.own_sem_names and sem_names != list(classes.sem_names):
+    if "sem" in tasks and classes.has_own_sem_classes and sem_names != list(classes.sem_names):
         raise DataError(
             f"{dataset.ann_file}: semantic classes {sem_names} differ from the "
             f"model's model.sem.class_names {list(classes.sem_names)}; build the data set with "

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from visionmtl.structures import IGNORE_INDEX
+
 
 class SemSegEvaluator:
     """Accumulate a confusion matrix over images and report IoU metrics.
@@ -18,7 +20,9 @@ class SemSegEvaluator:
         ignore_index: target value of pixels that are not scored (crowd regions, padding).
     """
 
-    def __init__(self, num_classes: int, class_names: list[str], ignore_index: int = 255) -> None:
+    def __init__(
+        self, num_classes: int, class_names: list[str], ignore_index: int = IGNORE_INDEX
+    ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if len(class_names) != num_classes:

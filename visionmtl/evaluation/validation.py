@@ -44,7 +44,7 @@ def semantic_png_val_set(cfg: Config, classes: ClassSpec) -> SemanticPngDataset 
     data = cfg.data
     if not data.val_sem_masks:
         return None
-    where = "model.sem.class_names" if cfg.model.sem.class_names else "the training categories"
+    where = "model.sem.class_names" if classes.has_own_sem_classes else "the training categories"
     label_map = png_label_map(
         list(classes.sem_names), data.val_sem_class_names, data.val_sem_masks, where
     )
