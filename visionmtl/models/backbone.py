@@ -50,7 +50,7 @@ class TimmBackbone(nn.Module):
         try:
             # Built for its feature_info only. Not on the meta device: this probe's random init
             # advances the RNG before the real model is built, and a meta probe (tried) changes
-            # every seed's initialisation and so every result (demo box AP50 0.945 -> 0.906).
+            # every seed's initialisation and so every result (demo box AP50 0.944 -> 0.906).
             probe = timm.create_model(name, pretrained=False, features_only=True)
         except RuntimeError as error:  # timm raises RuntimeError for unknown names
             raise BackboneError(
