@@ -124,10 +124,10 @@ class ClassSpec:
         return cls(tuple(class_names), tuple(int(i) for i in category_ids), tuple(sem_names))
 
     @classmethod
-    def numbered(cls, num_classes: int) -> ClassSpec:
+    def numbered(cls, num_classes: int, own_sem_names: Sequence[str] = ()) -> ClassSpec:
         """``num_classes`` classes named "class1".. with ids 1.. (tests, export without data)."""
         names = [f"class{i}" for i in range(1, num_classes + 1)]
-        return cls.from_data(names, list(range(1, num_classes + 1)))
+        return cls.from_data(names, list(range(1, num_classes + 1)), own_sem_names)
 
     @property
     def num_classes(self) -> int:

@@ -334,25 +334,21 @@ def _validate(value: Any, tp: Any, prefix: Loc, source: str, lines: Mapping[Loc,
     except ValidationError as error:
         # Report the problem that comes first in the input (pydantic goes in schema order).
         order = {loc: index for index, loc in enumerate(_paths(value))}
-        first = min(
-            error.errors(include_url=False),
-            key=lambda e: min(
-                (order[e["loc"][:n]] for n in range(len(e["loc"]), 0, -1) if e["loc"][:n] in order),
-                default=-1,
-            ),
-        )
+        first = min(error.errors(include_url=False), key=lambda e: _nearest(order, e["loc"], -1))
         raise _config_error(first, prefix, source, lines) from None
+
+
+def _nearest(by_loc: Mapping[Loc, Any], loc: Loc, default: Any) -> Any:
+    """The value of the longest prefix of ``loc`` in ``by_loc`` (a key's own entry first)."""
+    return next((by_loc[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in by_loc), default)
 
 
 def _paths(value: Any, loc: Loc = ()) -> list[Loc]:
     """Every path inside nested dicts and lists, in their order."""
-    items = (
-        value.items()
-        if isinstance(value, Mapping)
-        else enumerate(value)
-        if isinstance(value, list)
-        else ()
-    )
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    else:
+        items = enumerate(value) if isinstance(value, list) else ()
     paths = []
     for key, item in items:
         paths.append((*loc, key))
@@ -375,7 +371,7 @@ def _config_error(
         path = f"{path}.{ctx['key']}" if path else ctx["key"]
         parts = re.sub(r"\[(\d+)\]", r".\1", ctx["key"]).split(".")
         loc = (*loc, *(int(part) if part.isdigit() else part for part in parts))
-    line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+    line = _nearest(lines, loc, None)
     where = f"{source}:{line}" if line else source
     if kind == "unexpected_keyword_argument":
         return _unknown_key_error(path, _dotted(loc[:-1]), where)

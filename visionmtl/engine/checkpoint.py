@@ -114,9 +114,7 @@ def _upgrade_version_1(payload: dict[str, Any], path: Path) -> Config:
         if names and ids:
             payload["classes"] = ClassSpec.from_data(names, ids, own_sem).to_dict()
         elif legacy.get("num_classes"):  # built from ModelConfig(num_classes=N) alone
-            numbered = ClassSpec.numbered(legacy["num_classes"])
-            spec = ClassSpec.from_data(numbered.class_names, numbered.category_ids, own_sem)
-            payload["classes"] = spec.to_dict()
+            payload["classes"] = ClassSpec.numbered(legacy["num_classes"], own_sem).to_dict()
     except (yaml.YAMLError, AttributeError, VisionMTLError) as error:
         raise CheckpointError(
             f"{path}: format 1 checkpoint with an unreadable config ({error})"
