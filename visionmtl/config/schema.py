@@ -63,6 +63,7 @@ def _list_or_tuple(value: Any) -> Any:
 
 
 Seq = BeforeValidator(_list_or_tuple)
+RGB = Annotated[list[Float], Seq, _rule(lambda v: len(v) == 3, "three numbers (R, G, B)")]
 
 
 def _valid_tasks(tasks: list[str]) -> bool:
@@ -113,6 +114,14 @@ class BackboneConfig:
             "a non-empty, strictly increasing list of positive ints",
         ),
     ] = field(default_factory=lambda: [8, 16, 32])
+    # Pretrained BatchNorm kept frozen (statistics and affine): at 2-4 images per GPU re-estimating
+    # them hurts. null: on when weights are loaded (pretrained, weights or model.init_from), else
+    # off; training writes the resolved value into the run's config.yaml and checkpoints.
+    freeze_bn: Bool | None = None
+    # Feature levels of the backbone kept frozen, counted in timm's feature_info order (1: the
+    # stem, 2: the stem and the first stage, as Detectron2's freeze_at). null: 2 when weights are
+    # loaded (as torchvision's default trainable layers), 0 from scratch; resolved like freeze_bn.
+    freeze_at: NonNegativeInt | None = None
 
 
 @dataclass(config=_CONFIG)
@@ -120,7 +129,9 @@ class DetConfig:
     """FCOS detection head."""
 
     num_convs: NonNegativeInt = 2  # 3x3 conv + GN + ReLU layers in each tower
-    center_sampling_radius: NonNegativeFloat = 1.5  # positives within radius * stride of the centre
+    # Positives within radius * stride of a box centre; 0: no centre sampling, every point inside
+    # the box (as the FCOS reference).
+    center_sampling_radius: NonNegativeFloat = 1.5
 
 
 @dataclass(config=_CONFIG)
@@ -188,6 +199,10 @@ class DataConfig:
     val_ann: Str = ""  # COCO JSON of the validation set ("" = no validation)
     val_images: Str = ""
     image_size: Annotated[Int, Field(ge=32)] = 512  # longest side in pixels after resizing
+    # Input normalisation (RGB, on pixels / 255). null: the backbone's own (timm pretrained_cfg);
+    # training writes the resolved values into the run's config.yaml and checkpoints.
+    mean: RGB | None = None
+    std: Annotated[RGB, _rule(lambda s: min(s) > 0, "three positive numbers")] | None = None
     # Random rescale factors [low, high] of image_size during training.
     scale_range: Annotated[
         list[Float],
@@ -281,7 +296,11 @@ class EvalConfig:
     score_thresh: Probability = 0.05  # drop detections below this score
     nms_thresh: Probability = 0.6  # IoU of class-wise NMS
     max_detections: PositiveInt = 100  # detections kept per image
+    pre_nms_topk: PositiveInt = 1000  # best candidates kept per pyramid level before NMS
     batch_size: PositiveInt = 8  # images per inference batch
+    # Precision of validation, tools/eval.py and the Predictor (recorded in eval.json): off (fp32,
+    # the same numbers everywhere) | bf16 | fp16 (CUDA autocast; on CPU fp32 is used).
+    amp: AmpMode = "off"
 
 
 @dataclass(config=_CONFIG)
