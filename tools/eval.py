@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from visionmtl.cli import run_tool
@@ -21,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         "--out", help="write the metrics JSON here (default: eval.json beside the checkpoint)"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--amp",
+        choices=["off", "bf16", "fp16"],
+        help="inference precision on CUDA (default: the checkpoint's eval.amp, normally off = fp32)",
+    )
     args = parser.parse_args(argv)
     if bool(args.ann) != bool(args.images):
         parser.error("--ann and --images go together")
@@ -37,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         model, cfg = load_model(args.checkpoint, device=args.device)
+        if args.amp:
+            cfg = replace(cfg, eval=replace(cfg.eval, amp=args.amp))
         ann, images = args.ann or cfg.data.val_ann, args.images or cfg.data.val_images
         if not ann:
             raise FileNotFoundError("no evaluation set: pass --ann JSON --images DIR")

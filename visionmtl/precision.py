@@ -23,10 +23,16 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def inference_precision(device: torch.device, amp: str) -> str:
+    """The precision inference runs in for ``eval.amp`` on ``device``: "fp32", "bf16" or "fp16"
+    (mixed precision only on CUDA: on CPU fp32 is both exact and faster, no native bf16)."""
+    return amp if amp != "off" and device.type == "cuda" else "fp32"
+
+
 def inference_autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Mixed precision at inference only on CUDA: on CPU, fp32 is both exact and faster (no native
-    bf16), whatever precision the model was trained with."""
-    return autocast(device, amp) if device.type == "cuda" else contextlib.nullcontext()
+    """Autocast for inference with ``eval.amp`` (see :func:`inference_precision`)."""
+    precision = inference_precision(device, amp)
+    return contextlib.nullcontext() if precision == "fp32" else autocast(device, precision)
 
 
 def make_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:

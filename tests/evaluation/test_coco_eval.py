@@ -251,8 +251,9 @@ def test_coco_tiny_gt_as_predictions_is_perfect() -> None:
 def test_for_dataset_scores_the_data_set_against_its_ground_truth(ann_file: Path) -> None:
     dataset = CocoDataset(ann_file, ann_file.parent)
     ground_truth = coco_ground_truth(dataset)
-    # Today the ground truth is the JSON file as written (see coco_ground_truth).
+    # A clean file is scored as written.
     assert ground_truth.dataset["annotations"] == json.loads(ann_file.read_text())["annotations"]
+    assert dataset.annotation_changes() == {"dropped": 0, "fixed": 0}
     evaluator = CocoEvaluator.for_dataset(dataset, iou_types=("bbox", "segm"))
     assert (evaluator.category_ids, evaluator.class_names) == (CATEGORY_IDS, CLASS_NAMES)
     image_ids = [1, 2, 3]
@@ -263,3 +264,40 @@ def test_for_dataset_scores_the_data_set_against_its_ground_truth(ann_file: Path
     evaluator.process([999], _gt_as_predictions(ground_truth, [1], CATEGORY_IDS, True))
     with pytest.raises(ValueError, match=r"999.*instances\.json"):
         evaluator.evaluate()
+
+
+@pytest.mark.parametrize(
+    ("policy", "changes", "scored_box"),
+    [
+        ("skip", {"dropped": 1, "fixed": 0}, None),
+        ("fix", {"dropped": 0, "fixed": 1}, [50, 30, 50, 50]),
+    ],
+)
+def test_ground_truth_is_the_cleaned_data_the_set_trains_on(
+    ann_file: Path, policy: str, changes: dict, scored_box: list | None
+) -> None:
+    """A box reaching outside its image: "skip" drops it, "fix" clips it, for training and for
+    scoring alike; a zero-size box is never scored (training ignores it under every policy)."""
+    data = json.loads(ann_file.read_text())
+    data["annotations"][1]["bbox"] = [50.0, 30.0, 80.0, 70.0]  # image 1 is 100 x 80
+    ann_file.write_text(json.dumps(data))
+    dataset = CocoDataset(ann_file, ann_file.parent, on_invalid=policy)
+    assert dataset.annotation_changes() == changes
+    ground_truth = coco_ground_truth(dataset)
+    scored = {a["id"]: a["bbox"] for a in ground_truth.dataset["annotations"]}
+    assert scored.get(2) == scored_box
+    # Predicting the cleaned truth is perfect; against the raw file the clipped box would miss.
+    evaluator = CocoEvaluator.for_dataset(dataset)
+    evaluator.process([1, 2, 3], _gt_as_predictions(ground_truth, [1, 2, 3], CATEGORY_IDS, False))
+    assert evaluator.evaluate()["bbox_AP"] == pytest.approx(1.0)
+    # pycocotools writes into its ground truth: the data set itself stays as it was.
+    assert coco_ground_truth(dataset).dataset == ground_truth.dataset
+
+
+def test_zero_size_boxes_are_not_scored(ann_file: Path) -> None:
+    data = json.loads(ann_file.read_text())
+    data["annotations"][0]["bbox"] = [10.0, 10.0, 0.0, 20.0]  # a warning: kept by "error"
+    ann_file.write_text(json.dumps(data))
+    dataset = CocoDataset(ann_file, ann_file.parent, on_invalid="error")
+    assert 1 not in {a["id"] for a in coco_ground_truth(dataset).dataset["annotations"]}
+    assert dataset.annotation_changes() == {"dropped": 1, "fixed": 0}

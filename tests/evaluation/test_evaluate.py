@@ -39,3 +39,42 @@ def test_eval_scores_by_image_id_when_a_corrupt_image_is_skipped(
             warnings.simplefilter("ignore")
             results.append(evaluate_model(model, dataset, cfg, torch.device("cpu")))
     assert results[0]["mIoU"] == pytest.approx(results[1]["mIoU"])
+
+
+def test_training_validation_and_eval_tool_agree_exactly(trained_run: Path, tmp_path: Path) -> None:
+    """The metrics recorded for best.pt during training are what tools/eval.py gives for best.pt
+    on the same set (CPU, fp32), to the last digit, and both say how they were measured."""
+    from tools import eval as eval_tool
+
+    payload = torch.load(trained_run / "best.pt", weights_only=True)
+    during_training = json.loads(payload["metrics"])
+    out = tmp_path / "eval.json"
+    assert eval_tool.main([str(trained_run / "best.pt"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == during_training
+    assert during_training["eval_precision"] == "fp32"
+    assert during_training["gt_annotations_dropped"] == 0
+
+
+def test_evaluation_runs_in_eval_amp_not_train_amp(
+    trained_run: Path, shapes_paths: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model trained with train.amp=bf16 is still evaluated in eval.amp (default off: fp32)."""
+    import visionmtl.evaluation.evaluate as evaluate_module
+    from visionmtl.config import load_config
+
+    model, cfg = load_model(trained_run / "best.pt")
+    cfg = load_config(None, ["train.amp=bf16", "model.tasks=[det,sem,inst]"])
+    seen: list[str] = []
+    real = evaluate_module.inference_autocast
+
+    def spy(device: torch.device, amp: str):  # type: ignore[no-untyped-def]
+        seen.append(amp)
+        return real(device, amp)
+
+    monkeypatch.setattr(evaluate_module, "inference_autocast", spy)
+    dataset = CocoDataset(
+        shapes_paths["val_ann"], shapes_paths["val_images"], build_transforms(64, train=False)
+    )
+    metrics = evaluate_model(model, dataset, cfg, torch.device("cpu"))
+    assert seen and set(seen) == {"off"}
+    assert metrics["eval_precision"] == "fp32"

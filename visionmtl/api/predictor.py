@@ -104,7 +104,7 @@ class Predictor:
         images, metas = self.collate(batch)
         image_sizes = [tuple(m["image_size"].tolist()) for m in metas]
         orig_sizes = [tuple(m["orig_size"].tolist()) for m in metas]
-        with inference_autocast(self.device, self.cfg.train.amp):
+        with inference_autocast(self.device, self.cfg.eval.amp):
             outputs = self.model(
                 images.to(self.device), image_sizes=image_sizes, output_sizes=orig_sizes
             )

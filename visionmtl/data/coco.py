@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,6 +67,12 @@ def _boxes_in_image(bboxes: list[Any], height: int, width: int) -> tuple[np.ndar
     return xyxy[keep].numpy().astype(np.float32), keep.nonzero().flatten().tolist()
 
 
+def is_box_target(annotation: dict[str, Any]) -> bool:
+    """Whether an annotation is an object at all: its box has a positive width and height (a
+    zero-size box, kept by ``on_invalid: error`` as a warning, is neither trained nor scored)."""
+    return annotation["bbox"][2] > 0 and annotation["bbox"][3] > 0
+
+
 class CocoDataset(Dataset):
     """A COCO-format data set: ``dataset[i] -> (image [3, h, w], target dict)``.
 
@@ -108,7 +115,10 @@ class CocoDataset(Dataset):
         # JSON-only checks here; image files are checked lazily, when __getitem__ loads them.
         data = read_coco_json(self.ann_file)
         self.report: CheckReport = check_coco_data(data, self.ann_file, self.image_dir)
+        self.num_file_annotations = len(data["annotations"])
         data, self.problems = clean_annotations(data, self.report, on_invalid)
+        # The cleaned data: what training reads and evaluation scores against (ground_truth).
+        self._data = data
         categories = sorted(data["categories"], key=lambda category: category["id"])
         self.category_ids: list[int] = [int(category["id"]) for category in categories]
         self.class_names: list[str] = [str(category.get("name", "")) for category in categories]
@@ -186,9 +196,7 @@ class CocoDataset(Dataset):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Boxes ``[N, 4]``, labels ``[N]``, masks ``[N, H, W]`` and sem_seg ``[H, W]`` at original size."""
         image_id = self.image_ids[index]
-        annotations = [
-            a for a in self._annotations[image_id] if a["bbox"][2] > 0 and a["bbox"][3] > 0
-        ]
+        annotations = [a for a in self._annotations[image_id] if is_box_target(a)]
         labelled_masks = all(a.get("segmentation") for a in annotations)
         objects, masks, crowd_masks = [], [], []
         for annotation in annotations:
@@ -226,6 +234,23 @@ class CocoDataset(Dataset):
         for crowd_mask in crowd_masks:
             sem_seg[crowd_mask > 0] = IGNORE_INDEX
         return box_array, label_array, mask_array, sem_seg
+
+    def ground_truth(self) -> dict[str, Any]:
+        """The COCO data evaluation scores against: the cleaned data this set trains on (after
+        ``on_invalid``), without zero-size boxes; a deep copy (pycocotools writes into it)."""
+        annotations = [a for a in self._data["annotations"] if is_box_target(a)]
+        return copy.deepcopy({**self._data, "annotations": annotations})
+
+    def annotation_changes(self) -> dict[str, int]:
+        """How many annotations of the file are not scored as written: ``dropped`` (by the
+        ``on_invalid`` policy, with their image, or zero-size boxes) and ``fixed`` (repaired)."""
+        fixed = {
+            p.index
+            for p in self.problems
+            if p.entity == "annotation" and p.action.startswith("fixed")
+        }
+        scored = sum(is_box_target(a) for a in self._data["annotations"])
+        return {"dropped": self.num_file_annotations - scored, "fixed": len(fixed)}
 
     @property
     def labels_sem_background(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -91,3 +92,13 @@ def tensors_in_sync(tensors: list[torch.Tensor], info: DistInfo, device: torch.d
     gathered = [torch.zeros_like(checksum) for _ in range(info.world_size)]
     dist.all_gather(gathered, checksum)
     return all(torch.equal(gathered[0], other) for other in gathered[1:])
+
+
+def gather_objects(value: Any, info: DistInfo) -> list[Any]:
+    """``value`` of every rank, in rank order, on every rank (``[value]`` without distribution);
+    picklable plain data only (e.g. RNG states)."""
+    if not info.enabled:
+        return [value]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered

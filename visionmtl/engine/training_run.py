@@ -21,7 +21,7 @@ from visionmtl.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from visionmtl.engine.distributed import DistInfo
+from visionmtl.engine.distributed import DistInfo, gather_objects
 from visionmtl.engine.finetune import init_from_checkpoint
 from visionmtl.engine.nan_guard import NanGuard
 from visionmtl.engine.optim import build_optimizer, build_scheduler
@@ -37,6 +37,21 @@ from visionmtl.structures import ClassSpec
 def fresh_epoch_stats() -> dict[str, dict]:
     """Running loss averages (name -> value) and per-task loss sums (task -> [sum, count], DWA)."""
     return {"running": {}, "task_sums": {}}
+
+
+def own_rng_state(state: dict, dist_info: DistInfo, path: Path) -> dict:
+    """This rank's RNG states from ``last.pt`` (``rng_per_rank``: each rank draws from its own
+    CPU/CUDA generators, e.g. the mask head's box sampling); rank 0's (``rng``) where the file has
+    none for it (an older file, another world size: the resume is then not bit-exact)."""
+    per_rank = state.get("rng_per_rank") or []
+    if len(per_rank) == dist_info.world_size:
+        return per_rank[dist_info.rank]
+    if dist_info.enabled and dist_info.is_main:
+        print(
+            f"{path}: RNG states saved for {len(per_rank) or 1} rank(s), resuming on "
+            f"{dist_info.world_size}: every rank continues from rank 0's"
+        )
+    return state["rng"]
 
 
 @dataclass
@@ -159,7 +174,7 @@ class TrainingRun:
                 f"mtl.method changed?): {str(error).splitlines()[0]}"
             ) from None
         self.nan_guard.load_state_dict(state.get("nan_guard", {}))
-        set_rng_state(state["rng"])
+        set_rng_state(own_rng_state(state, self.dist_info, self.last_path))
         progress = Progress(
             epoch=int(state["epoch"]),
             batch=int(state.get("batch", 0)),
@@ -175,7 +190,9 @@ class TrainingRun:
         return progress
 
     def save_last(self, progress: Progress) -> None:
-        """``last.pt``: everything needed to continue at ``progress`` exactly (rank 0 writes)."""
+        """``last.pt``: everything needed to continue at ``progress`` exactly (rank 0 writes; every
+        rank calls it, since each rank's RNG states are gathered into the file)."""
+        rng_per_rank = gather_objects(rng_state(), self.dist_info)
         if not self.is_main:
             return
         save_checkpoint(
@@ -188,7 +205,8 @@ class TrainingRun:
             mtl=self.balancer.state_dict(),
             epoch_stats=progress.epoch_stats,
             nan_guard=self.nan_guard.state_dict(),
-            rng=rng_state(),
+            rng=rng_per_rank[0],
+            rng_per_rank=rng_per_rank,
             epoch=progress.epoch,
             batch=progress.batch,
             step=progress.step,

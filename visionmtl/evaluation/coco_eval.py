@@ -38,13 +38,17 @@ def _stat_or_none(value: float) -> float | None:
 
 
 def coco_ground_truth(dataset: CocoDataset) -> COCO:
-    """The pycocotools ground truth that ``dataset`` is scored against (AP during training and in
-    ``tools/eval.py``): the one place that decides it.
+    """The pycocotools ground truth that ``dataset`` is scored against (AP during training, in
+    ``tools/eval.py`` and the benchmarks): the one place that decides it.
 
-    It is the raw JSON at ``dataset.ann_file``, as read from disk: annotations that the data
-    checks dropped or fixed for training are scored as they are in the file."""
+    It is the data set as it trains, :meth:`CocoDataset.ground_truth`: annotations that the
+    ``on_invalid`` policy dropped or fixed are scored as dropped or fixed, not as in the file
+    (``dataset.annotation_changes()`` counts them)."""
+    coco = COCO()
+    coco.dataset = dataset.ground_truth()
     with _quiet():
-        return COCO(str(dataset.ann_file))
+        coco.createIndex()
+    return coco
 
 
 class CocoEvaluator:

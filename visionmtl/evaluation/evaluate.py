@@ -14,7 +14,7 @@ from visionmtl.data import CocoDataset, Collator, DataError, SemanticPngDataset
 from visionmtl.evaluation.coco_eval import CocoEvaluator
 from visionmtl.evaluation.report import merge_metrics
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
-from visionmtl.precision import inference_autocast
+from visionmtl.precision import inference_autocast, inference_precision
 from visionmtl.structures import ClassSpec
 
 
@@ -31,9 +31,11 @@ def evaluate_model(
     original resolution, against the semantic map rasterised from the annotations).
 
     ``dataset`` is a COCO set, or a semantic PNG set (mIoU only; its ids must be the semantic
-    head's). ``tasks`` limits what is scored (default: the model's tasks). Returns flat metrics
-    (``bbox_AP``, ``bbox_AP50``, ..., ``segm_AP``, ..., ``mIoU``, ``pixel_acc``) and
-    ``per_class``."""
+    head's). ``tasks`` limits what is scored (default: the model's tasks); inference runs in
+    ``eval.amp``. Returns flat metrics (``bbox_AP``, ``bbox_AP50``, ..., ``segm_AP``, ...,
+    ``mIoU``, ``pixel_acc``), ``per_class``, ``eval_precision`` and, when AP is scored, the
+    ground-truth annotations the data policy dropped / fixed (``gt_annotations_dropped`` /
+    ``gt_annotations_fixed``: AP is scored on the cleaned set)."""
     tasks = list(cfg.model.tasks if tasks is None else tasks)
     classes: ClassSpec = getattr(model, "module", model).classes  # the model, or it under DDP
     if isinstance(dataset, SemanticPngDataset):
@@ -73,7 +75,7 @@ def evaluate_model(
     for images, targets in loader:
         image_sizes = [tuple(t["image_size"].tolist()) for t in targets]
         orig_sizes = [tuple(t["orig_size"].tolist()) for t in targets]
-        with inference_autocast(device, cfg.train.amp):
+        with inference_autocast(device, cfg.eval.amp):
             predictions = model(images.to(device), image_sizes=image_sizes, output_sizes=orig_sizes)
         predictions = [{k: v.cpu() for k, v in p.items()} for p in predictions]
         if coco_eval is not None:
@@ -89,4 +91,17 @@ def evaluate_model(
                     sem_eval.process([prediction["sem_seg"]], [torch.from_numpy(truth)])
     model.train(was_training)
     results = [e.evaluate() for e in (coco_eval, sem_eval) if e is not None]
-    return merge_metrics(*results)
+    return merge_metrics(*results, _provenance(dataset, coco_eval is not None, cfg, device))
+
+
+def _provenance(
+    dataset: CocoDataset | SemanticPngDataset, scored_coco: bool, cfg: Config, device: torch.device
+) -> dict[str, Any]:
+    """What the numbers were measured with: the inference precision and, for COCO AP, how many
+    of the file's annotations the data policy (``data.on_invalid``) dropped or fixed."""
+    info: dict[str, Any] = {"eval_precision": inference_precision(device, cfg.eval.amp)}
+    if scored_coco:
+        changes = dataset.annotation_changes()
+        info["gt_annotations_dropped"] = changes["dropped"]
+        info["gt_annotations_fixed"] = changes["fixed"]
+    return info

@@ -1,0 +1,52 @@
+"""Per-rank state under a real 2-process gloo group (no torchrun: torch.multiprocessing)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from visionmtl.engine.checkpoint import rng_state, set_rng_state
+from visionmtl.engine.distributed import DistInfo, gather_objects
+from visionmtl.engine.training_run import own_rng_state
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _resume_rng(rank: int, world_size: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        info = DistInfo(rank, world_size, rank)
+        torch.manual_seed(100 + rank)  # each rank's generator is in its own state
+        torch.rand(rank + 1)
+        states = gather_objects(rng_state(), info)
+        path = Path(folder) / "last.pt"
+        if info.is_main:  # what TrainingRun.save_last writes
+            torch.save({"rng": states[0], "rng_per_rank": states}, path)
+        dist.barrier()
+        expected = torch.rand(5)  # what this rank draws next in the uninterrupted run
+        state = torch.load(path, weights_only=True)
+        set_rng_state(own_rng_state(state, info, path))
+        torch.save(torch.equal(torch.rand(5), expected), Path(folder) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_resumes_its_own_rng_state(tmp_path: Path) -> None:
+    mp.spawn(_resume_rng, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)] == [True, True]
+
+
+def test_a_file_from_another_world_size_falls_back_to_rank_0(tmp_path: Path) -> None:
+    state = {"rng": {"r": 0}, "rng_per_rank": [{"r": 0}]}
+    assert own_rng_state(state, DistInfo(1, 2, 1), tmp_path / "last.pt") == {"r": 0}
+    assert own_rng_state({"rng": {"r": 0}}, DistInfo(), tmp_path / "last.pt") == {"r": 0}
