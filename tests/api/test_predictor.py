@@ -109,3 +109,38 @@ def test_large_image_and_decompression_bomb(
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64 x 64 > 2 x 100: PIL refuses
     with pytest.raises(InputError, match="too large"):
         load_rgb(path)
+
+
+def test_predictor_scores_what_validation_recorded(trained_run: Path, shapes_paths: dict) -> None:
+    """The Predictor's results on the validation images, scored with the evaluators, give the
+    metrics recorded for best.pt during training exactly (same preprocessing and precision)."""
+    import json
+
+    import torch
+
+    from visionmtl.data import CocoDataset
+    from visionmtl.evaluation.coco_eval import CocoEvaluator
+    from visionmtl.evaluation.semseg_eval import SemSegEvaluator
+
+    recorded = json.loads(torch.load(trained_run / "best.pt", weights_only=True)["metrics"])
+    predictor = Predictor.from_checkpoint(trained_run / "best.pt")
+    dataset = CocoDataset(shapes_paths["val_ann"], shapes_paths["val_images"])
+    paths = [dataset.image_info(i)["path"] for i in range(len(dataset))]
+    label_of = {int(cid): k for k, cid in enumerate(predictor.category_ids)}
+    head_index = {int(cid): k for k, cid in enumerate(predictor.sem_to_category)}
+    coco_eval = CocoEvaluator.for_dataset(dataset, ("bbox", "segm"))
+    sem_eval = SemSegEvaluator(len(head_index), ["background", *dataset.class_names])
+    for index, result in enumerate(predictor(paths)):
+        labels = torch.tensor([label_of[int(c)] for c in result.labels], dtype=torch.int64)
+        prediction = {
+            "boxes": torch.from_numpy(result.boxes),
+            "scores": torch.from_numpy(result.scores),
+            "labels": labels,
+            "masks": torch.from_numpy(result.masks),
+        }
+        coco_eval.process([dataset.image_ids[index]], [prediction])
+        sem = torch.from_numpy(np.vectorize(head_index.get)(result.sem_seg).astype(np.int64))
+        sem_eval.process([sem], [torch.from_numpy(dataset.original_sem_seg(index))])
+    scored = {**coco_eval.evaluate(), **sem_eval.evaluate()}
+    for key in ("bbox_AP", "bbox_AP50", "segm_AP", "mIoU", "pixel_acc"):
+        assert scored[key] == recorded[key], key
