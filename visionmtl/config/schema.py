@@ -265,7 +265,9 @@ class TrainConfig:
 
     epochs: PositiveInt = 12  # passes over the training set
     optimizer: Optimizer = "adamw"  # adamw | sgd (Nesterov momentum)
-    lr: PositiveFloat = 1e-3  # peak learning rate (after warm-up), for batch_size x world size
+    # Peak learning rate (after warm-up) for the global batch, batch_size x world size: not
+    # rescaled under torchrun; scale it linearly with the global batch yourself (README).
+    lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 1e-4  # on weights only; biases and norms get none
     momentum: Probability = 0.9  # SGD momentum
     warmup_iters: NonNegativeInt = 100  # steps of linear warm-up from 0.001 * lr, then cosine to 0
