@@ -1,10 +1,13 @@
 """Benchmark our model against torchvision's Mask R-CNN (MobileNetV2-FPN) on the same data.
 
 python benchmarks/benchmark.py --config configs/pennfudan.yaml [--set KEY=VALUE ...] [--epochs N]
-    [--threads T] [--out runs/benchmark] [--skip-peer] [--skip-ours]
+    [--peer-epochs N] [--threads T] [--out runs/benchmark] [--skip-peer] [--skip-ours]
 
-One process, same train/val JSON, image size (longer side), epochs, batch size, ImageNet weights
-and thread count for both. Writes ``benchmark.json`` and ``benchmark.md`` into ``--out``.
+One process, the same train/val JSON, ImageNet weights, validation set, COCO evaluator and thread
+count for both models. Each is trained with its own recipe: ours as its config says, the peer with
+torchvision's reference recipe (:class:`benchmarks.peer_recipe.PeerRecipe`: SGD lr 0.0025 at
+batch 2, warm-up + cosine, 12 epochs, resize min 480 / max 800, horizontal flips), and each is
+evaluated at its own test-time size. Writes ``benchmark.json`` and ``benchmark.md`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a script, too
 
 from benchmarks.cli import run_overrides
 from visionmtl.cli import run_tool
+
+if TYPE_CHECKING:  # torch and timm are imported when a run starts: --help stays instant
+    from benchmarks.peer_recipe import PeerRecipe
 from visionmtl.evaluation.report import render_table
 
 OURS = "visionmtl"
@@ -35,20 +41,20 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("infer ms/img", "infer_ms"),
 )
 NOTES: tuple[str, ...] = (
+    "Each model is trained with its own recipe: visionmtl as its config says (settings: "
+    "visionmtl), the peer with torchvision's references/detection recipe scaled to its batch "
+    "(settings: peer). Both start from the same ImageNet MobileNetV2 file (imagenet_weights) and "
+    "are evaluated on the same validation images with the same COCO evaluator, at the original "
+    "image size.",
     "train s: wall time of the training loop (data loading and, for visionmtl, per-epoch "
     "checkpoint writing included). visionmtl is evaluated once, after the last epoch; that "
     "evaluation is timed again separately and subtracted. The peer's evaluation is not included.",
     "infer ms/img: median over the validation images of one image at batch 1, from the decoded "
     "RGB array to predictions at the original size (resize, normalisation and post-processing "
-    "included; file decoding excluded). visionmtl through Predictor, the peer through its forward.",
-    "Pixels: visionmtl resizes the longer side to data.image_size; the peer gets min_size = "
-    "max_size = data.image_size, which puts its longer side at the same size. Training "
-    "augmentation: visionmtl its configured scale/flip/colour jitter; the peer horizontal flips "
-    "only (torchvision's reference recipe).",
+    "included; file decoding excluded). visionmtl through Predictor at data.image_size, the peer "
+    "through its forward at its own test size (short side min_size, long side at most max_size).",
     "Peer mIoU: its instance masks (prob >= 0.5) with score >= 0.5 painted by increasing score; "
     "mask AP is '-' for a model without instance masks.",
-    "Peer optimiser: SGD momentum 0.9, weight decay 1e-4, lr 0.02/16 per image of the batch, "
-    "linear warm-up (train.warmup_iters) + cosine, gradient-norm clipping at 10.",
 )
 
 
@@ -107,41 +113,39 @@ def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
     }
 
 
-def run_peer(cfg: Any, out_dir: Path, device: Any, weights: str | None) -> dict[str, Any]:
-    """Train + evaluate the torchvision Mask R-CNN with the same data and budget."""
+def run_peer(
+    cfg: Any,
+    out_dir: Path,
+    device: Any,
+    weights: str | None,
+    recipe: PeerRecipe,
+    max_iters: int | None = None,
+) -> dict[str, Any]:
+    """Train + evaluate the torchvision Mask R-CNN with its own ``recipe`` on our data files
+    (``max_iters``: stop training early, for smoke runs)."""
     import torch
 
-    from benchmarks.maskrcnn_peer import build_peer_maskrcnn, evaluate_peer, peer_lr, train_peer
+    from benchmarks.maskrcnn_peer import build_peer_maskrcnn, evaluate_peer, train_peer
     from visionmtl.data import CocoDataset
 
     train_set = CocoDataset(cfg.data.train_ann, cfg.data.train_images)
     val_set = CocoDataset(cfg.data.val_ann, cfg.data.val_images)
-    size = cfg.data.image_size
-    model = build_peer_maskrcnn(len(train_set.category_ids), weights, min_size=size, max_size=size)
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # the heads' initialisation
+    model = build_peer_maskrcnn(len(train_set.category_ids), weights, recipe)
     seconds = train_peer(
         model,
         train_set,
-        epochs=cfg.train.epochs,
-        batch_size=cfg.data.batch_size,
-        lr=None,
+        recipe,
         device=device,
-        hflip_prob=cfg.data.hflip_prob,
-        warmup_iters=cfg.train.warmup_iters,
-        clip_grad_norm=10.0,
         num_workers=cfg.data.num_workers,
         seed=cfg.train.seed,
+        max_iters=max_iters,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / "model.pt")
     metrics = evaluate_peer(model, val_set, device)
     (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return {
-        **_summary(metrics),
-        "train_s": seconds,
-        "infer_ms": metrics["infer_ms"],
-        "lr": peer_lr(cfg.data.batch_size),
-    }
+    return {**_summary(metrics), "train_s": seconds, "infer_ms": metrics["infer_ms"]}
 
 
 def peer_weights(cfg: Any, override: str | None) -> str | None:
@@ -161,11 +165,42 @@ def peer_weights(cfg: Any, override: str | None) -> str | None:
     return None  # neither model is pretrained
 
 
+def write_report(
+    out: Path, settings: dict[str, Any], rows: dict[str, dict[str, Any]]
+) -> tuple[Path, Path]:
+    """``benchmark.json`` (settings, results, notes) and ``benchmark.md`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"settings": settings, "results": rows, "notes": list(NOTES)}
+    json_path, md_path = out / "benchmark.json", out / "benchmark.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    shared = {k: v for k, v in settings.items() if k not in ("overrides", "visionmtl", "peer")}
+    lines = ["# Benchmark", "", ", ".join(f"{k}: {v}" for k, v in shared.items()), ""]
+    for key, title in (("visionmtl", OURS), ("peer", f"{PEER} (its reference recipe)")):
+        if key in settings:
+            values = ", ".join(f"{k} {v}" for k, v in settings[key].items())
+            lines.append(f"- {title}: {values}")
+    lines += ["", format_table(rows, markdown=True), "", *(f"- {note}" for note in NOTES)]
+    md_path.write_text("\n".join(lines) + "\n")
+    return json_path, md_path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="YAML config, e.g. configs/pennfudan.yaml")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
-    parser.add_argument("--epochs", type=int, help="epochs for both models (train.epochs)")
+    parser.add_argument("--epochs", type=int, help="our model's epochs (train.epochs)")
+    parser.add_argument(
+        "--peer-epochs",
+        type=_positive_int,
+        help="the peer's epochs (default: its recipe's, 12); e.g. 1 for a smoke run",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--out", default="runs/benchmark", help="output directory")
     parser.add_argument("--peer-weights", help="timm mobilenetv2_100 file for the peer")
@@ -176,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         import torch
 
+        from benchmarks.peer_recipe import PeerRecipe
         from visionmtl.config import load_config
         from visionmtl.engine.trainer import resolve_device
 
@@ -188,39 +224,36 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         device = resolve_device(cfg.train.device)
         weights = peer_weights(cfg, args.peer_weights)
-        rows: dict[str, dict[str, Any]] = {}
-        if not args.skip_ours:
-            rows[OURS] = run_ours(cfg, out / "ours", device)
-        if not args.skip_peer:
-            rows[PEER] = run_peer(cfg, out / "peer", device, weights)
-        settings = {
+        recipe = PeerRecipe() if args.peer_epochs is None else PeerRecipe(epochs=args.peer_epochs)
+        settings: dict[str, Any] = {
             "config": str(args.config),
             "overrides": overrides,
             "train_ann": cfg.data.train_ann,
             "val_ann": cfg.data.val_ann,
-            "image_size": cfg.data.image_size,
-            "epochs": cfg.train.epochs,
-            "batch_size": cfg.data.batch_size,
             "imagenet_weights": weights,
             "threads": torch.get_num_threads(),
             "device": str(device),
             "torch": torch.__version__,
         }
-        out.mkdir(parents=True, exist_ok=True)
-        report = {"settings": settings, "results": rows, "notes": list(NOTES)}
-        (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
-        lines = [
-            "# Benchmark",
-            "",
-            ", ".join(f"{k}: {v}" for k, v in settings.items() if k != "overrides"),
-            "",
-            format_table(rows, markdown=True),
-            "",
-            *(f"- {note}" for note in NOTES),
-        ]
-        (out / "benchmark.md").write_text("\n".join(lines) + "\n")
+        rows: dict[str, dict[str, Any]] = {}
+        if not args.skip_ours:
+            settings["visionmtl"] = {
+                "image_size": cfg.data.image_size,
+                "epochs": cfg.train.epochs,
+                "batch_size": cfg.data.batch_size,
+                "optimizer": cfg.train.optimizer,
+                "lr": cfg.train.lr,
+            }
+            rows[OURS] = run_ours(cfg, out / "ours", device)
+        if not args.skip_peer:
+            settings["peer"] = recipe.to_dict()
+            print(f"peer recipe: {recipe.describe()}", flush=True)
+            rows[PEER] = run_peer(cfg, out / "peer", device, weights, recipe)
+        json_path, md_path = write_report(out, settings, rows)
         print(format_table(rows))
-        print(f"wrote {out / 'benchmark.json'} and {out / 'benchmark.md'}")
+        if not args.skip_peer:
+            print(f"peer recipe: {recipe.describe()}")
+        print(f"wrote {json_path} and {md_path}")
 
     return run_tool(run)
 

@@ -1,15 +1,16 @@
 """The peer of the benchmark: torchvision's Mask R-CNN on a MobileNetV2-FPN backbone.
 
-Both models are fed the same COCO files and the same pixels: the peer gets un-normalised [0, 1]
-images at their original size and its own ``GeneralizedRCNNTransform`` normalises and resizes them
-with ``min_size = max_size = image_size``, which scales the longer side to ``image_size`` whatever
-the aspect ratio (the scale is ``min(min_size / short, max_size / long) = max_size / long``),
-exactly what our ``LongestMaxSize(image_size)`` evaluation resize does.
+It reads the same COCO files as our model and starts from the same ImageNet weights (timm's
+``mobilenetv2_100`` file, re-keyed), and is trained and evaluated with its own recipe,
+:class:`~benchmarks.peer_recipe.PeerRecipe` (torchvision's ``references/detection``): it gets
+un-normalised [0, 1] images at their original size, and its ``GeneralizedRCNNTransform``
+normalises them and resizes the short side to ``min_size`` (long side at most ``max_size``).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,21 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from benchmarks.latency import median_latency_ms
-from visionmtl.config import TrainConfig
+from benchmarks.peer_recipe import (
+    GroupedBatchSampler,
+    PeerRecipe,
+    aspect_ratio_groups,
+    build_peer_optimizer,
+    build_peer_scheduler,
+)
 from visionmtl.data import CocoDataset, DataError
-from visionmtl.engine.optim import build_scheduler
 from visionmtl.errors import TrainingError
 from visionmtl.evaluation.coco_eval import CocoEvaluator
 from visionmtl.evaluation.report import merge_metrics
@@ -34,8 +41,7 @@ from visionmtl.models import BackboneError
 
 ANCHOR_SIZES: tuple[tuple[int, ...], ...] = ((32, 64, 128, 256, 512),) * 3
 ASPECT_RATIOS: tuple[tuple[float, ...], ...] = ((0.5, 1.0, 2.0),) * 3
-# The references' 0.02 per 16 images, scaled linearly (0.0025 at batch 2).
-BASE_LR_PER_IMAGE: float = 0.02 / 16
+MOBILENET_V2_STAGES: int = 6  # torchvision's _mobilenet_extractor: stem, 4 strided blocks, head
 MASK_THRESH: float = 0.5  # mask probability -> binary mask, as torchvision's references do
 SEMANTIC_SCORE_THRESH: float = 0.5  # instances painted into the semantic map for mIoU
 
@@ -135,15 +141,21 @@ def load_backbone_weights(body: nn.Module, weights: str | Path) -> list[str]:
 
 
 def build_peer_maskrcnn(
-    num_classes: int, weights: str | Path | None, min_size: int, max_size: int
+    num_classes: int, weights: str | Path | None, recipe: PeerRecipe
 ) -> MaskRCNN:
-    """Mask R-CNN, MobileNetV2-FPN (3 trainable stages, frozen BN), ``num_classes + 1`` classes.
+    """Mask R-CNN, MobileNetV2-FPN, ``num_classes + 1`` classes, resizing to ``recipe.min_size`` /
+    ``recipe.max_size``.
 
-    ``weights``: timm-layout ``mobilenetv2_100`` ImageNet file (None = random init).
-    ``min_size``/``max_size``: its internal resize (``min_size = max_size = image_size`` puts the
-    longer side at ``image_size``, like our evaluation transform)."""
+    ``weights``: timm-layout ``mobilenetv2_100`` ImageNet file: ``recipe.trainable_backbone_layers``
+    trainable stages and frozen BatchNorm. None: random init, every stage trainable and plain
+    BatchNorm, as torchvision's builders do without backbone weights."""
+    pretrained = weights is not None
     backbone = mobilenet_backbone(
-        backbone_name="mobilenet_v2", weights=None, fpn=True, trainable_layers=3
+        backbone_name="mobilenet_v2",
+        weights=None,
+        fpn=True,
+        norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
+        trainable_layers=recipe.trainable_backbone_layers if pretrained else MOBILENET_V2_STAGES,
     )
     if weights is not None:
         load_backbone_weights(backbone.body, weights)
@@ -152,8 +164,8 @@ def build_peer_maskrcnn(
         backbone,
         num_classes=num_classes + 1,
         rpn_anchor_generator=anchors,
-        min_size=min_size,
-        max_size=max_size,
+        min_size=recipe.min_size,
+        max_size=recipe.max_size,
     )
 
 
@@ -208,62 +220,60 @@ def _collate_lists(batch: list[tuple[Tensor, dict[str, Tensor]]]) -> tuple[list,
     return [item[0] for item in batch], [item[1] for item in batch]
 
 
-def peer_lr(batch_size: int) -> float:
-    """0.0025 at batch 2, linear in the batch size."""
-    return BASE_LR_PER_IMAGE * batch_size
+def peer_batches(
+    dataset: CocoDataset, recipe: PeerRecipe, generator: torch.Generator
+) -> Sampler[list[int]]:
+    """Shuffled batches of ``recipe.batch_size``, grouped by aspect ratio unless the recipe's
+    factor is negative (then a plain batch sampler that drops the last incomplete batch)."""
+    order = RandomSampler(dataset, generator=generator)
+    if recipe.aspect_ratio_group_factor < 0:
+        return BatchSampler(order, recipe.batch_size, drop_last=True)
+    groups = aspect_ratio_groups(dataset, recipe.aspect_ratio_group_factor)
+    return GroupedBatchSampler(order, groups, recipe.batch_size)
 
 
 def train_peer(
     model: MaskRCNN,
     dataset_train: CocoDataset,
-    epochs: int,
-    batch_size: int,
-    lr: float | None,
+    recipe: PeerRecipe,
     device: str | torch.device,
-    hflip_prob: float = 0.5,
-    warmup_iters: int = 50,
-    clip_grad_norm: float = 10.0,
     num_workers: int = 0,
     seed: int = 0,
     max_iters: int | None = None,
 ) -> float:
-    """Train the peer in place: SGD (momentum 0.9, weight decay 1e-4), linear warm-up + cosine,
-    gradient-norm clipping. ``lr=None`` -> :func:`peer_lr` (batch_size). The data set's JSON and
-    images are used with :class:`PeerTransform` (its own transform is replaced on a copy).
-    ``max_iters`` stops early (tests). Returns the wall seconds of the training loop."""
+    """Train the peer in place with ``recipe`` (SGD, warm-up + cosine, gradient-norm clipping,
+    aspect-ratio grouped batches, horizontal flips). The data set's JSON and images are used with
+    :class:`PeerTransform` (its own transform is replaced on a copy). ``max_iters`` stops early
+    (smoke runs); the schedule is still the full run's. Returns the wall seconds of the loop."""
     device = torch.device(device)
     dataset = copy.copy(dataset_train)
-    dataset.transform = PeerTransform(hflip_prob)
+    dataset.transform = PeerTransform(recipe.hflip_prob)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(dataset) > batch_size,
+        batch_sampler=peer_batches(dataset, recipe, generator),
         num_workers=num_workers,
         collate_fn=_collate_lists,
         generator=generator,
         persistent_workers=num_workers > 0,
     )
     if len(loader) == 0:
-        raise TrainingError(f"{dataset.ann_file}: the training set has no images")
-    total_iters = epochs * len(loader)
-    if max_iters is not None:
-        total_iters = min(total_iters, max_iters)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=peer_lr(batch_size) if lr is None else lr, momentum=0.9, weight_decay=1e-4
-    )
-    # the library's warm-up + cosine, with the warm-up capped at half the run
-    schedule = TrainConfig(warmup_iters=min(warmup_iters, total_iters // 2))
-    scheduler = build_scheduler(optimizer, schedule, total_iters)
+        raise TrainingError(
+            f"{dataset.ann_file}: {len(dataset)} training images, fewer than one batch of "
+            f"{recipe.batch_size}"
+        )
+    total_iters = recipe.epochs * len(loader)
+    optimizer = build_peer_optimizer(model, recipe)
+    scheduler = build_peer_scheduler(optimizer, recipe, len(loader), total_iters)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stop = total_iters if max_iters is None else min(total_iters, max_iters)
     model.to(device).train()
     step = 0
     start = time.perf_counter()
-    for epoch in range(epochs):
-        for images, targets in loader:
-            if step >= total_iters:
-                break
+    for epoch in range(recipe.epochs):
+        if step >= stop:
+            break
+        for images, targets in itertools.islice(loader, stop - step):
             losses = model(
                 [image.to(device) for image in images], [_peer_target(t, device) for t in targets]
             )
@@ -276,8 +286,8 @@ def train_peer(
                 )
             optimizer.zero_grad(set_to_none=True)
             total.backward()
-            if clip_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            if recipe.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, recipe.clip_grad_norm)
             optimizer.step()
             scheduler.step()
             step += 1

@@ -1,6 +1,7 @@
 """The peer comparison's command line: the results table and its errors; every benchmark script
 runs as ``python benchmarks/<name>.py`` from any directory."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,35 @@ def test_scripts_run_by_path_from_another_directory(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, f"{script}: {done.stderr}"
         assert "--config" in done.stdout, script
+
+
+def test_peer_smoke_run_reports_metrics_and_recipe(
+    shapes_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    """The benchmark's peer path, 2 iterations on the shapes set at 64 px, then its report."""
+    import torch
+
+    from benchmarks.peer_recipe import PeerRecipe
+    from tests.conftest import tiny_train_overrides
+    from visionmtl.config import load_config
+
+    cfg = load_config(None, tiny_train_overrides(shapes_paths, tmp_path / "run"))
+    recipe = PeerRecipe(epochs=1, min_size=64, max_size=64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: thread synchronisation dominates
+    try:
+        row = benchmark_tool.run_peer(
+            cfg, tmp_path / "peer", torch.device("cpu"), None, recipe, max_iters=2
+        )
+    finally:
+        torch.set_num_threads(threads)
+    for key in ("bbox_AP", "segm_AP", "mIoU", "train_s", "infer_ms"):
+        assert row[key] is not None, key
+    assert (tmp_path / "peer" / "eval.json").is_file()
+    settings = {"config": None, "overrides": [], "peer": recipe.to_dict()}
+    json_path, md_path = benchmark_tool.write_report(tmp_path, settings, {benchmark_tool.PEER: row})
+    report = json.loads(json_path.read_text())
+    assert report["settings"]["peer"]["lr"] == 0.0025
+    assert report["settings"]["peer"]["min_size"] == 64
+    assert report["results"][benchmark_tool.PEER]["infer_ms"] == row["infer_ms"]
+    assert "lr 0.0025" in md_path.read_text()
