@@ -40,6 +40,24 @@ def test_assignment_marks_points_near_the_box_centre() -> None:
     )
 
 
+def test_radius_zero_means_no_centre_sampling() -> None:
+    """FCOS reference: radius 0 turns centre sampling off; every point inside the box and in its
+    level's size range is positive (not none at all)."""
+    box, label = torch.tensor([[32.0, 32.0, 80.0, 72.0]]), torch.tensor([2])
+    head = FCOSHead(16, num_classes=3, strides=STRIDES, center_sampling_radius=0.0)
+    outputs = head(pyramid(batch=1))
+    _, positive, _ = head.assign(outputs, box, label)
+    xs, ys = outputs["points"].unbind(1)
+    ltrb = torch.stack([xs - 32, ys - 32, 80 - xs, 72 - ys], dim=1)
+    low, high = outputs["point_ranges"].unbind(1)
+    in_range = (ltrb.max(1).values >= low) & (ltrb.max(1).values <= high)
+    expected = (ltrb.min(1).values > 0) & in_range
+    assert int(expected.sum()) == 30  # the 6 x 5 stride-8 points inside the 48 x 40 box
+    assert torch.equal(positive, expected)
+    sampled = FCOSHead(16, num_classes=3, strides=STRIDES, center_sampling_radius=1.5)
+    assert 0 < int(sampled.assign(outputs, box, label)[1].sum()) < 30
+
+
 def test_det_losses_positive_with_targets_finite_when_empty() -> None:
     head = FCOSHead(16, num_classes=3, strides=STRIDES)
     outputs = head(pyramid())

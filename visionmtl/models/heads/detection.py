@@ -26,7 +26,8 @@ class FCOSHead(nn.Module):
         num_classes: number of object categories (no background class).
         strides: stride of each pyramid level it is applied to, ascending.
         num_convs: conv layers in the classification and regression towers.
-        center_sampling_radius: positives are points within radius * stride of a box centre.
+        center_sampling_radius: positives are points within radius * stride of a box centre; 0: no
+            centre sampling, every point inside the box (as the FCOS reference).
         score_thresh, nms_thresh, max_detections, pre_nms_topk: inference settings.
     """
 
@@ -129,27 +130,33 @@ class FCOSHead(nn.Module):
         ltrb = torch.stack(
             [xs - boxes[:, 0], ys - boxes[:, 1], boxes[:, 2] - xs, boxes[:, 3] - ys], dim=2
         )
-        inside_box = ltrb.min(dim=2).values > 0  # [P, M]
-        centers = (boxes[:, :2] + boxes[:, 2:]) / 2
-        radius = strides[:, None] * self.center_sampling_radius  # [P, 1]
-        center_x0 = torch.maximum(centers[:, 0] - radius, boxes[:, 0])
-        center_y0 = torch.maximum(centers[:, 1] - radius, boxes[:, 1])
-        center_x1 = torch.minimum(centers[:, 0] + radius, boxes[:, 2])
-        center_y1 = torch.minimum(centers[:, 1] + radius, boxes[:, 3])
-        inside_center = (xs > center_x0) & (xs < center_x1) & (ys > center_y0) & (ys < center_y1)
+        candidate = ltrb.min(dim=2).values > 0  # [P, M] inside the box
+        # Radius 0 switches centre sampling off (FCOS reference), rather than leaving no positives.
+        if self.center_sampling_radius > 0:
+            candidate &= self._inside_centre(points, strides, boxes)
         max_dist = ltrb.max(dim=2).values
-        in_range = (max_dist >= ranges[:, 0:1]) & (max_dist <= ranges[:, 1:2])
+        candidate &= (max_dist >= ranges[:, 0:1]) & (max_dist <= ranges[:, 1:2])
         areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand(
             num_points, -1
         )
-        areas = torch.where(
-            inside_box & inside_center & in_range, areas, torch.full_like(areas, float("inf"))
-        )
+        areas = torch.where(candidate, areas, torch.full_like(areas, float("inf")))
         min_area, matched = areas.min(dim=1)
         positive = torch.isfinite(min_area)
         cls_target[positive, labels[matched[positive]]] = 1.0
         reg_target = ltrb[torch.arange(num_points, device=points.device), matched]
         return cls_target, positive, reg_target
+
+    def _inside_centre(self, points: Tensor, strides: Tensor, boxes: Tensor) -> Tensor:
+        """points [P, 2], their strides [P], boxes [M, 4] -> [P, M]: the point lies within
+        ``center_sampling_radius`` * stride of the box centre (and inside the box)."""
+        xs, ys = points[:, 0:1], points[:, 1:2]
+        centers = (boxes[:, :2] + boxes[:, 2:]) / 2
+        radius = strides[:, None] * self.center_sampling_radius  # [P, 1]
+        x0 = torch.maximum(centers[:, 0] - radius, boxes[:, 0])
+        y0 = torch.maximum(centers[:, 1] - radius, boxes[:, 1])
+        x1 = torch.minimum(centers[:, 0] + radius, boxes[:, 2])
+        y1 = torch.minimum(centers[:, 1] + radius, boxes[:, 3])
+        return (xs > x0) & (xs < x1) & (ys > y0) & (ys < y1)
 
     def loss(
         self,
