@@ -94,6 +94,36 @@ def test_postprocess_boxes_inside_image_and_rescaled() -> None:
     assert torch.allclose(scaled, torch.tensor([[5.0, 40, 25, 120]]))
 
 
+def crowded_outputs(head: FCOSHead) -> dict[str, torch.Tensor]:
+    """Hand-made outputs on a 64 px image: 16 stride-8 points all predict box A [8, 8, 40, 40]
+    (score ~1), one stride-16 point predicts box B [44, 44, 64, 64] (score ~0.97); the rest
+    score below the threshold."""
+    outputs = head([torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 4, 4)])
+    points, strides = outputs["points"], outputs["point_strides"]
+    xs, ys = points.unbind(1)
+    cls_logits = torch.full((1, len(points), 1), -10.0)
+    box_ltrb = torch.zeros(1, len(points), 4)
+    on_a = (strides == 8) & (xs > 8) & (xs < 40) & (ys > 8) & (ys < 40)
+    cls_logits[0, on_a] = 10.0
+    box_ltrb[0, on_a] = torch.stack([xs - 8, ys - 8, 40 - xs, 40 - ys], dim=1)[on_a]
+    on_b = (strides == 16) & (xs == 56) & (ys == 56)
+    cls_logits[0, on_b] = 3.0
+    box_ltrb[0, on_b] = torch.tensor([12.0, 12.0, 8.0, 8.0])
+    assert int(on_a.sum()) == 16 and int(on_b.sum()) == 1
+    ctr_logits = torch.full((1, len(points)), 10.0)
+    return {**outputs, "cls_logits": cls_logits, "box_ltrb": box_ltrb, "ctr_logits": ctr_logits}
+
+
+def test_pre_nms_topk_is_per_level() -> None:
+    """As torchvision / FCOS / MMDetection: the top-k before NMS is taken on each level, so many
+    duplicates of one object on one level cannot evict another object found on another level."""
+    head = FCOSHead(4, num_classes=1, strides=[8, 16], pre_nms_topk=4)
+    result = head.postprocess(crowded_outputs(head), [(64, 64)])[0]
+    assert result["boxes"].shape == (2, 4)
+    assert torch.allclose(result["boxes"], torch.tensor([[8.0, 8, 40, 40], [44, 44, 64, 64]]))
+    assert result["scores"][1] < result["scores"][0]
+
+
 def test_semantic_loss_ignores_255_and_postprocess_sizes() -> None:
     head = SemanticFPNHead(16, num_classes=4, strides=[8, 16, 32], channels=16)
     features = pyramid()

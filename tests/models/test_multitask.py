@@ -62,6 +62,16 @@ def test_single_task_models(tasks: list[str], expected: set[str]) -> None:
     assert set(model.heads) == set(tasks)
 
 
+def test_eval_settings_reach_the_detection_head() -> None:
+    from visionmtl.config import EvalConfig
+
+    cfg = ModelConfig(tasks=["det"], fpn_channels=32)
+    eval_cfg = EvalConfig(score_thresh=0.3, nms_thresh=0.4, max_detections=7, pre_nms_topk=11)
+    head = build_model(cfg, ClassSpec.numbered(2), eval_cfg).heads["det"]
+    settings = (head.score_thresh, head.nms_thresh, head.max_detections, head.pre_nms_topk)
+    assert settings == (0.3, 0.4, 7, 11)
+
+
 def test_training_mode_requires_targets() -> None:
     with pytest.raises(ValueError, match="targets"):
         tiny_model(["det"])(torch.randn(1, 3, 64, 64))

@@ -28,7 +28,8 @@ class FCOSHead(nn.Module):
         num_convs: conv layers in the classification and regression towers.
         center_sampling_radius: positives are points within radius * stride of a box centre; 0: no
             centre sampling, every point inside the box (as the FCOS reference).
-        score_thresh, nms_thresh, max_detections, pre_nms_topk: inference settings.
+        score_thresh, nms_thresh, max_detections: inference settings.
+        pre_nms_topk: candidates (point, class) kept per pyramid level before NMS.
     """
 
     def __init__(
@@ -215,14 +216,14 @@ class FCOSHead(nn.Module):
         ``labels`` [K]."""
         results = []
         points = outputs["points"]
+        # Levels are the consecutive runs of one stride in the flattened points.
+        level_sizes = torch.unique_consecutive(outputs["point_strides"], return_counts=True)[1]
         for i, (height, width) in enumerate(image_sizes):
             scores = torch.sqrt(
                 outputs["cls_logits"][i].float().sigmoid()
                 * outputs["ctr_logits"][i].float().sigmoid()[:, None]
             ).flatten()
-            keep = torch.nonzero(scores > self.score_thresh).squeeze(1)
-            if keep.numel() > self.pre_nms_topk:
-                keep = keep[scores[keep].topk(self.pre_nms_topk).indices]
+            keep = self._candidates(scores, level_sizes.tolist())
             point_index, labels = keep // self.num_classes, keep % self.num_classes
             ltrb = outputs["box_ltrb"][i, point_index].float()
             centres = points[point_index]
@@ -236,6 +237,20 @@ class FCOSHead(nn.Module):
             boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
             results.append({"boxes": boxes, "scores": scores, "labels": labels})
         return results
+
+    def _candidates(self, scores: Tensor, level_sizes: list[int]) -> Tensor:
+        """scores [P * K] (point-major, levels in order, ``level_sizes`` points each) -> flat indices
+        of the scores above ``score_thresh``, at most ``pre_nms_topk`` per level."""
+        # Per level as torchvision, the FCOS reference and MMDetection: with one global top-k, many
+        # near-duplicates of one object on one level could evict every candidate of another.
+        keep, start = [], 0
+        for level_scores in scores.split([size * self.num_classes for size in level_sizes]):
+            index = torch.nonzero(level_scores > self.score_thresh).squeeze(1)
+            if index.numel() > self.pre_nms_topk:
+                index = index[level_scores[index].topk(self.pre_nms_topk).indices]
+            keep.append(index + start)
+            start += level_scores.numel()
+        return torch.cat(keep)
 
 
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
