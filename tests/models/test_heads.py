@@ -1,6 +1,13 @@
-"""FCOS and semantic heads: target assignment, losses on full and empty targets, postprocessing."""
+"""FCOS and semantic heads: target assignment, losses (also under a 2-process gloo group), postprocessing."""
 
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from visionmtl.models.heads import FCOSHead, SemanticFPNHead
 from visionmtl.models.heads.detection import scale_boxes
@@ -69,6 +76,98 @@ def test_det_losses_positive_with_targets_finite_when_empty() -> None:
     assert all(torch.isfinite(v) for v in empty.values())
     assert empty["det/cls"] > 0 and empty["det/box"] == 0
     sum(empty.values()).backward()  # still a graph: no error
+
+
+# --- loss normalisers under DDP: a real 2-process gloo group ------------------------------------
+
+# Per scenario, each rank's batch: different numbers of positives; in "unlabelled" rank 0 has no
+# positive at all (one unlabelled image, one with no boxes), so it must still join the reductions.
+DDP_TARGETS = {
+    "unequal": [
+        [det_target([[10, 10, 60, 50]], [1]), det_target([], [])],
+        [
+            det_target([[0, 0, 120, 100], [20, 30, 90, 110]], [0, 2]),
+            det_target([[5, 5, 40, 40]], [1]),
+        ],
+    ],
+    "unlabelled": [
+        [{}, det_target([], [])],
+        [det_target([[10, 10, 60, 50], [70, 60, 120, 125]], [1, 0]), det_target([], [])],
+    ],
+}
+
+
+def ddp_head_and_features(rank: int) -> tuple[FCOSHead, list[torch.Tensor]]:
+    """The same head on every rank; rank-specific input maps."""
+    torch.manual_seed(0)
+    head = FCOSHead(16, num_classes=3, strides=STRIDES)
+    torch.manual_seed(1 + rank)
+    return head, pyramid()
+
+
+def ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=30),
+    )
+    try:
+        results = {}
+        for scenario, targets in DDP_TARGETS.items():
+            head, features = ddp_head_and_features(rank)
+            losses = head.loss(head(features), targets[rank], (128, 128))
+            results[scenario] = {name: value.detach() for name, value in losses.items()}
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def num_positives(head: FCOSHead, outputs: dict, targets: list[dict]) -> int:
+    return sum(
+        int(head.assign(outputs, t["boxes"], t["labels"])[1].sum()) for t in targets if "boxes" in t
+    )
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_loss_normalisers_are_averaged_over_ranks(tmp_path: Path) -> None:
+    """FCOS reference (reduce_sum / num_gpus) and MMDetection (reduce_mean): every rank divides by
+    the mean number of positives (and mean centerness sum), so that DDP's gradient average equals
+    one batch of all ranks' images: the mean of the ranks' losses is the loss of the joined batch."""
+    context = mp.start_processes(
+        ddp_worker,
+        args=(2, str(tmp_path / "init"), str(tmp_path)),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the 2-process gloo group did not finish in time")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for scenario, targets in DDP_TARGETS.items():
+        heads, features = zip(*(ddp_head_and_features(r) for r in range(2)), strict=True)
+        head = heads[0]
+        joined = head.loss(
+            head([torch.cat(maps) for maps in zip(*features, strict=True)]),
+            targets[0] + targets[1],
+            (128, 128),
+        )
+        for name, value in joined.items():
+            mean = (ranks[0][scenario][name] + ranks[1][scenario][name]) / 2
+            assert torch.allclose(mean, value, rtol=1e-5), (scenario, name)
+        # The same normaliser on both ranks: the mean number of positives, not the rank's own.
+        counts = [num_positives(head, head(features[r]), targets[r]) for r in range(2)]
+        assert counts[0] != counts[1]
+        for rank in range(2):
+            alone = head.loss(head(features[rank]), targets[rank], (128, 128))
+            for name in ("det/cls", "det/ctr"):
+                expected = alone[name] * max(counts[rank], 1) / max(sum(counts) / 2, 1)
+                assert torch.allclose(ranks[rank][scenario][name], expected, rtol=1e-5)
 
 
 def test_unlabelled_images_give_no_detection_gradient() -> None:

@@ -14,7 +14,7 @@ from torchvision.ops import (
     sigmoid_focal_loss,
 )
 
-from visionmtl.models.heads.common import conv_gn_relu
+from visionmtl.models.heads.common import conv_gn_relu, mean_over_ranks
 from visionmtl.structures import Prediction, Target
 
 
@@ -167,43 +167,48 @@ class FCOSHead(nn.Module):
     ) -> dict[str, Tensor]:
         """Focal loss (``det/cls``), centerness-weighted GIoU (``det/box``) and centerness BCE (``det/ctr``).
 
-        Only images whose target has ``boxes`` count; the others are not labelled for detection."""
+        Only images whose target has ``boxes`` count; the others are not labelled for detection.
+        Under torch.distributed the normalisers (number of positives, sum of the centerness targets)
+        are means over the ranks, so every rank must call ``loss``, labelled images or not."""
         labelled = [i for i, t in enumerate(targets) if "boxes" in t]
-        cls_logits = outputs["cls_logits"].float()
-        box_ltrb = outputs["box_ltrb"].float()
-        ctr_logits = outputs["ctr_logits"].float()
-        if not labelled:
-            zero = cls_logits.sum() * 0 + box_ltrb.sum() * 0 + ctr_logits.sum() * 0
-            return {"det/cls": zero, "det/box": zero, "det/ctr": zero}
-        assigned = [
-            self.assign(outputs, targets[i]["boxes"], targets[i]["labels"]) for i in labelled
-        ]
-        cls_target = torch.stack([a[0] for a in assigned])
-        positive = torch.stack([a[1] for a in assigned])
-        reg_target = torch.stack([a[2] for a in assigned])
-        index = torch.as_tensor(labelled, device=cls_logits.device)
-        cls_logits, box_ltrb, ctr_logits = cls_logits[index], box_ltrb[index], ctr_logits[index]
-        num_pos = max(float(positive.sum()), 1.0)
-        loss_cls = sigmoid_focal_loss(cls_logits, cls_target, reduction="sum") / num_pos
-        if not positive.any():
-            zero = box_ltrb.sum() * 0 + ctr_logits.sum() * 0
-            return {"det/cls": loss_cls, "det/box": zero, "det/ctr": zero}
+        index = torch.as_tensor(labelled, dtype=torch.int64, device=outputs["cls_logits"].device)
+        # Unlabelled images are left out by the selection; with none left the losses are 0 and
+        # still in the graph (every parameter gets a gradient, as DDP expects).
+        cls_logits = outputs["cls_logits"].float()[index]  # [B', P, K]
+        box_ltrb = outputs["box_ltrb"].float()[index]
+        ctr_logits = outputs["ctr_logits"].float()[index]
+        cls_target, positive, reg_target = self._targets(outputs, [targets[i] for i in labelled])
         pred, target = box_ltrb[positive], reg_target[positive]
-        left_right, top_bottom = target[:, [0, 2]], target[:, [1, 3]]
-        ctr_target = torch.sqrt(
-            (left_right.min(1).values / left_right.max(1).values)
-            * (top_bottom.min(1).values / top_bottom.max(1).values)
-        )
+        ctr_target = centerness(target)
+        # No branch on this rank's positives before the reductions: all ranks must reach them.
+        num_pos = mean_over_ranks(positive.sum().float()).clamp(min=1.0)
+        ctr_sum = mean_over_ranks(ctr_target.sum()).clamp(min=1e-6)
+        loss_cls = sigmoid_focal_loss(cls_logits, cls_target, reduction="sum") / num_pos
         # Both boxes around the same point: origin-relative boxes give the same IoU.
         pred_boxes = torch.cat([-pred[:, :2], pred[:, 2:]], dim=1)
         target_boxes = torch.cat([-target[:, :2], target[:, 2:]], dim=1)
         giou = generalized_box_iou_loss(pred_boxes, target_boxes, reduction="none")
-        loss_box = (giou * ctr_target).sum() / ctr_target.sum().clamp(min=1e-6)
+        loss_box = (giou * ctr_target).sum() / ctr_sum
         loss_ctr = (
             F.binary_cross_entropy_with_logits(ctr_logits[positive], ctr_target, reduction="sum")
             / num_pos
         )
         return {"det/cls": loss_cls, "det/box": loss_box, "det/ctr": loss_ctr}
+
+    def _targets(
+        self, outputs: dict[str, Tensor], targets: list[Target]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`assign` for each of the (labelled) ``targets``, stacked: class targets
+        [B', P, K], positive mask [B', P], regression targets [B', P, 4]; B' may be 0."""
+        if not targets:
+            num_points, device = outputs["points"].shape[0], outputs["points"].device
+            return (
+                torch.zeros(0, num_points, self.num_classes, device=device),
+                torch.zeros(0, num_points, dtype=torch.bool, device=device),
+                torch.zeros(0, num_points, 4, device=device),
+            )
+        assigned = [self.assign(outputs, t["boxes"], t["labels"]) for t in targets]
+        return tuple(torch.stack(parts) for parts in zip(*assigned, strict=True))  # type: ignore[return-value]
 
     @torch.no_grad()
     def postprocess(
@@ -251,6 +256,15 @@ class FCOSHead(nn.Module):
             keep.append(index + start)
             start += level_scores.numel()
         return torch.cat(keep)
+
+
+def centerness(ltrb: Tensor) -> Tensor:
+    """Regression targets [N, 4] (l, t, r, b > 0) -> FCOS centerness targets [N] in (0, 1]."""
+    left_right, top_bottom = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
+    return torch.sqrt(
+        (left_right.min(1).values / left_right.max(1).values)
+        * (top_bottom.min(1).values / top_bottom.max(1).values)
+    )
 
 
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
