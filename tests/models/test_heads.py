@@ -178,6 +178,28 @@ def test_unlabelled_images_give_no_detection_gradient() -> None:
     assert head.cls_logits.weight.grad.abs().sum() == 0
 
 
+def test_box_regression_is_float32_under_autocast() -> None:
+    """bf16 pixel distances come in 2 px steps at 256-512 px, so the box conv, its scale, relu and
+    * stride run in float32 on the (autocast) regression-tower features."""
+    torch.manual_seed(0)
+    head = FCOSHead(16, num_classes=3, strides=STRIDES)
+    with torch.no_grad():
+        head.scales.copy_(torch.tensor([1.3, 0.7, 1.1, 0.9, 1.7]))
+    features = pyramid(batch=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = head(features)
+        tower = [head.reg_tower(feature) for feature in features]
+    assert outputs["box_ltrb"].dtype == torch.float32
+    expected = torch.cat(
+        [
+            (torch.relu(head.box_reg(feat.float()) * head.scales[level]) * stride).flatten(2)
+            for level, (feat, stride) in enumerate(zip(tower, STRIDES, strict=True))
+        ],
+        dim=2,
+    ).transpose(1, 2)
+    assert torch.allclose(outputs["box_ltrb"], expected, rtol=1e-6, atol=1e-6)
+
+
 def test_postprocess_boxes_inside_image_and_rescaled() -> None:
     head = FCOSHead(16, num_classes=3, strides=STRIDES, score_thresh=0.0, max_detections=20)
     outputs = head(pyramid())

@@ -82,8 +82,7 @@ class FCOSHead(nn.Module):
             reg_feat = self.reg_tower(feature)
             batch, _, height, width = feature.shape
             cls_all.append(self.cls_logits(cls_feat).flatten(2).transpose(1, 2))
-            ltrb = F.relu(self.box_reg(reg_feat) * self.scales[level]) * stride
-            box_all.append(ltrb.flatten(2).transpose(1, 2))
+            box_all.append(self._box_distances(reg_feat, level).flatten(2).transpose(1, 2))
             ctr_all.append(self.centerness(reg_feat).flatten(1))
             ys, xs = torch.meshgrid(
                 torch.arange(height, device=feature.device, dtype=torch.float32),
@@ -105,6 +104,15 @@ class FCOSHead(nn.Module):
             "point_strides": torch.cat(strides),
             "point_ranges": torch.cat(ranges),
         }
+
+    def _box_distances(self, reg_feat: Tensor, level: int) -> Tensor:
+        """Regression-tower features [B, C, H, W] of ``level`` -> l, t, r, b distances in pixels
+        [B, 4, H, W], float32 whatever the autocast dtype."""
+        # float32, as MMDetection casts its box branch (there against fp16 overflow of exp): bf16
+        # keeps 8 significant bits, so distances of 256-512 px would come in 2 px steps, 4 px above.
+        with torch.autocast(device_type=reg_feat.device.type, enabled=False):
+            distances = self.box_reg(reg_feat.float()) * self.scales[level]
+            return F.relu(distances) * self.strides[level]
 
     @torch.no_grad()
     def assign(
