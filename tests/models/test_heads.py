@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
 from visionmtl.models.heads import FCOSHead, SemanticFPNHead
 from visionmtl.models.heads.detection import scale_boxes
@@ -243,6 +244,20 @@ def test_pre_nms_topk_is_per_level() -> None:
     assert result["boxes"].shape == (2, 4)
     assert torch.allclose(result["boxes"], torch.tensor([[8.0, 8, 40, 40], [44, 44, 64, 64]]))
     assert result["scores"][1] < result["scores"][0]
+
+
+def test_tower_convs_start_as_the_references() -> None:
+    """torchvision FCOS heads and the FCOS reference: tower convs N(0, 0.01), bias 0 where present."""
+    torch.manual_seed(0)
+    head = FCOSHead(64, num_classes=3, strides=STRIDES, num_convs=2)
+    convs = [
+        m for t in (head.cls_tower, head.reg_tower) for m in t.modules() if isinstance(m, nn.Conv2d)
+    ]
+    assert len(convs) == 4
+    for conv in convs:
+        assert abs(float(conv.weight.std()) - 0.01) < 5e-4
+        assert abs(float(conv.weight.mean())) < 5e-4
+        assert conv.bias is None or not conv.bias.any()
 
 
 def test_semantic_loss_ignores_255_and_postprocess_sizes() -> None:

@@ -62,9 +62,14 @@ class FCOSHead(nn.Module):
         self.box_reg = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
         self.scales = nn.Parameter(torch.ones(len(strides)))
-        for layer in (self.cls_logits, self.box_reg, self.centerness):
-            nn.init.normal_(layer.weight, std=0.01)
-            nn.init.zeros_(layer.bias)
+        # Every conv N(0, 0.01) with zero bias, towers included, as torchvision's FCOS heads and
+        # the FCOS reference (PyTorch's default would depend on the width: std 0.024 at 64 channels).
+        predictors = (self.cls_logits, self.box_reg, self.centerness)
+        for layer in (*self.cls_tower.modules(), *self.reg_tower.modules(), *predictors):
+            if isinstance(layer, nn.Conv2d):
+                nn.init.normal_(layer.weight, std=0.01)
+                if layer.bias is not None:  # the tower convs have none: GroupNorm follows
+                    nn.init.zeros_(layer.bias)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - 0.01) / 0.01))
         # Object size range each level is responsible for (FCOS: P3 [0, 64], P4 [64, 128], ...,
         # P7 [512, inf] for strides 8..128, i.e. boundaries at 8x the finer levels' strides).
