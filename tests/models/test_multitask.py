@@ -134,6 +134,23 @@ def test_instance_masks_train_and_predict_at_output_size() -> None:
         assert prediction["boxes"][:, 2].max() <= size[1] + 1e-3
 
 
+def test_jittered_mask_rois_stay_inside_the_unpadded_image() -> None:
+    model = tiny_model(["det", "inst"])
+    model.heads["inst"].jitter_copies = 8
+    images, _ = batch()
+    box = torch.tensor([[8.0, 8, 40, 40]])
+    targets = with_masks([{"boxes": box, "labels": torch.tensor([0])}] * 2)
+    targets[0]["image_size"] = torch.tensor([44, 44])  # image 1: no size, the padded 64 x 64
+    seen = []
+    model.heads["inst"].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    torch.manual_seed(0)
+    model(images, targets)["inst/mask"].backward()
+    rois = seen[0]["roi_boxes"].split(seen[0]["num_boxes"].tolist())
+    assert rois[0].shape == (9, 4) and rois[1].shape == (9, 4)
+    assert float(rois[0].max()) == 44.0  # clipped to the image's own size ...
+    assert float(rois[1].max()) > 44.0  # ... not the padded one
+
+
 def test_inst_requires_det_in_config() -> None:
     from visionmtl.config import ConfigError, load_config
 
