@@ -113,8 +113,8 @@ class FCOSHead(nn.Module):
     def _box_distances(self, reg_feat: Tensor, level: int) -> Tensor:
         """Regression-tower features [B, C, H, W] of ``level`` -> l, t, r, b distances in pixels
         [B, 4, H, W], float32 whatever the autocast dtype."""
-        # float32, as MMDetection casts its box branch (there against fp16 overflow of exp): bf16
-        # keeps 8 significant bits, so distances of 256-512 px would come in 2 px steps, 4 px above.
+        # float32 from the conv on (MMDetection casts after its scale, against fp16 overflow of its
+        # exp): bf16 keeps 8 significant bits, so 256-512 px distances would come in 2 px steps.
         with torch.autocast(device_type=reg_feat.device.type, enabled=False):
             distances = self.box_reg(reg_feat.float()) * self.scales[level]
             return F.relu(distances) * self.strides[level]
@@ -221,7 +221,8 @@ class FCOSHead(nn.Module):
                 torch.zeros(0, num_points, 4, device=device),
             )
         assigned = [self.assign(outputs, t["boxes"], t["labels"]) for t in targets]
-        return tuple(torch.stack(parts) for parts in zip(*assigned, strict=True))  # type: ignore[return-value]
+        cls_target, positive, reg_target = zip(*assigned, strict=True)
+        return torch.stack(cls_target), torch.stack(positive), torch.stack(reg_target)
 
     @torch.no_grad()
     def postprocess(
@@ -235,13 +236,14 @@ class FCOSHead(nn.Module):
         results = []
         points = outputs["points"]
         # Levels are the consecutive runs of one stride in the flattened points.
-        level_sizes = torch.unique_consecutive(outputs["point_strides"], return_counts=True)[1]
+        _, counts = torch.unique_consecutive(outputs["point_strides"], return_counts=True)
+        level_sizes = counts.tolist()
         for i, (height, width) in enumerate(image_sizes):
             scores = torch.sqrt(
                 outputs["cls_logits"][i].float().sigmoid()
                 * outputs["ctr_logits"][i].float().sigmoid()[:, None]
             ).flatten()
-            keep = self._candidates(scores, level_sizes.tolist())
+            keep = self._candidates(scores, level_sizes)
             point_index, labels = keep // self.num_classes, keep % self.num_classes
             ltrb = outputs["box_ltrb"][i, point_index].float()
             centres = points[point_index]
