@@ -1,6 +1,14 @@
-"""FCOS and semantic heads: target assignment, losses on full and empty targets, postprocessing."""
+"""FCOS and semantic heads: target assignment, losses (also under a 2-process gloo group), postprocessing."""
 
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
 
 from visionmtl.models.heads import FCOSHead, SemanticFPNHead
 from visionmtl.models.heads.detection import scale_boxes
@@ -40,6 +48,24 @@ def test_assignment_marks_points_near_the_box_centre() -> None:
     )
 
 
+def test_radius_zero_means_no_centre_sampling() -> None:
+    """FCOS reference: radius 0 turns centre sampling off; every point inside the box and in its
+    level's size range is positive (not none at all)."""
+    box, label = torch.tensor([[32.0, 32.0, 80.0, 72.0]]), torch.tensor([2])
+    head = FCOSHead(16, num_classes=3, strides=STRIDES, center_sampling_radius=0.0)
+    outputs = head(pyramid(batch=1))
+    _, positive, _ = head.assign(outputs, box, label)
+    xs, ys = outputs["points"].unbind(1)
+    ltrb = torch.stack([xs - 32, ys - 32, 80 - xs, 72 - ys], dim=1)
+    low, high = outputs["point_ranges"].unbind(1)
+    in_range = (ltrb.max(1).values >= low) & (ltrb.max(1).values <= high)
+    expected = (ltrb.min(1).values > 0) & in_range
+    assert int(expected.sum()) == 30  # the 6 x 5 stride-8 points inside the 48 x 40 box
+    assert torch.equal(positive, expected)
+    sampled = FCOSHead(16, num_classes=3, strides=STRIDES, center_sampling_radius=1.5)
+    assert 0 < int(sampled.assign(outputs, box, label)[1].sum()) < 30
+
+
 def test_det_losses_positive_with_targets_finite_when_empty() -> None:
     head = FCOSHead(16, num_classes=3, strides=STRIDES)
     outputs = head(pyramid())
@@ -53,12 +79,126 @@ def test_det_losses_positive_with_targets_finite_when_empty() -> None:
     sum(empty.values()).backward()  # still a graph: no error
 
 
+# --- loss normalisers under DDP: a real 2-process gloo group ------------------------------------
+
+# Per scenario, each rank's batch: different numbers of positives; in "unlabelled" rank 0 has no
+# positive at all (one unlabelled image, one with no boxes), so it must still join the reductions.
+DDP_TARGETS = {
+    "unequal": [
+        [det_target([[10, 10, 60, 50]], [1]), det_target([], [])],
+        [
+            det_target([[0, 0, 120, 100], [20, 30, 90, 110]], [0, 2]),
+            det_target([[5, 5, 40, 40]], [1]),
+        ],
+    ],
+    "unlabelled": [
+        [{}, det_target([], [])],
+        [det_target([[10, 10, 60, 50], [70, 60, 120, 125]], [1, 0]), det_target([], [])],
+    ],
+}
+
+
+def ddp_head_and_features(rank: int) -> tuple[FCOSHead, list[torch.Tensor]]:
+    """The same head on every rank; rank-specific input maps."""
+    torch.manual_seed(0)
+    head = FCOSHead(16, num_classes=3, strides=STRIDES)
+    torch.manual_seed(1 + rank)
+    return head, pyramid()
+
+
+def ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=30),
+    )
+    try:
+        results = {}
+        for scenario, targets in DDP_TARGETS.items():
+            head, features = ddp_head_and_features(rank)
+            losses = head.loss(head(features), targets[rank], (128, 128))
+            results[scenario] = {name: value.detach() for name, value in losses.items()}
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def num_positives(head: FCOSHead, outputs: dict, targets: list[dict]) -> int:
+    return sum(
+        int(head.assign(outputs, t["boxes"], t["labels"])[1].sum()) for t in targets if "boxes" in t
+    )
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_loss_normalisers_are_averaged_over_ranks(tmp_path: Path) -> None:
+    """FCOS reference (reduce_sum / num_gpus) and MMDetection (reduce_mean): every rank divides by
+    the mean number of positives (and mean centerness sum), so that DDP's gradient average equals
+    one batch of all ranks' images: the mean of the ranks' losses is the loss of the joined batch."""
+    context = mp.start_processes(
+        ddp_worker,
+        args=(2, str(tmp_path / "init"), str(tmp_path)),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the 2-process gloo group did not finish in time")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for scenario, targets in DDP_TARGETS.items():
+        heads, features = zip(*(ddp_head_and_features(r) for r in range(2)), strict=True)
+        head = heads[0]
+        joined = head.loss(
+            head([torch.cat(maps) for maps in zip(*features, strict=True)]),
+            targets[0] + targets[1],
+            (128, 128),
+        )
+        for name, value in joined.items():
+            mean = (ranks[0][scenario][name] + ranks[1][scenario][name]) / 2
+            assert torch.allclose(mean, value, rtol=1e-5), (scenario, name)
+        # The same normaliser on both ranks: the mean number of positives, not the rank's own.
+        counts = [num_positives(head, head(features[r]), targets[r]) for r in range(2)]
+        assert counts[0] != counts[1]
+        for rank in range(2):
+            alone = head.loss(head(features[rank]), targets[rank], (128, 128))
+            for name in ("det/cls", "det/ctr"):
+                expected = alone[name] * max(counts[rank], 1) / max(sum(counts) / 2, 1)
+                assert torch.allclose(ranks[rank][scenario][name], expected, rtol=1e-5)
+
+
 def test_unlabelled_images_give_no_detection_gradient() -> None:
     head = FCOSHead(16, num_classes=3, strides=STRIDES)
     losses = head.loss(head(pyramid()), [{}, {}], (128, 128))
     sum(losses.values()).backward()
     assert all(v == 0 for v in losses.values())
     assert head.cls_logits.weight.grad.abs().sum() == 0
+
+
+def test_box_regression_is_float32_under_autocast() -> None:
+    """bf16 pixel distances come in 2 px steps at 256-512 px, so the box conv, its scale, relu and
+    * stride run in float32 on the (autocast) regression-tower features."""
+    torch.manual_seed(0)
+    head = FCOSHead(16, num_classes=3, strides=STRIDES)
+    with torch.no_grad():
+        head.scales.copy_(torch.tensor([1.3, 0.7, 1.1, 0.9, 1.7]))
+    features = pyramid(batch=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = head(features)
+        tower = [head.reg_tower(feature) for feature in features]
+    assert outputs["box_ltrb"].dtype == torch.float32
+    expected = torch.cat(
+        [
+            (torch.relu(head.box_reg(feat.float()) * head.scales[level]) * stride).flatten(2)
+            for level, (feat, stride) in enumerate(zip(tower, STRIDES, strict=True))
+        ],
+        dim=2,
+    ).transpose(1, 2)
+    assert torch.allclose(outputs["box_ltrb"], expected, rtol=1e-6, atol=1e-6)
 
 
 def test_postprocess_boxes_inside_image_and_rescaled() -> None:
@@ -74,6 +214,50 @@ def test_postprocess_boxes_inside_image_and_rescaled() -> None:
         assert (result["scores"][:-1] >= result["scores"][1:]).all()
     scaled = scale_boxes(torch.tensor([[10.0, 20, 50, 60]]), (128, 100), (256, 50))
     assert torch.allclose(scaled, torch.tensor([[5.0, 40, 25, 120]]))
+
+
+def crowded_outputs(head: FCOSHead) -> dict[str, torch.Tensor]:
+    """Hand-made outputs on a 64 px image: 16 stride-8 points all predict box A [8, 8, 40, 40]
+    (score ~1), one stride-16 point predicts box B [44, 44, 64, 64] (score ~0.97); the rest
+    score below the threshold."""
+    outputs = head([torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 4, 4)])
+    points, strides = outputs["points"], outputs["point_strides"]
+    xs, ys = points.unbind(1)
+    cls_logits = torch.full((1, len(points), 1), -10.0)
+    box_ltrb = torch.zeros(1, len(points), 4)
+    on_a = (strides == 8) & (xs > 8) & (xs < 40) & (ys > 8) & (ys < 40)
+    cls_logits[0, on_a] = 10.0
+    box_ltrb[0, on_a] = torch.stack([xs - 8, ys - 8, 40 - xs, 40 - ys], dim=1)[on_a]
+    on_b = (strides == 16) & (xs == 56) & (ys == 56)
+    cls_logits[0, on_b] = 3.0
+    box_ltrb[0, on_b] = torch.tensor([12.0, 12.0, 8.0, 8.0])
+    assert int(on_a.sum()) == 16 and int(on_b.sum()) == 1
+    ctr_logits = torch.full((1, len(points)), 10.0)
+    return {**outputs, "cls_logits": cls_logits, "box_ltrb": box_ltrb, "ctr_logits": ctr_logits}
+
+
+def test_pre_nms_topk_is_per_level() -> None:
+    """As torchvision / FCOS / MMDetection: the top-k before NMS is taken on each level, so many
+    duplicates of one object on one level cannot evict another object found on another level."""
+    head = FCOSHead(4, num_classes=1, strides=[8, 16], pre_nms_topk=4)
+    result = head.postprocess(crowded_outputs(head), [(64, 64)])[0]
+    assert result["boxes"].shape == (2, 4)
+    assert torch.allclose(result["boxes"], torch.tensor([[8.0, 8, 40, 40], [44, 44, 64, 64]]))
+    assert result["scores"][1] < result["scores"][0]
+
+
+def test_tower_convs_start_as_the_references() -> None:
+    """torchvision FCOS heads and the FCOS reference: tower convs N(0, 0.01), bias 0 where present."""
+    torch.manual_seed(0)
+    head = FCOSHead(64, num_classes=3, strides=STRIDES, num_convs=2)
+    convs = [
+        m for t in (head.cls_tower, head.reg_tower) for m in t.modules() if isinstance(m, nn.Conv2d)
+    ]
+    assert len(convs) == 4
+    for conv in convs:
+        weight = conv.weight.detach()
+        assert abs(float(weight.std()) - 0.01) < 5e-4 and abs(float(weight.mean())) < 5e-4
+        assert conv.bias is None or not conv.bias.any()
 
 
 def test_semantic_loss_ignores_255_and_postprocess_sizes() -> None:

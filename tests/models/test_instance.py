@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou
 
 from visionmtl.models.heads.instance import MaskHead
 from visionmtl.models.paste import paste_masks
@@ -120,16 +122,103 @@ def test_images_without_masks_contribute_nothing() -> None:
 
 
 def test_training_caps_the_rois_per_image() -> None:
-    head = small_head(max_gt_per_image=2).train()
+    """max_gt_per_image bounds the RoIs, jittered copies included."""
     boxes_list = [[i, i, 30 + i, 30 + i] for i in range(5)]
     targets = [box_target(boxes_list, [0, 1, 2, 0, 1]), box_target([[1, 1, 9, 9]], [2])]
     boxes = [t["boxes"] for t in targets]
-    outputs = head(pyramid(), boxes)
+    labels = [t["labels"] for t in targets]
+    exact = small_head(max_gt_per_image=2, jitter_copies=0).train()
+    outputs = exact(pyramid(), boxes)
     assert outputs["num_boxes"].tolist() == [2, 1]
     first = outputs["roi_index"][:2]
     assert first.unique().numel() == 2 and bool((first < 5).all())
-    loss = head.loss(outputs, targets, boxes, [t["labels"] for t in targets])["inst/mask"]
+    head = small_head(max_gt_per_image=2).train()  # one jittered copy per box
+    outputs = head(pyramid(), boxes)
+    assert outputs["num_boxes"].tolist() == [2, 2]  # image 1: its box and its copy
+    assert bool((outputs["roi_index"][:2] < 5).all()) and outputs["roi_index"][2:].tolist() == [
+        0,
+        0,
+    ]
+    loss = head.loss(outputs, targets, boxes, labels)["inst/mask"]
     assert torch.isfinite(loss) and loss > 0
+
+
+def iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """IoU of row i of boxes [N, 4] with row i of others [N, 4]."""
+    return torch.diagonal(box_iou(boxes, others))
+
+
+def test_training_adds_jittered_copies_that_overlap_their_box_inside_the_image() -> None:
+    height, width = 60, 50  # the unpadded image inside the 64 px input
+    torch.manual_seed(0)
+    corners = torch.rand(12, 2) * 35
+    sizes = 8 + torch.rand(12, 2) * 30
+    limit = torch.tensor([width, height, width, height])
+    boxes = [torch.minimum(torch.cat([corners, corners + sizes], dim=1), limit)]
+    boxes[0][0] = torch.tensor([0.0, 0.0, 50.0, 45.0])  # at the image border: copies get clipped
+    outputs = small_head().train()(pyramid(batch=1), boxes)  # by default: one copy per box
+    assert outputs["num_boxes"].tolist() == [24]
+    assert outputs["roi_index"].tolist() == list(range(12)) * 2
+    # Larger shifts and a stricter IoU: about 2 in 3 candidates are rejected and redrawn.
+    strict = small_head(jitter_copies=3, jitter_min_iou=0.6, jitter_scale=0.3).train()
+    outputs = strict(pyramid(batch=1), boxes, image_sizes=[(height, width)])
+    rois, index = outputs["roi_boxes"], outputs["roi_index"]
+    assert rois.shape == (48, 4) and index.tolist() == list(range(12)) * 4
+    assert torch.equal(rois[:12], boxes[0])  # the boxes themselves come first
+    copies, originals = rois[12:], boxes[0][index[12:]]
+    assert bool((iou(copies, originals) >= 0.6).all())
+    assert bool((copies >= 0).all()) and bool((copies <= limit).all())
+    assert int((copies != originals).any(dim=1).sum()) >= 30  # moved (a few may fall back)
+    eval_outputs = strict.eval()(pyramid(batch=1), boxes, image_sizes=[(height, width)])
+    assert torch.equal(eval_outputs["roi_boxes"], boxes[0])  # no jitter at inference
+
+
+def test_a_jittered_roi_learns_the_mask_resampled_onto_it() -> None:
+    torch.manual_seed(0)
+    head = small_head(jitter_copies=2).train()
+    targets = [box_target([[4, 4, 30, 40], [20, 10, 60, 50]], [0, 2]), box_target([], [])]
+    boxes = [t["boxes"] for t in targets]
+    labels = [t["labels"] for t in targets]
+    outputs = head(pyramid(), boxes)
+    rois, index = outputs["roi_boxes"], outputs["roi_index"]
+    assert rois.shape == (6, 4) and outputs["num_boxes"].tolist() == [6, 0]
+    masks = targets[0]["masks"][index]
+    expected = head.mask_targets(masks, rois)  # each mask RoIAligned onto its (jittered) RoI
+    assert not torch.equal(expected, head.mask_targets(masks, boxes[0][index]))
+    logits = outputs["mask_logits"][torch.arange(6), labels[0][index]]
+    loss = head.loss(outputs, targets, boxes, labels)["inst/mask"]
+    assert torch.allclose(loss, F.binary_cross_entropy_with_logits(logits, expected))
+    loss.backward()
+    grads = [p.grad for p in head.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert (
+        head.predictor.weight.grad.abs().sum() > 0 and head.convs[0][0].weight.grad.abs().sum() > 0
+    )
+
+
+def test_no_jitter_trains_on_the_exact_boxes_as_before() -> None:
+    """jitter_copies 0: the RoIs are the boxes, subsampled with the same random draws as before."""
+    targets = [box_target([[i, i, 30 + i, 30 + i] for i in range(5)], [0, 1, 2, 0, 1])]
+    boxes = [t["boxes"] for t in targets]
+    head = small_head(max_gt_per_image=3, jitter_copies=0).train()
+    features = pyramid(batch=1)
+    torch.manual_seed(3)
+    outputs = head(features, boxes)
+    torch.manual_seed(3)
+    expected = torch.randperm(5)[:3].sort().values
+    assert torch.equal(outputs["roi_index"], expected)
+    assert torch.equal(outputs["roi_boxes"], boxes[0][expected])
+    exact = small_head(jitter_copies=0)
+    trained = exact.loss(exact.train()(features, boxes), targets, boxes, [targets[0]["labels"]])
+    evaluated = exact.loss(exact.eval()(features, boxes), targets, boxes, [targets[0]["labels"]])
+    assert torch.equal(trained["inst/mask"], evaluated["inst/mask"])
+
+
+def test_jitter_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="jitter_min_iou"):
+        small_head(jitter_min_iou=0.0)
+    with pytest.raises(ValueError, match="jitter_copies"):
+        small_head(jitter_copies=-1)
 
 
 def test_a_few_steps_lower_the_mask_loss() -> None:

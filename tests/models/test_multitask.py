@@ -62,6 +62,16 @@ def test_single_task_models(tasks: list[str], expected: set[str]) -> None:
     assert set(model.heads) == set(tasks)
 
 
+def test_eval_settings_reach_the_detection_head() -> None:
+    from visionmtl.config import EvalConfig
+
+    cfg = ModelConfig(tasks=["det"], fpn_channels=32)
+    eval_cfg = EvalConfig(score_thresh=0.3, nms_thresh=0.4, max_detections=7, pre_nms_topk=11)
+    head = build_model(cfg, ClassSpec.numbered(2), eval_cfg).heads["det"]
+    settings = (head.score_thresh, head.nms_thresh, head.max_detections, head.pre_nms_topk)
+    assert settings == (0.3, 0.4, 7, 11)
+
+
 def test_training_mode_requires_targets() -> None:
     with pytest.raises(ValueError, match="targets"):
         tiny_model(["det"])(torch.randn(1, 3, 64, 64))
@@ -122,6 +132,23 @@ def test_instance_masks_train_and_predict_at_output_size() -> None:
         assert prediction["masks"].dtype == torch.bool
         assert prediction["masks"].shape == (len(prediction["boxes"]), *size)
         assert prediction["boxes"][:, 2].max() <= size[1] + 1e-3
+
+
+def test_jittered_mask_rois_stay_inside_the_unpadded_image() -> None:
+    model = tiny_model(["det", "inst"])
+    model.heads["inst"].jitter_copies = 8
+    images, _ = batch()
+    box = torch.tensor([[8.0, 8, 40, 40]])
+    targets = with_masks([{"boxes": box, "labels": torch.tensor([0])}] * 2)
+    targets[0]["image_size"] = torch.tensor([44, 44])  # image 1: no size, the padded 64 x 64
+    seen = []
+    model.heads["inst"].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    torch.manual_seed(0)
+    model(images, targets)["inst/mask"].backward()
+    rois = seen[0]["roi_boxes"].split(seen[0]["num_boxes"].tolist())
+    assert rois[0].shape == (9, 4) and rois[1].shape == (9, 4)
+    assert float(rois[0].max()) == 44.0  # clipped to the image's own size ...
+    assert float(rois[1].max()) > 44.0  # ... not the padded one
 
 
 def test_inst_requires_det_in_config() -> None:

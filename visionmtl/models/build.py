@@ -47,6 +47,7 @@ def build_model(
             score_thresh=eval_cfg.score_thresh,
             nms_thresh=eval_cfg.nms_thresh,
             max_detections=eval_cfg.max_detections,
+            pre_nms_topk=eval_cfg.pre_nms_topk,
         )
     if "sem" in cfg.tasks:
         check_sem_class_count(classes.sem_names)

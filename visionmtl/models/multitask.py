@@ -14,8 +14,8 @@ from visionmtl.structures import ClassSpec, Prediction, Target
 class MultiTaskModel(nn.Module):
     """Hard parameter sharing: every task head reads the same pyramid.
 
-    The mask head (``inst``) predicts inside boxes: ground truth in training, the detection
-    head's boxes at inference.
+    The mask head (``inst``) predicts inside boxes: ground truth (and jittered copies of it) in
+    training, the detection head's boxes at inference.
 
     torchvision's contract: in training ``model(images, targets)`` returns a dict of named losses
     (``det/cls``, ``sem/ce``, ...); in eval ``model(images)`` returns one dict per image with the
@@ -99,13 +99,16 @@ class MultiTaskModel(nn.Module):
         for task, head in self.heads.items():
             task_features = self._head_features(task, features)
             if task == "inst":
-                # Ground-truth boxes are the RoIs; images without masks get none.
+                # Ground-truth boxes (and the head's jittered copies) are the RoIs; images without
+                # masks get none. Jittered RoIs stay inside the unpadded image where it is known.
                 device = features[0].device
                 no_boxes = torch.zeros((0, 4), dtype=torch.float32, device=device)
                 no_labels = torch.zeros(0, dtype=torch.int64, device=device)
                 boxes = [t["boxes"] if "masks" in t else no_boxes for t in targets]
                 labels = [t["labels"] if "masks" in t else no_labels for t in targets]
-                losses.update(head.loss(head(task_features, boxes), targets, boxes, labels))
+                sizes = [_image_size(t, padded_shape) for t in targets]
+                outputs = head(task_features, boxes, sizes)
+                losses.update(head.loss(outputs, targets, boxes, labels))
             else:
                 losses.update(head.loss(head(task_features), targets, padded_shape))
         return losses
@@ -146,3 +149,12 @@ class MultiTaskModel(nn.Module):
         for result, detection in zip(results, detections, strict=True):
             result.update(detection)
         return results
+
+
+def _image_size(target: Target, padded_shape: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of the unpadded image: the target's ``image_size`` (set by the data sets), else the
+    padded input size."""
+    if "image_size" not in target:
+        return padded_shape
+    height, width = target["image_size"].tolist()  # type: ignore[typeddict-item]
+    return int(height), int(width)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
+import torch.distributed as dist
+from torch import Tensor, nn
 
 
 def conv_gn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -18,3 +19,17 @@ def conv_gn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
         nn.GroupNorm(groups, out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def mean_over_ranks(value: Tensor) -> Tensor:
+    """Mean of a scalar tensor over the ranks of the default process group when torch.distributed
+    is initialised (a collective: every rank must call it, in the same order), else ``value``.
+
+    Loss normalisers (e.g. the number of positives) use it so that each rank divides by the same
+    number, as the FCOS reference (reduce_sum / num_gpus) and MMDetection (reduce_mean): DDP's
+    gradient average then weighs every image alike, as one batch of all ranks' images would."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    total = value.detach().clone()  # all_reduce works in place and outside autograd
+    dist.all_reduce(total)
+    return total / dist.get_world_size()

@@ -14,7 +14,7 @@ from torchvision.ops import (
     sigmoid_focal_loss,
 )
 
-from visionmtl.models.heads.common import conv_gn_relu
+from visionmtl.models.heads.common import conv_gn_relu, mean_over_ranks
 from visionmtl.structures import Prediction, Target
 
 
@@ -26,8 +26,10 @@ class FCOSHead(nn.Module):
         num_classes: number of object categories (no background class).
         strides: stride of each pyramid level it is applied to, ascending.
         num_convs: conv layers in the classification and regression towers.
-        center_sampling_radius: positives are points within radius * stride of a box centre.
-        score_thresh, nms_thresh, max_detections, pre_nms_topk: inference settings.
+        center_sampling_radius: positives are points within radius * stride of a box centre; 0: no
+            centre sampling, every point inside the box (as the FCOS reference).
+        score_thresh, nms_thresh, max_detections: inference settings.
+        pre_nms_topk: candidates (point, class) kept per pyramid level before NMS.
     """
 
     def __init__(
@@ -60,9 +62,14 @@ class FCOSHead(nn.Module):
         self.box_reg = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
         self.scales = nn.Parameter(torch.ones(len(strides)))
-        for layer in (self.cls_logits, self.box_reg, self.centerness):
-            nn.init.normal_(layer.weight, std=0.01)
-            nn.init.zeros_(layer.bias)
+        # Every conv N(0, 0.01) with zero bias, towers included, as torchvision's FCOS heads and
+        # the FCOS reference (PyTorch's default would depend on the width: std 0.024 at 64 channels).
+        predictors = (self.cls_logits, self.box_reg, self.centerness)
+        for layer in (*self.cls_tower.modules(), *self.reg_tower.modules(), *predictors):
+            if isinstance(layer, nn.Conv2d):
+                nn.init.normal_(layer.weight, std=0.01)
+                if layer.bias is not None:  # the tower convs have none: GroupNorm follows
+                    nn.init.zeros_(layer.bias)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - 0.01) / 0.01))
         # Object size range each level is responsible for (FCOS: P3 [0, 64], P4 [64, 128], ...,
         # P7 [512, inf] for strides 8..128, i.e. boundaries at 8x the finer levels' strides).
@@ -80,8 +87,7 @@ class FCOSHead(nn.Module):
             reg_feat = self.reg_tower(feature)
             batch, _, height, width = feature.shape
             cls_all.append(self.cls_logits(cls_feat).flatten(2).transpose(1, 2))
-            ltrb = F.relu(self.box_reg(reg_feat) * self.scales[level]) * stride
-            box_all.append(ltrb.flatten(2).transpose(1, 2))
+            box_all.append(self._box_distances(reg_feat, level).flatten(2).transpose(1, 2))
             ctr_all.append(self.centerness(reg_feat).flatten(1))
             ys, xs = torch.meshgrid(
                 torch.arange(height, device=feature.device, dtype=torch.float32),
@@ -103,6 +109,15 @@ class FCOSHead(nn.Module):
             "point_strides": torch.cat(strides),
             "point_ranges": torch.cat(ranges),
         }
+
+    def _box_distances(self, reg_feat: Tensor, level: int) -> Tensor:
+        """Regression-tower features [B, C, H, W] of ``level`` -> l, t, r, b distances in pixels
+        [B, 4, H, W], float32 whatever the autocast dtype."""
+        # float32 from the conv on (MMDetection casts after its scale, against fp16 overflow of its
+        # exp): bf16 keeps 8 significant bits, so 256-512 px distances would come in 2 px steps.
+        with torch.autocast(device_type=reg_feat.device.type, enabled=False):
+            distances = self.box_reg(reg_feat.float()) * self.scales[level]
+            return F.relu(distances) * self.strides[level]
 
     @torch.no_grad()
     def assign(
@@ -129,27 +144,33 @@ class FCOSHead(nn.Module):
         ltrb = torch.stack(
             [xs - boxes[:, 0], ys - boxes[:, 1], boxes[:, 2] - xs, boxes[:, 3] - ys], dim=2
         )
-        inside_box = ltrb.min(dim=2).values > 0  # [P, M]
-        centers = (boxes[:, :2] + boxes[:, 2:]) / 2
-        radius = strides[:, None] * self.center_sampling_radius  # [P, 1]
-        center_x0 = torch.maximum(centers[:, 0] - radius, boxes[:, 0])
-        center_y0 = torch.maximum(centers[:, 1] - radius, boxes[:, 1])
-        center_x1 = torch.minimum(centers[:, 0] + radius, boxes[:, 2])
-        center_y1 = torch.minimum(centers[:, 1] + radius, boxes[:, 3])
-        inside_center = (xs > center_x0) & (xs < center_x1) & (ys > center_y0) & (ys < center_y1)
+        candidate = ltrb.min(dim=2).values > 0  # [P, M] inside the box
+        # Radius 0 switches centre sampling off (FCOS reference), rather than leaving no positives.
+        if self.center_sampling_radius > 0:
+            candidate &= self._inside_centre(points, strides, boxes)
         max_dist = ltrb.max(dim=2).values
-        in_range = (max_dist >= ranges[:, 0:1]) & (max_dist <= ranges[:, 1:2])
+        candidate &= (max_dist >= ranges[:, 0:1]) & (max_dist <= ranges[:, 1:2])
         areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand(
             num_points, -1
         )
-        areas = torch.where(
-            inside_box & inside_center & in_range, areas, torch.full_like(areas, float("inf"))
-        )
+        areas = torch.where(candidate, areas, torch.full_like(areas, float("inf")))
         min_area, matched = areas.min(dim=1)
         positive = torch.isfinite(min_area)
         cls_target[positive, labels[matched[positive]]] = 1.0
         reg_target = ltrb[torch.arange(num_points, device=points.device), matched]
         return cls_target, positive, reg_target
+
+    def _inside_centre(self, points: Tensor, strides: Tensor, boxes: Tensor) -> Tensor:
+        """points [P, 2], their strides [P], boxes [M, 4] -> [P, M]: the point lies within
+        ``center_sampling_radius`` * stride of the box centre (and inside the box)."""
+        xs, ys = points[:, 0:1], points[:, 1:2]
+        centers = (boxes[:, :2] + boxes[:, 2:]) / 2
+        radius = strides[:, None] * self.center_sampling_radius  # [P, 1]
+        x0 = torch.maximum(centers[:, 0] - radius, boxes[:, 0])
+        y0 = torch.maximum(centers[:, 1] - radius, boxes[:, 1])
+        x1 = torch.minimum(centers[:, 0] + radius, boxes[:, 2])
+        y1 = torch.minimum(centers[:, 1] + radius, boxes[:, 3])
+        return (xs > x0) & (xs < x1) & (ys > y0) & (ys < y1)
 
     def loss(
         self,
@@ -159,43 +180,49 @@ class FCOSHead(nn.Module):
     ) -> dict[str, Tensor]:
         """Focal loss (``det/cls``), centerness-weighted GIoU (``det/box``) and centerness BCE (``det/ctr``).
 
-        Only images whose target has ``boxes`` count; the others are not labelled for detection."""
+        Only images whose target has ``boxes`` count; the others are not labelled for detection.
+        Under torch.distributed the normalisers (number of positives, sum of the centerness targets)
+        are means over the ranks, so every rank must call ``loss``, labelled images or not."""
         labelled = [i for i, t in enumerate(targets) if "boxes" in t]
-        cls_logits = outputs["cls_logits"].float()
-        box_ltrb = outputs["box_ltrb"].float()
-        ctr_logits = outputs["ctr_logits"].float()
-        if not labelled:
-            zero = cls_logits.sum() * 0 + box_ltrb.sum() * 0 + ctr_logits.sum() * 0
-            return {"det/cls": zero, "det/box": zero, "det/ctr": zero}
-        assigned = [
-            self.assign(outputs, targets[i]["boxes"], targets[i]["labels"]) for i in labelled
-        ]
-        cls_target = torch.stack([a[0] for a in assigned])
-        positive = torch.stack([a[1] for a in assigned])
-        reg_target = torch.stack([a[2] for a in assigned])
-        index = torch.as_tensor(labelled, device=cls_logits.device)
-        cls_logits, box_ltrb, ctr_logits = cls_logits[index], box_ltrb[index], ctr_logits[index]
-        num_pos = max(float(positive.sum()), 1.0)
-        loss_cls = sigmoid_focal_loss(cls_logits, cls_target, reduction="sum") / num_pos
-        if not positive.any():
-            zero = box_ltrb.sum() * 0 + ctr_logits.sum() * 0
-            return {"det/cls": loss_cls, "det/box": zero, "det/ctr": zero}
+        index = torch.as_tensor(labelled, dtype=torch.int64, device=outputs["cls_logits"].device)
+        # Unlabelled images are left out by the selection; with none left the losses are 0 and
+        # still in the graph (every parameter gets a gradient, as DDP expects).
+        cls_logits = outputs["cls_logits"].float()[index]  # [B', P, K]
+        box_ltrb = outputs["box_ltrb"].float()[index]
+        ctr_logits = outputs["ctr_logits"].float()[index]
+        cls_target, positive, reg_target = self._targets(outputs, [targets[i] for i in labelled])
         pred, target = box_ltrb[positive], reg_target[positive]
-        left_right, top_bottom = target[:, [0, 2]], target[:, [1, 3]]
-        ctr_target = torch.sqrt(
-            (left_right.min(1).values / left_right.max(1).values)
-            * (top_bottom.min(1).values / top_bottom.max(1).values)
-        )
+        ctr_target = centerness(target)
+        # No branch on this rank's positives before the reductions: all ranks must reach them.
+        num_pos = mean_over_ranks(positive.sum().float()).clamp(min=1.0)
+        ctr_sum = mean_over_ranks(ctr_target.sum()).clamp(min=1e-6)
+        loss_cls = sigmoid_focal_loss(cls_logits, cls_target, reduction="sum") / num_pos
         # Both boxes around the same point: origin-relative boxes give the same IoU.
         pred_boxes = torch.cat([-pred[:, :2], pred[:, 2:]], dim=1)
         target_boxes = torch.cat([-target[:, :2], target[:, 2:]], dim=1)
         giou = generalized_box_iou_loss(pred_boxes, target_boxes, reduction="none")
-        loss_box = (giou * ctr_target).sum() / ctr_target.sum().clamp(min=1e-6)
+        loss_box = (giou * ctr_target).sum() / ctr_sum
         loss_ctr = (
             F.binary_cross_entropy_with_logits(ctr_logits[positive], ctr_target, reduction="sum")
             / num_pos
         )
         return {"det/cls": loss_cls, "det/box": loss_box, "det/ctr": loss_ctr}
+
+    def _targets(
+        self, outputs: dict[str, Tensor], targets: list[Target]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`assign` for each of the (labelled) ``targets``, stacked: class targets
+        [B', P, K], positive mask [B', P], regression targets [B', P, 4]; B' may be 0."""
+        if not targets:
+            num_points, device = outputs["points"].shape[0], outputs["points"].device
+            return (
+                torch.zeros(0, num_points, self.num_classes, device=device),
+                torch.zeros(0, num_points, dtype=torch.bool, device=device),
+                torch.zeros(0, num_points, 4, device=device),
+            )
+        assigned = [self.assign(outputs, t["boxes"], t["labels"]) for t in targets]
+        cls_target, positive, reg_target = zip(*assigned, strict=True)
+        return torch.stack(cls_target), torch.stack(positive), torch.stack(reg_target)
 
     @torch.no_grad()
     def postprocess(
@@ -208,14 +235,15 @@ class FCOSHead(nn.Module):
         ``labels`` [K]."""
         results = []
         points = outputs["points"]
+        # Levels are the consecutive runs of one stride in the flattened points.
+        _, counts = torch.unique_consecutive(outputs["point_strides"], return_counts=True)
+        level_sizes = counts.tolist()
         for i, (height, width) in enumerate(image_sizes):
             scores = torch.sqrt(
                 outputs["cls_logits"][i].float().sigmoid()
                 * outputs["ctr_logits"][i].float().sigmoid()[:, None]
             ).flatten()
-            keep = torch.nonzero(scores > self.score_thresh).squeeze(1)
-            if keep.numel() > self.pre_nms_topk:
-                keep = keep[scores[keep].topk(self.pre_nms_topk).indices]
+            keep = self._candidates(scores, level_sizes)
             point_index, labels = keep // self.num_classes, keep % self.num_classes
             ltrb = outputs["box_ltrb"][i, point_index].float()
             centres = points[point_index]
@@ -229,6 +257,29 @@ class FCOSHead(nn.Module):
             boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
             results.append({"boxes": boxes, "scores": scores, "labels": labels})
         return results
+
+    def _candidates(self, scores: Tensor, level_sizes: list[int]) -> Tensor:
+        """scores [P * K] (point-major, levels in order, ``level_sizes`` points each) -> flat indices
+        of the scores above ``score_thresh``, at most ``pre_nms_topk`` per level."""
+        # Per level as torchvision, the FCOS reference and MMDetection: with one global top-k, many
+        # near-duplicates of one object on one level could evict every candidate of another.
+        keep, start = [], 0
+        for level_scores in scores.split([size * self.num_classes for size in level_sizes]):
+            index = torch.nonzero(level_scores > self.score_thresh).squeeze(1)
+            if index.numel() > self.pre_nms_topk:
+                index = index[level_scores[index].topk(self.pre_nms_topk).indices]
+            keep.append(index + start)
+            start += level_scores.numel()
+        return torch.cat(keep)
+
+
+def centerness(ltrb: Tensor) -> Tensor:
+    """Regression targets [N, 4] (l, t, r, b > 0) -> FCOS centerness targets [N] in (0, 1]."""
+    left_right, top_bottom = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
+    return torch.sqrt(
+        (left_right.min(1).values / left_right.max(1).values)
+        * (top_bottom.min(1).values / top_bottom.max(1).values)
+    )
 
 
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
+from torchvision.ops import clip_boxes_to_image, roi_align
 from torchvision.ops.poolers import LevelMapper
 
 from visionmtl.models.heads.common import conv_gn_relu
@@ -28,7 +28,13 @@ class MaskHead(nn.Module):
         class_agnostic: predict one mask channel instead of one per class.
         mask_threshold: probability threshold of the pasted masks in ``postprocess``.
         max_gt_per_image: in training mode, ``forward`` keeps a random subset of at most this many
-            boxes per image (bounds the cost of images with many instances).
+            RoIs per image, jittered copies included (bounds the cost of images with many instances).
+        jitter_copies: in training mode, RoIs per given box besides the box itself: jittered copies,
+            so that the head also learns from the inexact boxes it gets from the detector at
+            inference (as Mask R-CNN trains on proposals of IoU >= 0.5); 0: the exact boxes only.
+        jitter_min_iou: each jittered copy overlaps its box with at least this IoU.
+        jitter_scale: each side of a copy moves by up to this fraction of the box's width (x) or
+            height (y).
     """
 
     def __init__(
@@ -42,8 +48,16 @@ class MaskHead(nn.Module):
         class_agnostic: bool = False,
         mask_threshold: float = 0.5,
         max_gt_per_image: int = 64,
+        jitter_copies: int = 1,
+        jitter_min_iou: float = 0.5,
+        jitter_scale: float = 0.2,
     ) -> None:
         super().__init__()
+        if jitter_copies < 0 or not 0 < jitter_min_iou <= 1 or jitter_scale < 0:
+            raise ValueError(
+                f"MaskHead: jitter_copies must be >= 0, jitter_min_iou in (0, 1] and jitter_scale "
+                f">= 0; got {jitter_copies}, {jitter_min_iou} and {jitter_scale}"
+            )
         levels = [math.log2(s) for s in strides]
         if not strides or any(
             not k.is_integer() or k != levels[0] + i for i, k in enumerate(levels)
@@ -57,6 +71,9 @@ class MaskHead(nn.Module):
         self.class_agnostic = class_agnostic
         self.mask_threshold = mask_threshold
         self.max_gt_per_image = max_gt_per_image
+        self.jitter_copies = jitter_copies
+        self.jitter_min_iou = jitter_min_iou
+        self.jitter_scale = jitter_scale
         # Canonical FPN assignment: a 224x224 box goes to stride 16, each 2x in size one level up.
         self.level_mapper = LevelMapper(int(levels[0]), int(levels[-1]))
         self.convs = nn.Sequential(
@@ -111,35 +128,72 @@ class MaskHead(nn.Module):
             )
         return pooled.to(feature.dtype)
 
-    def forward(self, features: list[Tensor], boxes: list[Tensor]) -> dict[str, Tensor]:
+    def forward(
+        self,
+        features: list[Tensor],
+        boxes: list[Tensor],
+        image_sizes: list[tuple[int, int]] | None = None,
+    ) -> dict[str, Tensor]:
         """features: pyramid maps [B, C, H/s, W/s] (ascending stride, first len(strides) used);
         boxes: per image [K_i, 4] xyxy in padded input pixels (ground truth in training, detections
-        at inference).
+        at inference); image_sizes: (h, w) the jittered RoIs are clipped to (default: the padded
+        input size).
 
-        Returns ``mask_logits`` [sum K_i, num_classes or 1, 2 * roi_size, 2 * roi_size],
-        ``num_boxes`` [B] int64 (K_i actually used) and ``roi_index`` [sum K_i] int64 (index of
-        each row's box within its image's ``boxes``). In training mode at most ``max_gt_per_image``
-        random boxes per image are kept; in eval mode all are, and ``roi_index`` is 0..K_i-1."""
+        Returns ``mask_logits`` [sum R_i, num_classes or 1, 2 * roi_size, 2 * roi_size],
+        ``num_boxes`` [B] int64 (R_i, the RoIs of image i), ``roi_boxes`` [sum R_i, 4] float32
+        (the RoIs pooled) and ``roi_index`` [sum R_i] int64 (the index in ``boxes[i]`` of the box
+        each RoI is, or is a jittered copy of). In eval mode the RoIs are the boxes themselves and
+        ``roi_index`` is 0..K_i-1; in training mode they are the boxes and ``jitter_copies``
+        jittered copies of each, of which at most ``max_gt_per_image`` random ones are kept."""
         if len(boxes) != features[0].shape[0]:
             raise ValueError(
                 f"MaskHead got boxes for {len(boxes)} images but features for {features[0].shape[0]}"
             )
         device = features[0].device
-        kept, roi_index = [], []
-        for box in boxes:
-            index = torch.arange(box.shape[0], device=device)
-            if self.training and box.shape[0] > self.max_gt_per_image:
-                index = torch.randperm(box.shape[0], device=device)[: self.max_gt_per_image]
-                index = index.sort().values
-            kept.append(box.to(device)[index])
+        if image_sizes is None:
+            padded = (
+                features[0].shape[-2] * self.strides[0],
+                features[0].shape[-1] * self.strides[0],
+            )
+            image_sizes = [padded] * len(boxes)
+        rois, roi_index = [], []
+        for box, image_size in zip(boxes, image_sizes, strict=True):
+            box = box.to(device=device, dtype=torch.float32)
+            if self.training:
+                image_rois, index = self._training_rois(box, image_size)
+            else:
+                image_rois, index = box, torch.arange(box.shape[0], device=device)
+            rois.append(image_rois)
             roi_index.append(index)
-        pooled = self.roi_features(features, kept)
+        pooled = self.roi_features(features, rois)
         hidden = F.relu(self.upsample(self.convs(pooled)))
         return {
             "mask_logits": self.predictor(hidden),
-            "num_boxes": torch.tensor([b.shape[0] for b in kept], device=device),
+            "num_boxes": torch.tensor([r.shape[0] for r in rois], device=device),
+            "roi_boxes": torch.cat(rois),
             "roi_index": torch.cat(roi_index),
         }
+
+    def _training_rois(self, boxes: Tensor, image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """One image's boxes [K, 4] -> training RoIs [R, 4] (the boxes, then ``jitter_copies``
+        jittered copies of each; a random subset of ``max_gt_per_image`` where more) and the index
+        [R] of each RoI's box. With ``jitter_copies`` 0 the RoIs are a subset of the boxes."""
+        index = torch.arange(boxes.shape[0], device=boxes.device)
+        rois = boxes
+        if self.jitter_copies > 0 and boxes.shape[0] > 0:
+            copies = jitter_boxes(
+                boxes.repeat(self.jitter_copies, 1),
+                image_size,
+                self.jitter_scale,
+                self.jitter_min_iou,
+            )
+            rois = torch.cat([boxes, copies])
+            index = index.repeat(1 + self.jitter_copies)
+        if rois.shape[0] > self.max_gt_per_image:
+            keep = torch.randperm(rois.shape[0], device=boxes.device)[: self.max_gt_per_image]
+            keep = keep.sort().values
+            rois, index = rois[keep], index[keep]
+        return rois, index
 
     def loss(
         self,
@@ -149,11 +203,13 @@ class MaskHead(nn.Module):
         labels: list[Tensor],
     ) -> dict[str, Tensor]:
         """Per-pixel BCE of the ground-truth class's mask channel (``inst/mask``), mean over pixels
-        and instances, in float32.
+        and RoIs, in float32.
 
         ``boxes`` / ``labels`` are the per-image ground-truth boxes [N_i, 4] / labels [N_i] given
-        to ``forward``; targets[i]["masks"] [N_i, Hp, Wp] uint8 are RoIAligned onto them. Images
-        without ``masks`` are not labelled for this task and contribute nothing."""
+        to ``forward``; each RoI's target is its instance's mask (targets[i]["masks"]
+        [N_i, Hp, Wp] uint8) RoIAligned onto the RoI (``outputs["roi_boxes"]``: the box itself or
+        a jittered copy). Images without ``masks`` are not labelled for this task and contribute
+        nothing."""
         logits = outputs["mask_logits"].float()
         counts = [int(c) for c in outputs["num_boxes"]]
         if not (len(targets) == len(boxes) == len(labels) == len(counts)):
@@ -164,9 +220,17 @@ class MaskHead(nn.Module):
         roi_index = outputs.get("roi_index")
         if roi_index is None:
             roi_index = torch.cat([torch.arange(c, device=logits.device) for c in counts])
+        roi_boxes = outputs.get("roi_boxes")
+        if roi_boxes is None:  # outputs without RoIs: the RoIs are the indexed boxes themselves
+            roi_boxes = torch.cat(
+                [
+                    box.to(roi_index.device)[index]
+                    for box, index in zip(boxes, roi_index.split(counts), strict=True)
+                ]
+            )
         picked_logits, mask_targets = [], []
-        for i, (image_logits, image_index) in enumerate(
-            zip(logits.split(counts), roi_index.split(counts), strict=True)
+        for i, (image_logits, image_index, image_rois) in enumerate(
+            zip(logits.split(counts), roi_index.split(counts), roi_boxes.split(counts), strict=True)
         ):
             if "masks" not in targets[i] or image_index.numel() == 0:
                 continue
@@ -177,7 +241,7 @@ class MaskHead(nn.Module):
                     f"labels and {boxes[i].shape[0]} boxes; they must be the same instances"
                 )
             image_index = image_index.to(masks.device)
-            mask_targets.append(self.mask_targets(masks[image_index], boxes[i][image_index]))
+            mask_targets.append(self.mask_targets(masks[image_index], image_rois))
             channel = (
                 torch.zeros_like(image_index)
                 if self.class_agnostic
@@ -252,3 +316,37 @@ class MaskHead(nn.Module):
             masks = paste_masks(probs, boxes, (int(size[0]), int(size[1])), self.mask_threshold)
             results.append({"masks": masks})
         return results
+
+
+@torch.no_grad()
+def jitter_boxes(
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    scale: float,
+    min_iou: float,
+    tries: int = 8,
+) -> Tensor:
+    """boxes [N, 4] xyxy -> a jittered copy of each [N, 4]: every side moved by up to ``scale``
+    times the box's width (x) or height (y), clipped to ``image_size`` (h, w), of IoU >= ``min_iou``
+    with its box.
+
+    Each box draws ``tries`` candidates at once from the torch RNG of its device (a fixed amount,
+    so seeded runs replay) and keeps the first that qualifies, or the box itself if none does."""
+    sizes = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # [N, 4]: w, h, w, h
+    shifts = torch.rand((tries, *boxes.shape), device=boxes.device) * 2 - 1
+    candidates = clip_boxes_to_image(boxes + shifts * scale * sizes, image_size)  # [T, N, 4]
+    qualifies = paired_iou(candidates, boxes.expand_as(candidates)) >= min_iou  # [T, N]
+    first = qualifies.int().argmax(dim=0)  # the first qualifying try (0 where none does)
+    chosen = candidates[first, torch.arange(boxes.shape[0], device=boxes.device)]
+    return torch.where(qualifies.any(dim=0)[:, None], chosen, boxes)
+
+
+def paired_iou(boxes: Tensor, others: Tensor) -> Tensor:
+    """IoU of each box [..., 4] with the box at the same position of ``others`` [..., 4] -> [...]
+    (torchvision's box_iou compares all pairs)."""
+    corner_low = torch.maximum(boxes[..., :2], others[..., :2])
+    corner_high = torch.minimum(boxes[..., 2:], others[..., 2:])
+    inter = (corner_high - corner_low).clamp(min=0).prod(dim=-1)
+    area = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0).prod(dim=-1)
+    other_area = (others[..., 2:] - others[..., :2]).clamp(min=0).prod(dim=-1)
+    return inter / (area + other_area - inter)
