@@ -34,13 +34,16 @@ class Target(TypedDict, total=False):
 
     boxes ``[N, 4]`` float xyxy pixels of the resized image; labels ``[N]`` int64, contiguous
     0-based over the data set's categories; masks ``[N, H, W]`` uint8; sem_seg ``[H, W]`` int64 with
-    0 = background, k + 1 = semantic class k, 255 = ignore; image_id int."""
+    0 = background, k + 1 = semantic class k, 255 = ignore; image_id int; image_size and
+    orig_size ``[2]`` int64 (h, w) of the resized (unpadded) and the original image."""
 
     boxes: Tensor
     labels: Tensor
     masks: Tensor
     sem_seg: Tensor
     image_id: int
+    image_size: Tensor
+    orig_size: Tensor
 
 
 class Prediction(TypedDict, total=False):

@@ -156,5 +156,5 @@ def _image_size(target: Target, padded_shape: tuple[int, int]) -> tuple[int, int
     padded input size."""
     if "image_size" not in target:
         return padded_shape
-    height, width = target["image_size"].tolist()  # type: ignore[typeddict-item]
+    height, width = target["image_size"].tolist()
     return int(height), int(width)
