@@ -158,3 +158,19 @@ def test_version_1_checkpoint_with_own_semantic_classes_or_only_a_class_count(
     torch.save(raw, tmp_path / "count.pt")
     _, payload = load_checkpoint(tmp_path / "count.pt")
     assert checkpoint_classes(payload, "count.pt").class_names == ("class1", "class2", "class3")
+
+
+def test_sync_bn_without_cuda_stops_before_data_loading(tmp_path: Path) -> None:
+    from visionmtl.engine.trainer import train
+    from visionmtl.errors import ConfigError
+
+    overrides = [
+        f"data.train_ann={tmp_path / 'missing.json'}",  # never read: the check comes first
+        f"data.train_images={tmp_path}",
+        "train.sync_bn=true",
+        "train.device=cpu",
+    ]
+    cfg = load_config(None, overrides)
+    with pytest.raises(ConfigError, match=r"train.sync_bn: SyncBatchNorm needs CUDA.*cpu"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

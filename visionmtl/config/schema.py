@@ -286,7 +286,7 @@ class TrainConfig:
     nan_policy: NanPolicy = "stop"  # non-finite loss: stop (save nan_debug.pt) | skip the step
     max_nan_skips: NonNegativeInt = 10  # with nan_policy=skip, stop after this many skipped steps
     checkpoint_every: NonNegativeInt = 0  # also save last.pt every N steps (0: epoch ends only)
-    sync_bn: Bool = False  # SyncBatchNorm under torchrun
+    sync_bn: Bool = False  # SyncBatchNorm under torchrun (CUDA only: refused on the CPU)
 
 
 @dataclass(config=_CONFIG)

@@ -141,6 +141,12 @@ def train(
     test resumption; SIGTERM does the same). Returns the final evaluation metrics."""
     output_dir = Path(output_dir or cfg.train.output_dir)
     device = resolve_device(cfg.train.device)
+    if cfg.train.sync_bn and device.type != "cuda":
+        # One rule for one process and torchrun: DDP refuses SyncBatchNorm off CUDA.
+        raise ConfigError(
+            f"train.sync_bn: SyncBatchNorm needs CUDA, but this run trains on {device} "
+            f"(train.device: {cfg.train.device}); set train.sync_bn: false, or train on GPUs"
+        )
     dist_info = init_distributed(device)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
