@@ -58,7 +58,7 @@ class Transform:
     ``image_size=None`` the size is kept and only normalisation happens.
     Train: longer side = ``image_size * U(scale_range)``, horizontal flip with ``hflip_prob``,
     colour jitter of strength ``color_jitter`` (brightness/contrast/saturation; hue a quarter of it).
-    Normalisation: ``(pixel / 255 - mean) / std`` per channel (default: ImageNet's ``MEAN``, ``STD``).
+    Normalisation: ``(pixel / 255 - mean) / std`` per channel (default ImageNet's ``MEAN``, ``STD``).
 
     Random state: albumentations keeps its own generator; it is (re)seeded from
     ``torch.initial_seed()`` whenever that changes, so results follow ``torch.manual_seed`` and every
