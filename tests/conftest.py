@@ -42,6 +42,19 @@ def trained_run(shapes_paths: dict[str, Path], tmp_path_factory: pytest.TempPath
     return output_dir
 
 
+@pytest.fixture(scope="session")
+def resnet18_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local timm weights file (resnet18, random init): training "from weights" without the hub."""
+    import timm
+    import torch
+
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.save(timm.create_model("resnet18").state_dict(), path)
+    return path
+
+
 def tiny_train_overrides(paths: dict[str, Path], output_dir: Path) -> list[str]:
     """Config overrides for a seconds-long CPU training on the tiny shapes set."""
     return [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from visionmtl.data import MEAN, STD, build_transforms, normalize_image
+from visionmtl.data import MEAN, STD, Transform, build_transforms, normalize_image
 
 
 def _scene(height: int = 60, width: int = 90) -> tuple[np.ndarray, ...]:
@@ -107,3 +107,24 @@ def test_degenerate_boxes_dropped_with_labels_and_masks() -> None:
         image, np.zeros((0, 4)), np.zeros(0), np.zeros((0, 60, 90), np.uint8)
     )
     assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, *empty["image"].shape[1:])
+
+
+def test_own_mean_and_std_in_every_path() -> None:
+    """Backbones declare their own statistics (0.5 / 0.5 for Inception-style weights)."""
+    image = np.zeros((2, 4, 3), np.uint8)
+    image[0, 0] = 255
+    half = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    torch.testing.assert_close(normalize_image(image, **half)[:, 0, 0], torch.ones(3))
+    torch.testing.assert_close(normalize_image(image, **half)[:, 1, 1], -torch.ones(3))
+    for transform in (
+        build_transforms(4, train=False, **half),  # resize path
+        pickle.loads(pickle.dumps(build_transforms(4, train=False, **half))),
+        Transform(None, train=False, **half),  # normalise-only path
+    ):
+        out = transform(image)["image"]
+        torch.testing.assert_close(out[:, 0, 0], torch.ones(3))
+        torch.testing.assert_close(out[:, 1, 1], -torch.ones(3))
+    # The default stays ImageNet's, bit for bit.
+    assert torch.equal(build_transforms(4, train=False)(image)["image"], normalize_image(image))
+    with pytest.raises(ValueError, match="std > 0"):
+        build_transforms(4, train=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.0, 0.5))

@@ -30,13 +30,16 @@ def resume_cfg(paths: dict, out: Path, *extra: str):  # type: ignore[no-untyped-
     return load_config(None, overrides)
 
 
+@pytest.mark.parametrize("from_weights", [False, True], ids=["scratch", "frozen"])
 def test_interrupted_and_resumed_run_equals_uninterrupted(
-    shapes_paths: dict, tmp_path: Path
+    shapes_paths: dict, tmp_path: Path, resnet18_weights: Path, from_weights: bool
 ) -> None:
+    """From weights: with frozen BatchNorm and stages (resolved again on resume)."""
+    weights = [f"model.backbone.weights={resnet18_weights}"] if from_weights else []
     straight = tmp_path / "straight"
-    train(resume_cfg(shapes_paths, straight), straight)
+    train(resume_cfg(shapes_paths, straight, *weights), straight)
     resumed = tmp_path / "resumed"
-    cfg = resume_cfg(shapes_paths, resumed)
+    cfg = resume_cfg(shapes_paths, resumed, *weights)
     result = train(cfg, resumed, stop_after_steps=4)  # 3 steps per epoch: stops in epoch 2
     assert result["interrupted"]
     _, state = load_checkpoint(resumed / "last.pt")
@@ -126,9 +129,13 @@ def test_nan_skip_policy_keeps_batchnorm_statistics(
         train(cfg, tmp_path / "limit")
 
 
-@pytest.mark.parametrize("method", ["pcgrad", "cagrad", "gradnorm", "uncertainty", "dwa"])
+@pytest.mark.parametrize(
+    ("method", "frozen"),
+    [(m, False) for m in ("pcgrad", "cagrad", "gradnorm", "uncertainty", "dwa")]
+    + [("fixed", True)],  # DDP with frozen BatchNorm and stages (no gradient, no SyncBN on CPU)
+)
 def test_torchrun_two_processes_stay_in_sync(
-    shapes_paths: dict, tmp_path: Path, method: str
+    shapes_paths: dict, tmp_path: Path, resnet18_weights: Path, method: str, frozen: bool
 ) -> None:
     overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
         "data.val_ann=",
@@ -139,6 +146,7 @@ def test_torchrun_two_processes_stay_in_sync(
         "train.threads=1",
         f"mtl.method={method}",  # several backward passes per step; gradnorm syncs its weights
         "mtl.log_every=1",
+        *([f"model.backbone.weights={resnet18_weights}"] if frozen else []),
     ]
     command = [
         sys.executable,
@@ -155,4 +163,5 @@ def test_torchrun_two_processes_stay_in_sync(
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "all 2 ranks hold identical weights" in done.stdout
+    assert ("BatchNorm frozen, levels 1-2 frozen" in done.stdout) == frozen
     assert (tmp_path / "last.pt").is_file()

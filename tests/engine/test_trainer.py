@@ -36,7 +36,7 @@ def test_checkpoint_is_safe_to_load_and_carries_config(trained_run: Path) -> Non
     raw = torch.load(trained_run / "last.pt", weights_only=True)  # no arbitrary unpickling
     assert raw["epoch"] == 2 and "optimizer" in raw and "rng" in raw
     cfg, payload = load_checkpoint(trained_run / "best.pt")
-    assert cfg.model.tasks == ["det", "sem", "inst"] and raw["format_version"] == 2
+    assert cfg.model.tasks == ["det", "sem", "inst"] and raw["format_version"] == 3
     assert checkpoint_classes(payload, "best.pt").class_names == ("circle", "square", "triangle")
 
 
@@ -158,3 +158,132 @@ def test_version_1_checkpoint_with_own_semantic_classes_or_only_a_class_count(
     torch.save(raw, tmp_path / "count.pt")
     _, payload = load_checkpoint(tmp_path / "count.pt")
     assert checkpoint_classes(payload, "count.pt").class_names == ("class1", "class2", "class3")
+
+
+def test_sync_bn_without_cuda_stops_before_data_loading(tmp_path: Path) -> None:
+    from visionmtl.engine.trainer import train
+    from visionmtl.errors import ConfigError
+
+    overrides = [
+        f"data.train_ann={tmp_path / 'missing.json'}",  # never read: the check comes first
+        f"data.train_images={tmp_path}",
+        "train.sync_bn=true",
+        "train.device=cpu",
+    ]
+    cfg = load_config(None, overrides)
+    with pytest.raises(ConfigError, match=r"train.sync_bn: SyncBatchNorm needs CUDA.*cpu"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+HALF = (0.5, 0.5, 0.5)
+
+
+@pytest.fixture(scope="module")
+def half_stats_run(shapes_paths: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of a random-init mobilenetv1_100, whose timm weights declare mean = std = 0.5."""
+    from visionmtl.engine.trainer import train
+
+    output_dir = tmp_path_factory.mktemp("half")
+    overrides = tiny_train_overrides(shapes_paths, output_dir) + [
+        "model.backbone.name=mobilenetv1_100",
+        "train.epochs=1",
+    ]
+    train(load_config(None, overrides), output_dir)
+    return output_dir
+
+
+def test_input_statistics_of_the_backbone_are_recorded_and_used(half_stats_run: Path) -> None:
+    """Resolved once at the start; config.yaml and the checkpoints hold them; the Predictor and
+    tools/eval.py (coco_val_set of the checkpoint's config) normalise with them."""
+    from visionmtl import Predictor
+    from visionmtl.engine.checkpoint import load_model
+    from visionmtl.evaluation.validation import coco_val_set
+
+    run_cfg = load_config(half_stats_run / "config.yaml")
+    assert (run_cfg.data.mean, run_cfg.data.std) == ([0.5] * 3, [0.5] * 3)
+    assert (run_cfg.model.backbone.freeze_bn, run_cfg.model.backbone.freeze_at) == (False, 0)
+    for name in ("best.pt", "last.pt"):
+        assert load_checkpoint(half_stats_run / name)[0] == run_cfg
+    predictor = Predictor.from_checkpoint(half_stats_run / "best.pt")
+    assert (predictor.transform.mean, predictor.transform.std) == (HALF, HALF)
+    _, cfg = load_model(half_stats_run / "best.pt")
+    assert coco_val_set(cfg, cfg.data.val_ann, cfg.data.val_images).transform.mean == HALF
+
+
+def _as_format_2(source: Path, target: Path, **config_changes: object) -> None:
+    """``source`` rewritten as a checkpoint from before format 3: no resolved backbone values."""
+    import yaml
+
+    raw = torch.load(source, weights_only=True)
+    config = yaml.safe_load(raw["config"])
+    for key in ("mean", "std"):
+        config["data"].pop(key)
+    for key in ("freeze_bn", "freeze_at"):
+        config["model"]["backbone"].pop(key)
+    config["model"].update(config_changes)
+    raw.update(format_version=2, config=yaml.safe_dump(config))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(raw, target)
+
+
+def test_format_2_checkpoint_loads_with_imagenet_statistics(
+    half_stats_run: Path, tmp_path: Path
+) -> None:
+    """Models saved before format 3 were trained with ImageNet statistics and nothing frozen,
+    whatever their backbone declares (0.5 here) and whatever today's defaults would pick."""
+    from visionmtl import Predictor
+    from visionmtl.data import MEAN, STD
+    from visionmtl.engine.checkpoint import load_model
+
+    # A fine-tuned model: today's default would freeze its BatchNorm and stem.
+    _as_format_2(half_stats_run / "best.pt", tmp_path / "v2.pt", init_from="other/best.pt")
+    model, cfg = load_model(tmp_path / "v2.pt")
+    assert (cfg.data.mean, cfg.data.std) == (list(MEAN), list(STD))
+    assert (cfg.model.backbone.freeze_bn, cfg.model.backbone.freeze_at) == (False, 0)
+    assert Predictor(model, cfg).transform.mean == MEAN
+
+
+def test_resuming_a_format_2_run_keeps_its_statistics(
+    half_stats_run: Path, shapes_paths: dict, tmp_path: Path
+) -> None:
+    from visionmtl.data import MEAN
+    from visionmtl.engine.trainer import train
+
+    _as_format_2(half_stats_run / "last.pt", tmp_path / "last.pt")
+    overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
+        "model.backbone.name=mobilenetv1_100",
+        "data.val_ann=",
+        "train.epochs=2",
+    ]
+    train(load_config(None, overrides), tmp_path, resume=True)
+    assert load_config(tmp_path / "config.yaml").data.mean == list(MEAN)
+    assert load_checkpoint(tmp_path / "last.pt")[1]["epoch"] == 2
+
+
+def test_training_from_weights_freezes_batchnorm_and_stem(
+    shapes_paths: dict, resnet18_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Loaded weights: BatchNorm frozen, stem + layer1 frozen; load_model rebuilds the same model
+    (tools/eval.py on best.pt gives the training's final metrics)."""
+    from visionmtl.engine.trainer import train
+
+    overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
+        f"model.backbone.weights={resnet18_weights}",
+        "train.epochs=1",
+    ]
+    train(load_config(None, overrides), tmp_path)
+    assert "backbone: BatchNorm frozen, levels 1-2 frozen (up to layer1" in capsys.readouterr().out
+    saved = load_config(tmp_path / "config.yaml").model.backbone
+    assert (saved.freeze_bn, saved.freeze_at) == (True, 2)
+    start = torch.load(resnet18_weights, weights_only=True)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    body = {k.removeprefix("backbone.body."): v for k, v in state.items() if "backbone." in k}
+    assert body and not any("num_batches_tracked" in key for key in body)
+    for key, value in body.items():
+        norm = ".bn" in key or key.startswith("bn1.") or ".downsample.1." in key
+        frozen = norm or key.startswith(("conv1.", "layer1."))
+        assert torch.equal(value, start[key]) == frozen, key
+    out = tmp_path / "again.json"
+    assert eval_tool.main([str(tmp_path / "best.pt"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads((tmp_path / "eval.json").read_text())

@@ -12,9 +12,10 @@ import torch
 from visionmtl.api.io import ImageInput, load_rgb
 from visionmtl.api.result import Result
 from visionmtl.config import Config
-from visionmtl.data import Collator, build_transforms
+from visionmtl.data import Collator
 from visionmtl.data.classes import semantic_ids
 from visionmtl.engine.checkpoint import load_model
+from visionmtl.evaluation.validation import eval_transform
 from visionmtl.precision import inference_autocast
 
 
@@ -42,7 +43,7 @@ class Predictor:
         self.cfg = cfg
         self.score_thresh = cfg.eval.score_thresh if score_thresh is None else score_thresh
         self.batch_size = batch_size
-        self.transform = build_transforms(cfg.data.image_size, train=False)
+        self.transform = eval_transform(cfg)
         self.collate = Collator(32)
         classes = getattr(model, "classes", None)
         if classes is None:

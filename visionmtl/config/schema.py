@@ -114,13 +114,16 @@ class BackboneConfig:
             "a non-empty, strictly increasing list of positive ints",
         ),
     ] = field(default_factory=lambda: [8, 16, 32])
-    # Pretrained BatchNorm kept frozen (statistics and affine): at 2-4 images per GPU re-estimating
-    # them hurts. null: on when weights are loaded (pretrained, weights or model.init_from), else
-    # off; training writes the resolved value into the run's config.yaml and checkpoints.
+    # Every BatchNorm of the backbone frozen (statistics and affine): at 2-4 images per GPU
+    # re-estimating them hurts. null: on when weights are loaded (pretrained, weights or
+    # model.init_from), else off; training writes the resolved value into the run's config.yaml
+    # and checkpoints.
     freeze_bn: Bool | None = None
-    # Feature levels of the backbone kept frozen, counted in timm's feature_info order (1: the
-    # stem, 2: the stem and the first stage, as Detectron2's freeze_at). null: 2 when weights are
-    # loaded (as torchvision's default trainable layers), 0 from scratch; resolved like freeze_bn.
+    # Feature levels of the backbone kept frozen (no gradient, their BatchNorm frozen), counted in
+    # timm's feature_info order from the stem (1: the stem, 2: the stem and the first stage, as
+    # Detectron2's freeze_at; where timm's first level is already a stage at stride 4, as in
+    # ConvNeXt, the stem before it is level 1). null: 2 when weights are loaded (as torchvision's
+    # default trainable layers), 0 from scratch; resolved like freeze_bn.
     freeze_at: NonNegativeInt | None = None
 
 
@@ -199,8 +202,9 @@ class DataConfig:
     val_ann: Str = ""  # COCO JSON of the validation set ("" = no validation)
     val_images: Str = ""
     image_size: Annotated[Int, Field(ge=32)] = 512  # longest side in pixels after resizing
-    # Input normalisation (RGB, on pixels / 255). null: the backbone's own (timm pretrained_cfg);
-    # training writes the resolved values into the run's config.yaml and checkpoints.
+    # Input normalisation (RGB, on pixels / 255). null: the backbone's own (timm pretrained_cfg
+    # of model.backbone.name and its tag); training writes the resolved values into the run's
+    # config.yaml and checkpoints (a checkpoint of format < 3 without them: ImageNet's).
     mean: RGB | None = None
     std: Annotated[RGB, _rule(lambda s: min(s) > 0, "three positive numbers")] | None = None
     # Random rescale factors [low, high] of image_size during training.
@@ -288,7 +292,7 @@ class TrainConfig:
     nan_policy: NanPolicy = "stop"  # non-finite loss: stop (save nan_debug.pt) | skip the step
     max_nan_skips: NonNegativeInt = 10  # with nan_policy=skip, stop after this many skipped steps
     checkpoint_every: NonNegativeInt = 0  # also save last.pt every N steps (0: epoch ends only)
-    sync_bn: Bool = False  # SyncBatchNorm under torchrun
+    sync_bn: Bool = False  # SyncBatchNorm under torchrun (CUDA only: refused on the CPU)
 
 
 @dataclass(config=_CONFIG)

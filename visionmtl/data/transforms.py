@@ -6,6 +6,7 @@ so all targets stay aligned. Masks and the semantic map are resized with nearest
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import albumentations as A
@@ -14,6 +15,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import clip_boxes_to_image, remove_small_boxes
 
+# ImageNet statistics: the default here, and what every model trained before the run's config
+# held data.mean / data.std (a checkpoint of format < 3) expects.
 MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -21,18 +24,31 @@ STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # label and mask: a sub-pixel box cannot be learned and breaks box-regression targets.
 MIN_BOX_SIZE: float = 1.0
 
-# (pixel / 255 - mean) / std  ==  pixel * _SCALE - _SHIFT
-_SCALE = (1.0 / (255.0 * np.asarray(STD, np.float32))).astype(np.float32)
-_SHIFT = (np.asarray(MEAN, np.float32) / np.asarray(STD, np.float32)).astype(np.float32)
+
+def _scale_shift(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``scale``, ``shift`` [3] with (pixel / 255 - mean) / std == pixel * scale - shift."""
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std need 3 values (R, G, B), std > 0; got {mean}, {std}")
+    std_array = np.asarray(std, np.float32)
+    scale = (1.0 / (255.0 * std_array)).astype(np.float32)
+    shift = (np.asarray(mean, np.float32) / std_array).astype(np.float32)
+    return scale, shift
 
 
-def normalize_image(image: np.ndarray) -> Tensor:
-    """Turn an RGB uint8 image ``[H, W, 3]`` into a normalised float32 tensor ``[3, H, W]``."""
+def _normalize(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> Tensor:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape [H, W, 3], got {tuple(image.shape)}")
     # numpy on one contiguous array: much faster than small torch ops in DataLoader workers
-    scaled = image.astype(np.float32) * _SCALE - _SHIFT
+    scaled = image.astype(np.float32) * scale - shift
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+def normalize_image(
+    image: np.ndarray, mean: Sequence[float] = MEAN, std: Sequence[float] = STD
+) -> Tensor:
+    """Turn an RGB uint8 image ``[H, W, 3]`` into a float32 tensor ``[3, H, W]`` normalised with
+    ``mean`` and ``std`` (per channel, on pixel / 255)."""
+    return _normalize(image, *_scale_shift(mean, std))
 
 
 class Transform:
@@ -42,6 +58,7 @@ class Transform:
     ``image_size=None`` the size is kept and only normalisation happens.
     Train: longer side = ``image_size * U(scale_range)``, horizontal flip with ``hflip_prob``,
     colour jitter of strength ``color_jitter`` (brightness/contrast/saturation; hue a quarter of it).
+    Normalisation: ``(pixel / 255 - mean) / std`` per channel (default ImageNet's ``MEAN``, ``STD``).
 
     Random state: albumentations keeps its own generator; it is (re)seeded from
     ``torch.initial_seed()`` whenever that changes, so results follow ``torch.manual_seed`` and every
@@ -57,6 +74,8 @@ class Transform:
         scale_range: tuple[float, float] = (0.75, 1.25),
         hflip_prob: float = 0.5,
         color_jitter: float = 0.2,
+        mean: Sequence[float] = MEAN,
+        std: Sequence[float] = STD,
     ) -> None:
         if image_size is not None and image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
@@ -69,6 +88,9 @@ class Transform:
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.hflip_prob = float(hflip_prob)
         self.color_jitter = float(color_jitter)
+        self.mean = tuple(float(value) for value in mean)
+        self.std = tuple(float(value) for value in std)
+        self._scale, self._shift = _scale_shift(self.mean, self.std)
         self._pipeline = self._build()
         self._seed: int | None = None
 
@@ -117,7 +139,7 @@ class Transform:
         return (
             f"Transform(image_size={self.image_size}, train={self.train}, "
             f"scale_range={self.scale_range}, hflip_prob={self.hflip_prob}, "
-            f"color_jitter={self.color_jitter})"
+            f"color_jitter={self.color_jitter}, mean={self.mean}, std={self.std})"
         )
 
     def _sync_seed(self) -> None:
@@ -174,7 +196,7 @@ class Transform:
 
         out_image: np.ndarray = result["image"]
         out_height, out_width = out_image.shape[:2]
-        output: dict[str, Tensor] = {"image": normalize_image(out_image)}
+        output: dict[str, Tensor] = {"image": _normalize(out_image, self._scale, self._shift)}
         kept = np.asarray(result["instance_ids"], np.int64).reshape(-1)
         if boxes is not None:
             output["boxes"] = torch.as_tensor(
@@ -193,8 +215,8 @@ class Transform:
             output["sem_seg"] = torch.from_numpy(result["mask"].astype(np.int64))
         return output
 
-    @staticmethod
     def _identity(
+        self,
         image: np.ndarray,
         boxes: np.ndarray | None,
         labels: np.ndarray | None,
@@ -203,7 +225,7 @@ class Transform:
     ) -> dict[str, Tensor]:
         """Normalise only; boxes are clipped and sub-pixel ones dropped as in the resizing path."""
         height, width = image.shape[:2]
-        output: dict[str, Tensor] = {"image": normalize_image(image)}
+        output: dict[str, Tensor] = {"image": _normalize(image, self._scale, self._shift)}
         keep, num_boxes = None, None
         if boxes is not None:
             box_tensor = torch.tensor(np.asarray(boxes, np.float32).reshape(-1, 4))
@@ -231,6 +253,8 @@ def build_transforms(
     scale_range: tuple[float, float] = (0.75, 1.25),
     hflip_prob: float = 0.5,
     color_jitter: float = 0.2,
+    mean: Sequence[float] = MEAN,
+    std: Sequence[float] = STD,
 ) -> Transform:
     """Build the training (augmenting) or evaluation (resize only) transform; see :class:`Transform`."""
-    return Transform(image_size, train, scale_range, hflip_prob, color_jitter)
+    return Transform(image_size, train, scale_range, hflip_prob, color_jitter, mean, std)

@@ -12,18 +12,25 @@ import torch
 import yaml
 
 from visionmtl.config import (
+    BackboneConfig,
     Config,
+    DataConfig,
+    ModelConfig,
     config_from_dict,
     config_from_yaml,
     config_to_yaml,
     split_legacy_class_lists,
 )
+from visionmtl.data.transforms import MEAN, STD
 from visionmtl.errors import CheckpointError, VisionMTLError
 from visionmtl.structures import ClassSpec
 
 # 2: the class lists moved from the config (model.num_classes, class_names, category_ids) to
 # their own "classes" entry; version 1 files still load.
-FORMAT_VERSION = 2
+# 3: the config holds the backbone-dependent values resolved (data.mean/std, model.backbone.
+# freeze_bn/freeze_at; frozen BatchNorm has no num_batches_tracked); in older files they are null
+# and mean ImageNet statistics and nothing frozen.
+FORMAT_VERSION = 3
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,7 +64,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: str | Path, cfg: Config, model: torch.nn.Module, **extra: Any) -> None:
     """Write ``{format_version, config (YAML text), classes, model, **extra}`` atomically: a
     temporary file in the same folder, fsync, then ``os.replace``, so a crash never leaves a
-    half-written file. ``classes`` is ``model.classes`` (:class:`ClassSpec`) as plain lists."""
+    half-written file. ``classes`` is ``model.classes`` (:class:`ClassSpec`) as plain lists. The
+    config's backbone-dependent nulls are written resolved, as ``build_model`` resolved them
+    (``resolve_backbone_defaults``; training passes them resolved already)."""
+    from visionmtl.models.backbone import resolve_backbone_defaults
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     classes = getattr(model, "classes", None)
@@ -65,7 +76,7 @@ def save_checkpoint(path: str | Path, cfg: Config, model: torch.nn.Module, **ext
         raise CheckpointError(f"{path}: the model has no classes (build it with build_model)")
     payload = {
         "format_version": FORMAT_VERSION,
-        "config": config_to_yaml(cfg),
+        "config": config_to_yaml(resolve_backbone_defaults(cfg)),
         "classes": classes.to_dict(),
         "model": model.state_dict(),
         **extra,
@@ -100,8 +111,22 @@ def load_checkpoint(
             f"{path}: written by a newer visionmtl (format {payload['format_version']})"
         )
     if payload.get("format_version", 0) < 2:
-        return _upgrade_version_1(payload, path), payload
-    return config_from_yaml(payload["config"], source=str(path)), payload
+        return _unrecorded_as_trained(_upgrade_version_1(payload, path)), payload
+    cfg = config_from_yaml(payload["config"], source=str(path))
+    return _unrecorded_as_trained(cfg), payload
+
+
+def _unrecorded_as_trained(cfg: Config) -> Config:
+    """A config's null data.mean/std and model.backbone.freeze_bn/freeze_at (a checkpoint of
+    format < 3, written before training resolved them) as those models were trained: ImageNet
+    statistics, nothing frozen. Not resolved from the backbone, whose statistics may differ."""
+    from visionmtl.models.backbone import fill_backbone_defaults
+
+    before_format_3 = Config(
+        model=ModelConfig(backbone=BackboneConfig(freeze_bn=False, freeze_at=0)),
+        data=DataConfig(mean=list(MEAN), std=list(STD)),
+    )
+    return fill_backbone_defaults(cfg, before_format_3)
 
 
 def _upgrade_version_1(payload: dict[str, Any], path: Path) -> Config:

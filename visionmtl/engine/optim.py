@@ -12,7 +12,8 @@ from visionmtl.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD; biases and normalisation parameters (1-d tensors) get no weight decay.
+    """AdamW or SGD; biases and normalisation parameters (1-d tensors) get no weight decay;
+    parameters without ``requires_grad`` (frozen backbone levels) are left out (timm's partition).
 
     The groups are always ``[decay, no_decay]``, in that order, even when one is empty or
     ``weight_decay`` is 0: ``last.pt`` matches optimizer state to groups by position. timm's

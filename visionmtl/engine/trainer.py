@@ -17,7 +17,7 @@ from tqdm import tqdm
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, MixedDataset, build_training_set, build_transforms
 from visionmtl.data.batching import move_targets
-from visionmtl.engine.checkpoint import save_checkpoint
+from visionmtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from visionmtl.engine.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -38,6 +38,7 @@ from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_sta
 from visionmtl.errors import ConfigError, DataError, TrainingError
 from visionmtl.evaluation.report import format_metrics_table
 from visionmtl.evaluation.validation import build_validation_sets
+from visionmtl.models.backbone import fill_backbone_defaults, resolve_backbone_defaults
 from visionmtl.models.summary import format_summary, model_summary
 from visionmtl.mtl.diagnostics import interaction_summary
 from visionmtl.precision import autocast
@@ -60,7 +61,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build_datasets(cfg: Config) -> MixedDataset:
-    """Training set (main + ``data.extra_sources``, augmented)."""
+    """Training set (main + ``data.extra_sources``, augmented); ``cfg`` has its backbone defaults
+    resolved (:func:`resolve_backbone_defaults`)."""
     data = cfg.data
     train_tf = build_transforms(
         data.image_size,
@@ -68,6 +70,8 @@ def build_datasets(cfg: Config) -> MixedDataset:
         scale_range=tuple(data.scale_range),
         hflip_prob=data.hflip_prob,
         color_jitter=data.color_jitter,
+        mean=data.mean,
+        std=data.std,
     )
     policy = {
         "on_invalid": data.on_invalid,
@@ -141,6 +145,13 @@ def train(
     test resumption; SIGTERM does the same). Returns the final evaluation metrics."""
     output_dir = Path(output_dir or cfg.train.output_dir)
     device = resolve_device(cfg.train.device)
+    if cfg.train.sync_bn and device.type != "cuda":
+        # One rule for one process and torchrun: DDP refuses SyncBatchNorm off CUDA.
+        raise ConfigError(
+            f"train.sync_bn: SyncBatchNorm needs CUDA, but this run trains on {device} "
+            f"(train.device: {cfg.train.device}); set train.sync_bn: false, or train on GPUs"
+        )
+    cfg = _resolve_run_defaults(cfg, output_dir, resume)
     dist_info = init_distributed(device)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
@@ -152,6 +163,16 @@ def train(
             return _train(cfg, output_dir, resume, stop_after_steps, device, dist_info, stop)
     finally:
         shutdown_distributed()
+
+
+def _resolve_run_defaults(cfg: Config, output_dir: Path, resume: bool) -> Config:
+    """``cfg`` with its backbone-dependent nulls (input statistics, frozen BatchNorm and stages)
+    resolved once for the run: as the run being resumed has them (its ``last.pt``), else from the
+    backbone and whether weights are loaded."""
+    last = output_dir / "last.pt"
+    if resume and last.is_file():
+        cfg = fill_backbone_defaults(cfg, load_checkpoint(last)[0])
+    return resolve_backbone_defaults(cfg)
 
 
 def _train(
@@ -192,6 +213,10 @@ def _print_start(run: TrainingRun, num_images: int) -> None:
         f"model: {cfg.model.backbone.name}, tasks {cfg.model.tasks}, {cfg.mtl.sharing} sharing, "
         f"mtl.method={cfg.mtl.method}; device {run.device} x {run.dist_info.world_size}; "
         f"{num_images} training images, {run.iters_per_epoch} iterations/epoch"
+    )
+    print(
+        f"backbone: {run.model.backbone.describe_freezing()}; "
+        f"input mean {cfg.data.mean}, std {cfg.data.std}"
     )
     print(format_summary(model_summary(run.model, cfg.data.image_size)))
 

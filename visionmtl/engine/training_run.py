@@ -29,6 +29,7 @@ from visionmtl.engine.sampler import EpochSampler, SeededDataset
 from visionmtl.errors import TrainingError
 from visionmtl.evaluation.validation import ValidationSets
 from visionmtl.models import MultiTaskModel, build_model
+from visionmtl.models.norm import sync_batchnorm
 from visionmtl.mtl import build_balancer
 from visionmtl.precision import make_scaler
 from visionmtl.structures import ClassSpec
@@ -128,7 +129,7 @@ class TrainingRun:
                 print(report.summary(cfg.model.init_from))
         model = model.to(self.device)
         if dist_info.enabled and cfg.train.sync_bn:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = sync_batchnorm(model)
         return model, DistributedDataParallel(model) if dist_info.enabled else model
 
     def _build_loader(self, train_set: MixedDataset) -> tuple[EpochSampler, DataLoader]:

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from visionmtl.config import Config
-from visionmtl.data import CocoDataset, SemanticPngDataset, build_transforms
+from visionmtl.data import CocoDataset, SemanticPngDataset, Transform, build_transforms
 from visionmtl.data.sources import png_label_map
 from visionmtl.evaluation.evaluate import evaluate_model
 from visionmtl.evaluation.report import merge_metrics
+from visionmtl.models.backbone import input_normalization
 from visionmtl.structures import ClassSpec
 
 
@@ -39,6 +40,13 @@ class ValidationSets:
         return merge_metrics(*results)
 
 
+def eval_transform(cfg: Config) -> Transform:
+    """The evaluation preprocessing of ``cfg``'s model (validation, tools/eval.py, Predictor):
+    resize to ``data.image_size``, normalise with the run's statistics (``input_normalization``)."""
+    mean, std = input_normalization(cfg)
+    return build_transforms(cfg.data.image_size, train=False, mean=mean, std=std)
+
+
 def semantic_png_val_set(cfg: Config, classes: ClassSpec) -> SemanticPngDataset | None:
     """``data.val_sem_*`` as a data set in the ids of the semantic head of ``classes``."""
     data = cfg.data
@@ -52,7 +60,7 @@ def semantic_png_val_set(cfg: Config, classes: ClassSpec) -> SemanticPngDataset 
         data.val_sem_images,
         data.val_sem_masks,
         list(data.val_sem_class_names),
-        transform=build_transforms(data.image_size, train=False),
+        transform=eval_transform(cfg),
         label_map=label_map,
     )
 
@@ -62,7 +70,7 @@ def coco_val_set(cfg: Config, ann: str, images: str) -> CocoDataset:
     return CocoDataset(
         ann,
         images,
-        transform=build_transforms(cfg.data.image_size, train=False),
+        transform=eval_transform(cfg),
         on_invalid=cfg.data.on_invalid,
         max_bad_fraction=cfg.data.max_bad_image_fraction,
         sem_classes=cfg.model.sem.class_names,

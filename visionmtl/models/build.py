@@ -6,7 +6,7 @@ from torch import nn
 
 from visionmtl.config import EvalConfig, ModelConfig
 from visionmtl.models.adapters import TaskAdapters
-from visionmtl.models.backbone import TimmBackbone
+from visionmtl.models.backbone import TimmBackbone, backbone_freezing
 from visionmtl.models.heads import FCOSHead, MaskHead, SemanticFPNHead
 from visionmtl.models.multitask import MultiTaskModel
 from visionmtl.models.neck import PyramidNeck
@@ -25,11 +25,14 @@ def build_model(
     ``sharing`` is ``mtl.sharing``: "hard" (every head reads the shared pyramid) or "adapters"
     (each task reads it through its own residual adapters)."""
     eval_cfg = eval_cfg or EvalConfig()
+    freeze_bn, freeze_at = backbone_freezing(cfg)
     backbone = TimmBackbone(
         cfg.backbone.name,
         out_strides=list(cfg.backbone.out_strides),
         pretrained=cfg.backbone.pretrained,
         weights=cfg.backbone.weights,
+        freeze_bn=freeze_bn,
+        freeze_at=freeze_at,
     )
     neck = PyramidNeck(backbone.channels, backbone.strides, cfg.fpn_channels, extra_levels=2)
     heads: dict[str, nn.Module] = {}
