@@ -85,21 +85,17 @@ def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
     """Train + evaluate our model into ``out_dir``; time training and inference."""
     from benchmarks.latency import median_latency_ms
     from visionmtl.api import Predictor
-    from visionmtl.data import CocoDataset, build_transforms
     from visionmtl.engine.checkpoint import load_model
     from visionmtl.engine.trainer import train
     from visionmtl.evaluation.evaluate import evaluate_model
+    from visionmtl.evaluation.validation import coco_val_set
 
     start = time.perf_counter()
     metrics = train(cfg, out_dir)
     train_wall = time.perf_counter() - start
     model, saved_cfg = load_model(out_dir / "best.pt", device=device)
-    val_set = CocoDataset(
-        cfg.data.val_ann,
-        cfg.data.val_images,
-        transform=build_transforms(cfg.data.image_size, train=False),
-        sem_classes=cfg.model.sem.class_names,
-    )
+    # The run's own validation set: its input statistics, data policy and cleaned ground truth.
+    val_set = coco_val_set(saved_cfg, cfg.data.val_ann, cfg.data.val_images)
     start = time.perf_counter()
     evaluate_model(model, val_set, saved_cfg, device)
     eval_seconds = time.perf_counter() - start
@@ -128,8 +124,13 @@ def run_peer(
     from benchmarks.maskrcnn_peer import build_peer_maskrcnn, evaluate_peer, train_peer
     from visionmtl.data import CocoDataset
 
-    train_set = CocoDataset(cfg.data.train_ann, cfg.data.train_images)
-    val_set = CocoDataset(cfg.data.val_ann, cfg.data.val_images)
+    # The same data policy as ours: both train and are scored on the same cleaned annotations.
+    policy = {
+        "on_invalid": cfg.data.on_invalid,
+        "max_bad_fraction": cfg.data.max_bad_image_fraction,
+    }
+    train_set = CocoDataset(cfg.data.train_ann, cfg.data.train_images, **policy)
+    val_set = CocoDataset(cfg.data.val_ann, cfg.data.val_images, **policy)
     torch.manual_seed(cfg.train.seed)  # the heads' initialisation
     model = build_peer_maskrcnn(len(train_set.category_ids), weights, recipe)
     seconds = train_peer(
