@@ -115,8 +115,8 @@ class CocoDataset(Dataset):
         # JSON-only checks here; image files are checked lazily, when __getitem__ loads them.
         data = read_coco_json(self.ann_file)
         self.report: CheckReport = check_coco_data(data, self.ann_file, self.image_dir)
-        self.num_file_annotations = len(data["annotations"])
         data, self.problems = clean_annotations(data, self.report, on_invalid)
+        self.num_file_annotations = self.report.num_annotations
         # The cleaned data: what training reads and evaluation scores against (ground_truth).
         self._data = data
         categories = sorted(data["categories"], key=lambda category: category["id"])

@@ -151,6 +151,10 @@ class TrainingRun:
             num_workers=cfg.data.num_workers,
             collate_fn=Collator(32),
             persistent_workers=cfg.data.num_workers > 0,
+            # Worker base seeds from a generator of the loader's own, not the global RNG: the
+            # training steps draw from that (mask-head box jitter), and an iterator made on
+            # resume must not advance it (samples are seeded by the sampler, not by workers).
+            generator=torch.Generator().manual_seed(cfg.train.seed),
         )
         return sampler, loader
 
