@@ -72,6 +72,18 @@ def test_eval_settings_reach_the_detection_head() -> None:
     assert settings == (0.3, 0.4, 7, 11)
 
 
+def test_mask_jitter_settings_reach_the_mask_head() -> None:
+    from visionmtl.config import InstConfig
+
+    cfg = ModelConfig(
+        tasks=["det", "inst"],
+        fpn_channels=32,
+        inst=InstConfig(jitter_copies=3, jitter_min_iou=0.7),
+    )
+    head = build_model(cfg, ClassSpec.numbered(2)).heads["inst"]
+    assert (head.jitter_copies, head.jitter_min_iou) == (3, 0.7)
+
+
 def test_training_mode_requires_targets() -> None:
     with pytest.raises(ValueError, match="targets"):
         tiny_model(["det"])(torch.randn(1, 3, 64, 64))

@@ -162,6 +162,10 @@ class InstConfig:
     channels: PositiveInt = 128  # channels of the mask FCN
     num_convs: NonNegativeInt = 4  # 3x3 convs before the upsampling deconv
     class_agnostic: Bool = False  # one mask per box instead of one per class
+    # In training, jittered copies of each ground-truth box (IoU >= jitter_min_iou with it) the
+    # mask head also learns on, as it sees detections, not exact boxes, at inference (0: none).
+    jitter_copies: NonNegativeInt = 1
+    jitter_min_iou: Annotated[Float, Field(gt=0, le=1)] = 0.5
 
 
 @dataclass(config=_CONFIG)

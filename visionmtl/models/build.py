@@ -66,6 +66,8 @@ def build_model(
             channels=cfg.inst.channels,
             num_convs=cfg.inst.num_convs,
             class_agnostic=cfg.inst.class_agnostic,
+            jitter_copies=cfg.inst.jitter_copies,
+            jitter_min_iou=cfg.inst.jitter_min_iou,
         )
     head_strides = {"det": det_strides, "sem": sem_strides, "inst": sem_strides}
     adapters: dict[str, nn.Module] = {}
