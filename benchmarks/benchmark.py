@@ -145,6 +145,8 @@ def run_peer(
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / "model.pt")
     metrics = evaluate_peer(model, val_set, device)
+    changes = val_set.annotation_changes()  # as ours reports: AP is scored on the cleaned set
+    metrics.update(gt_annotations_dropped=changes["dropped"], gt_annotations_fixed=changes["fixed"])
     (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return {**_summary(metrics), "train_s": seconds, "infer_ms": metrics["infer_ms"]}
 

@@ -40,8 +40,10 @@ def bench_mode(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[
     from visionmtl.engine.optim import build_optimizer
     from visionmtl.engine.trainer import build_datasets, dataset_classes, seed_everything
     from visionmtl.models import build_model
+    from visionmtl.models.backbone import resolve_backbone_defaults
     from visionmtl.precision import autocast, make_scaler
 
+    cfg = resolve_backbone_defaults(cfg)  # input statistics and frozen parts, as train() does
     seed_everything(0)
     train_set = build_datasets(cfg)
     classes = dataset_classes(cfg, train_set)

@@ -25,14 +25,21 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 def inference_precision(device: torch.device, amp: str) -> str:
     """The precision inference runs in for ``eval.amp`` on ``device``: "fp32", "bf16" or "fp16"
-    (mixed precision only on CUDA: on CPU fp32 is both exact and faster, no native bf16)."""
-    return amp if amp != "off" and device.type == "cuda" else "fp32"
+    (mixed precision only on CUDA: on CPU fp32 is both exact and faster, no native bf16), or
+    "tf32" where CUDA runs fp32 convolutions in TF32 (PyTorch's default cudnn.allow_tf32)."""
+    if device.type != "cuda":
+        return "fp32"
+    if amp != "off":
+        return amp
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "fp32"
 
 
 def inference_autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     """Autocast for inference with ``eval.amp`` (see :func:`inference_precision`)."""
     precision = inference_precision(device, amp)
-    return contextlib.nullcontext() if precision == "fp32" else autocast(device, precision)
+    return (
+        autocast(device, precision) if precision in ("bf16", "fp16") else contextlib.nullcontext()
+    )
 
 
 def make_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:

@@ -124,6 +124,7 @@ def test_predictor_scores_what_validation_recorded(trained_run: Path, shapes_pat
 
     recorded = json.loads(torch.load(trained_run / "best.pt", weights_only=True)["metrics"])
     predictor = Predictor.from_checkpoint(trained_run / "best.pt")
+    assert predictor.batch_size == predictor.cfg.eval.batch_size  # the same batches as validation
     dataset = CocoDataset(shapes_paths["val_ann"], shapes_paths["val_images"])
     paths = [dataset.image_info(i)["path"] for i in range(len(dataset))]
     label_of = {int(cid): k for k, cid in enumerate(predictor.category_ids)}

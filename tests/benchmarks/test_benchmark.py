@@ -77,3 +77,20 @@ def test_peer_smoke_run_reports_metrics_and_recipe(
     assert report["settings"]["peer"]["min_size"] == 64
     assert report["results"][benchmark_tool.PEER]["infer_ms"] == row["infer_ms"]
     assert "lr 0.0025" in md_path.read_text()
+
+
+def test_mixed_precision_steps_run_on_a_config_as_loaded(
+    shapes_paths: dict, tmp_path: Path
+) -> None:
+    """The mixed-precision check takes a config straight from YAML (input statistics still
+    null) and trains two fp32 steps."""
+    import torch
+
+    from benchmarks.mixed_precision import bench_mode
+    from tests.conftest import tiny_train_overrides
+    from visionmtl.config import load_config
+
+    cfg = load_config(None, [*tiny_train_overrides(shapes_paths, tmp_path), "data.val_ann="])
+    assert cfg.data.mean is None
+    result = bench_mode(cfg, "off", steps=2, device=torch.device("cpu"))
+    assert result["all_losses_finite"] and {"det/cls", "sem/ce"} <= set(result["final_losses"])

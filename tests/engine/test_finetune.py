@@ -88,3 +88,23 @@ def test_train_fine_tunes_on_renamed_classes(
     train(load_config(None, overrides), tmp_path / "run")
     out = capsys.readouterr().out
     assert "model.init_from:" in out and "heads.det.cls_logits.weight (2 classes)" in out
+
+
+def test_fine_tuning_keeps_the_input_statistics_of_its_checkpoint(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """init_from a model trained with other input statistics: the run normalises as that model
+    was trained, not as the backbone's timm default (unless data.mean/std are set)."""
+    from visionmtl.config import config_from_yaml, config_to_yaml, load_config
+    from visionmtl.engine.trainer import _resolve_run_defaults
+
+    payload = torch.load(trained_run / "best.pt", weights_only=True)
+    source_cfg = config_from_yaml(payload["config"])
+    grey = replace(source_cfg.data, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    payload["config"] = config_to_yaml(replace(source_cfg, data=grey))
+    torch.save(payload, tmp_path / "grey.pt")
+    cfg = load_config(None, [f"model.init_from={tmp_path / 'grey.pt'}"])
+    resolved = _resolve_run_defaults(cfg, tmp_path / "run", resume=False)
+    assert (resolved.data.mean, resolved.data.std) == ([0.5] * 3, [0.25] * 3)
+    own = load_config(None, [f"model.init_from={tmp_path / 'grey.pt'}", "data.mean=[0.4,0.4,0.4]"])
+    assert _resolve_run_defaults(own, tmp_path / "run", resume=False).data.mean == [0.4] * 3

@@ -27,7 +27,9 @@ class Predictor:
         cfg: the config it was trained with (image size, thresholds).
         device: where to run.
         score_thresh: drop detections below this score (default: the config's ``eval.score_thresh``).
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (default: the config's ``eval.batch_size``, as in
+            validation: padding to the largest image of a batch changes the outputs slightly
+            when image sizes differ, so the same batches give the same numbers).
     """
 
     def __init__(
@@ -36,13 +38,13 @@ class Predictor:
         cfg: Config,
         device: str | torch.device = "cpu",
         score_thresh: float | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.cfg = cfg
         self.score_thresh = cfg.eval.score_thresh if score_thresh is None else score_thresh
-        self.batch_size = batch_size
+        self.batch_size = cfg.eval.batch_size if batch_size is None else batch_size
         self.transform = eval_transform(cfg)
         self.collate = Collator(32)
         classes = getattr(model, "classes", None)
@@ -60,7 +62,7 @@ class Predictor:
         path: str | Path,
         device: str | torch.device = "cpu",
         score_thresh: float | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ) -> Predictor:
         """Build the model from a checkpoint written by ``tools/train.py`` (no other file needed)."""
         model, cfg = load_model(path, device=device)

@@ -27,6 +27,8 @@ MIN_BOX_SIZE: float = 1.0
 
 def _scale_shift(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """float32 ``scale``, ``shift`` [3] with (pixel / 255 - mean) / std == pixel * scale - shift."""
+    if mean is None or std is None:  # a config's data.mean/std before resolve_backbone_defaults
+        raise ValueError("mean and std are None: resolve the config's backbone defaults first")
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"mean and std need 3 values (R, G, B), std > 0; got {mean}, {std}")
     std_array = np.asarray(std, np.float32)

@@ -7,6 +7,7 @@ import json
 import random
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -168,10 +169,16 @@ def train(
 def _resolve_run_defaults(cfg: Config, output_dir: Path, resume: bool) -> Config:
     """``cfg`` with its backbone-dependent nulls (input statistics, frozen BatchNorm and stages)
     resolved once for the run: as the run being resumed has them (its ``last.pt``), else from the
-    backbone and whether weights are loaded."""
+    backbone and whether weights are loaded; fine-tuning (``model.init_from``) keeps the input
+    statistics of the checkpoint it starts from."""
     last = output_dir / "last.pt"
     if resume and last.is_file():
         cfg = fill_backbone_defaults(cfg, load_checkpoint(last)[0])
+    elif cfg.model.init_from and (cfg.data.mean is None or cfg.data.std is None):
+        # Fine-tuning: the input statistics the weights were trained with, not the backbone's.
+        source = load_checkpoint(cfg.model.init_from)[0].data
+        data = replace(cfg.data, mean=cfg.data.mean or source.mean, std=cfg.data.std or source.std)
+        cfg = replace(cfg, data=data)
     return resolve_backbone_defaults(cfg)
 
 
