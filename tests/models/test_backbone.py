@@ -181,3 +181,9 @@ def test_freeze_at_counts_the_stem_where_timm_starts_at_stride_4() -> None:
     assert frozen == {"stem_0", "stem_1", "stages_0"}
     with pytest.raises(BackboneError, match="freeze_at: 6, but 'convnext_atto' has 5 levels"):
         TimmBackbone("convnext_atto", out_strides=[8, 16, 32], freeze_at=6)
+
+
+def test_freeze_at_past_the_deepest_requested_level_names_the_limit() -> None:
+    """resnet18 cut after stride 16 has 4 levels (stem, layer1-3): freeze_at 5 says so."""
+    with pytest.raises(BackboneError, match=r"has 4 levels .*out_strides \(16\)"):
+        TimmBackbone("resnet18", out_strides=[8, 16], freeze_at=5)

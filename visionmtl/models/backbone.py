@@ -132,7 +132,8 @@ def freeze_levels(body: nn.Module, levels: list[dict], freeze_at: int, name: str
     if freeze_at > len(levels) + stem_level:
         raise BackboneError(
             f"model.backbone.freeze_at: {freeze_at}, but '{name}' has "
-            f"{len(levels) + stem_level} levels (stem and stages)"
+            f"{len(levels) + stem_level} levels (stem and stages) up to the deepest stride in "
+            f"model.backbone.out_strides ({levels[-1]['reduction']})"
         )
     level = levels[max(freeze_at - 1 - stem_level, 0)]["module"]
     module = _module_of_level(names, level)
@@ -209,9 +210,9 @@ class TimmBackbone(nn.Module):
         self.strides = [int(r) for r in self.body.feature_info.reduction()]
         self.channels = [int(c) for c in self.body.feature_info.channels()]
         self.freeze_bn, self.freeze_at = freeze_bn, freeze_at
-        self.frozen_through = (
-            freeze_levels(self.body, probe.feature_info.info, freeze_at, name) if freeze_at else ""
-        )
+        # The body ends at the deepest level asked for: only levels up to it can be frozen.
+        levels = probe.feature_info.info[: max(out_indices) + 1]
+        self.frozen_through = freeze_levels(self.body, levels, freeze_at, name) if freeze_at else ""
         if freeze_bn:
             self.body = freeze_batch_norm_2d(self.body)
 
