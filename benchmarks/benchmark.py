@@ -123,6 +123,7 @@ def run_peer(
 
     from benchmarks.maskrcnn_peer import build_peer_maskrcnn, evaluate_peer, train_peer
     from visionmtl.data import CocoDataset
+    from visionmtl.evaluation.coco_eval import ground_truth_changes
 
     # The same data policy as ours: both train and are scored on the same cleaned annotations.
     policy = {
@@ -145,8 +146,7 @@ def run_peer(
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / "model.pt")
     metrics = evaluate_peer(model, val_set, device)
-    changes = val_set.annotation_changes()  # as ours reports: AP is scored on the cleaned set
-    metrics.update(gt_annotations_dropped=changes["dropped"], gt_annotations_fixed=changes["fixed"])
+    metrics.update(ground_truth_changes(val_set))  # as ours reports: scored on the cleaned set
     (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return {**_summary(metrics), "train_s": seconds, "infer_ms": metrics["infer_ms"]}
 

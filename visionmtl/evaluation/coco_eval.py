@@ -51,6 +51,13 @@ def coco_ground_truth(dataset: CocoDataset) -> COCO:
     return coco
 
 
+def ground_truth_changes(dataset: CocoDataset) -> dict[str, int]:
+    """The metrics that say how many of the file's annotations the data policy dropped or fixed
+    before scoring (:meth:`CocoDataset.annotation_changes`), for every model scored on ``dataset``."""
+    changes = dataset.annotation_changes()
+    return {"gt_annotations_dropped": changes["dropped"], "gt_annotations_fixed": changes["fixed"]}
+
+
 class CocoEvaluator:
     """Evaluate detections (and optionally instance masks) against a COCO ground truth.
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, Collator, DataError, SemanticPngDataset
-from visionmtl.evaluation.coco_eval import CocoEvaluator
+from visionmtl.evaluation.coco_eval import CocoEvaluator, ground_truth_changes
 from visionmtl.evaluation.report import merge_metrics
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
 from visionmtl.precision import inference_autocast, inference_precision
@@ -101,7 +101,5 @@ def _provenance(
     of the file's annotations the data policy (``data.on_invalid``) dropped or fixed."""
     info: dict[str, Any] = {"eval_precision": inference_precision(device, cfg.eval.amp)}
     if scored_coco:
-        changes = dataset.annotation_changes()
-        info["gt_annotations_dropped"] = changes["dropped"]
-        info["gt_annotations_fixed"] = changes["fixed"]
+        info.update(ground_truth_changes(dataset))
     return info
