@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT / ".." / "shared"  # real data and weights; absent in a user's fresh clone
 SHARED_DATA_DIR = SHARED_DIR / "data"
 SHARED_WEIGHTS = SHARED_DIR / "weights" / "mobilenetv2_100.in1k_tv.pth"
+
+# Annotation caches (data.cache) of this test session, and of the tools it starts, stay out of
+# the user's ~/.cache.
+os.environ["VISIONMTL_CACHE"] = tempfile.mkdtemp(prefix="visionmtl-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -226,6 +226,10 @@ class DataConfig:
     num_workers: NonNegativeInt = 2  # DataLoader worker processes (0: load in the main process)
     on_invalid: OnInvalid = "skip"  # bad annotations: error (stop before training) | skip | fix
     max_bad_image_fraction: Probability = 0.01  # stop when more images than this fail to load
+    # Keep the checked, cleaned annotations in $VISIONMTL_CACHE (default ~/.cache/visionmtl),
+    # keyed by each file's path and contents, so later starts (resume, other ranks, evaluation)
+    # skip the parsing and checks.
+    cache: Bool = True
     extra_sources: Annotated[list[SourceConfig], Seq] = field(
         default_factory=list
     )  # trained beside train_ann

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert, clip_boxes_to_image
 
-from visionmtl.data.checks import (
-    CheckReport,
-    Problem,
-    check_coco_data,
-    clean_annotations,
-    read_coco_json,
-)
+from visionmtl.data.checks import CheckReport, Problem
 from visionmtl.data.classes import coco_sem_table
+from visionmtl.data.coco_index import build_index
+from visionmtl.data.records import cache_key, cached
 from visionmtl.data.transforms import Transform
 from visionmtl.errors import DataError
 from visionmtl.structures import IGNORE_INDEX, semantic_classes
@@ -91,6 +87,13 @@ class CocoDataset(Dataset):
     checked when loaded: with ``skip_corrupt`` (default: on unless ``on_invalid`` is "error") a
     broken one is skipped, see :meth:`__getitem__`.
 
+    ``tasks``: the tasks the targets are read for (None: all); without inst and sem the
+    segmentations are not decoded and targets have no ``masks`` / ``sem_seg``. ``cache_dir``: where
+    the checked, cleaned annotations are cached, keyed by the file's path and contents and the
+    settings (None: no cache; see :func:`~visionmtl.data.records.cached`). The records
+    are kept packed (:class:`~visionmtl.data.records.PackedRecords`), so DataLoader workers share
+    them without copying.
+
     ``transform`` is called as ``transform(image, boxes=, labels=, masks=, sem_seg=)`` and must return
     a dict like :class:`~visionmtl.data.transforms.Transform`; by default images keep their size
     and are only normalised.
@@ -105,6 +108,8 @@ class CocoDataset(Dataset):
         max_bad_fraction: float = 0.01,
         skip_corrupt: bool | None = None,
         sem_classes: Sequence[str] | None = None,
+        tasks: Collection[str] | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
@@ -112,16 +117,21 @@ class CocoDataset(Dataset):
         self.on_invalid = on_invalid
         self.max_bad_fraction = max_bad_fraction
         self.skip_corrupt = on_invalid != "error" if skip_corrupt is None else skip_corrupt
+        # Only inst and sem need the segmentations decoded (None: every task).
+        self.decode_masks = tasks is None or bool({"inst", "sem"} & set(tasks))
         # JSON-only checks here; image files are checked lazily, when __getitem__ loads them.
-        data = read_coco_json(self.ann_file)
-        self.report: CheckReport = check_coco_data(data, self.ann_file, self.image_dir)
-        data, self.problems = clean_annotations(data, self.report, on_invalid)
+        build = partial(build_index, self.ann_file, self.image_dir, on_invalid, is_box_target)
+        if cache_dir is None:
+            index = build()
+        else:
+            key = cache_key(self.ann_file, on_invalid, str(self.image_dir))
+            index = cached(Path(cache_dir) / f"coco-{key}.pkl", build)
+        self.report: CheckReport = index.report
+        self.problems: list[Problem] = list(index.problems)
         self.num_file_annotations = self.report.num_annotations
-        # The cleaned data: what training reads and evaluation scores against (ground_truth).
-        self._data = data
-        categories = sorted(data["categories"], key=lambda category: category["id"])
-        self.category_ids: list[int] = [int(category["id"]) for category in categories]
-        self.class_names: list[str] = [str(category.get("name", "")) for category in categories]
+        self._index = index
+        self.category_ids: list[int] = [int(c["id"]) for c in index.categories]
+        self.class_names: list[str] = [str(c.get("name", "")) for c in index.categories]
         # The semantic head's classes (``model.sem.class_names``) when they are its own list.
         self.sem_classes: list[str] | None = list(sem_classes) if sem_classes else None
         self._sem_table = (
@@ -130,25 +140,25 @@ class CocoDataset(Dataset):
         self.cat_id_to_label: dict[int, int] = {
             category_id: label for label, category_id in enumerate(self.category_ids)
         }
-        self._images: dict[int, dict[str, Any]] = {int(i["id"]): i for i in data["images"]}
-        self.image_ids: list[int] = list(self._images)
-        self._annotations: dict[int, list[dict[str, Any]]] = {i: [] for i in self.image_ids}
-        for annotation in data["annotations"]:
-            self._annotations[int(annotation["image_id"])].append(annotation)
         # Indices whose image failed to load, in this process only: each DataLoader worker holds
         # its own copy, so the max_bad_fraction limit is applied per worker.
         self.failed_indices: set[int] = set()
+
+    @property
+    def image_ids(self) -> list[int]:
+        """JSON id of every index (a new list: index with :meth:`image_info` in loops)."""
+        return self._index.image_ids.tolist()
 
     def _fail(self, where: str, problem: str, hint: str) -> DataError:
         return DataError(f"{self.ann_file}: {where}: {problem}; {hint}")
 
     # ----------------------------------------------------------------------------- access
     def __len__(self) -> int:
-        return len(self.image_ids)
+        return len(self._index.images)
 
     def image_info(self, index: int) -> dict[str, Any]:
         """``{"id", "file_name", "path", "height", "width"}`` of image ``index`` (from the JSON)."""
-        image = self._images[self.image_ids[index]]
+        image = self._index.images[index]
         return {
             "id": int(image["id"]),
             "file_name": str(image["file_name"]),
@@ -156,6 +166,10 @@ class CocoDataset(Dataset):
             "height": int(image["height"]),
             "width": int(image["width"]),
         }
+
+    def annotations(self, index: int) -> list[dict[str, Any]]:
+        """The cleaned COCO annotations of image ``index`` in file order (a new copy)."""
+        return self._index.annotations[index]
 
     def load_image(self, index: int) -> np.ndarray:
         """Read image ``index`` as RGB uint8 ``[H, W, 3]`` (EXIF orientation applied).
@@ -192,12 +206,13 @@ class CocoDataset(Dataset):
         )
 
     def _instances(
-        self, index: int, height: int, width: int
+        self, index: int, height: int, width: int, decode: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Boxes ``[N, 4]``, labels ``[N]``, masks ``[N, H, W]`` and sem_seg ``[H, W]`` at original size."""
-        image_id = self.image_ids[index]
-        annotations = [a for a in self._annotations[image_id] if is_box_target(a)]
-        labelled_masks = all(a.get("segmentation") for a in annotations)
+        """Boxes ``[N, 4]``, labels ``[N]``, masks ``[N, H, W]`` and sem_seg ``[H, W]`` at original
+        size; masks and sem_seg None without ``decode`` or when some annotation has no segmentation."""
+        image_id = int(self._index.image_ids[index])
+        annotations = [a for a in self.annotations(index) if is_box_target(a)]
+        labelled_masks = decode and all(a.get("segmentation") for a in annotations)
         objects, masks, crowd_masks = [], [], []
         for annotation in annotations:
             mask = None
@@ -237,9 +252,8 @@ class CocoDataset(Dataset):
 
     def ground_truth(self) -> dict[str, Any]:
         """The COCO data evaluation scores against: the cleaned data this set trains on (after
-        ``on_invalid``), without zero-size boxes; a deep copy (pycocotools writes into it)."""
-        annotations = [a for a in self._data["annotations"] if is_box_target(a)]
-        return copy.deepcopy({**self._data, "annotations": annotations})
+        ``on_invalid``), without zero-size boxes; a new copy (pycocotools writes into it)."""
+        return self._index.coco_data(is_box_target)
 
     def annotation_changes(self) -> dict[str, int]:
         """How many annotations of the file are not scored as written: ``dropped`` (by the
@@ -249,8 +263,8 @@ class CocoDataset(Dataset):
             for p in self.problems
             if p.entity == "annotation" and p.action.startswith("fixed")
         }
-        scored = sum(is_box_target(a) for a in self._data["annotations"])
-        return {"dropped": self.num_file_annotations - scored, "fixed": len(fixed)}
+        dropped = self.num_file_annotations - self._index.num_scored
+        return {"dropped": dropped, "fixed": len(fixed)}
 
     @property
     def labels_sem_background(self) -> bool:
@@ -266,7 +280,7 @@ class CocoDataset(Dataset):
         """The semantic map ``[H, W]`` int64 at the original image size (for evaluation), or None
         if the image's annotations carry no segmentation."""
         info = self.image_info(index)
-        return self._instances(index, info["height"], info["width"])[3]
+        return self._instances(index, info["height"], info["width"], decode=True)[3]
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         """Image float32 ``[3, h, w]`` (normalised) and its target dict (see class docstring).
@@ -317,7 +331,7 @@ class CocoDataset(Dataset):
     def _item(self, index: int, image: np.ndarray) -> tuple[Tensor, dict[str, Tensor]]:
         """Target and transform for image ``index``, already loaded as ``[H, W, 3]`` uint8."""
         height, width = image.shape[:2]
-        boxes, labels, masks, sem_seg = self._instances(index, height, width)
+        boxes, labels, masks, sem_seg = self._instances(index, height, width, self.decode_masks)
         output = self.transform(image, boxes=boxes, labels=labels, masks=masks, sem_seg=sem_seg)
         image_tensor = output["image"]
         target: dict[str, Tensor] = {
@@ -327,7 +341,7 @@ class CocoDataset(Dataset):
         if masks is not None:
             target["masks"] = output["masks"]
             target["sem_seg"] = output["sem_seg"]
-        target["image_id"] = torch.tensor(self.image_ids[index], dtype=torch.int64)
+        target["image_id"] = torch.tensor(int(self._index.image_ids[index]), dtype=torch.int64)
         target["orig_size"] = torch.tensor([height, width], dtype=torch.int64)
         target["image_size"] = torch.tensor(list(image_tensor.shape[-2:]), dtype=torch.int64)
         return image_tensor, target

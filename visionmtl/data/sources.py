@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -202,10 +203,12 @@ def build_training_set(
     on_invalid: str = "skip",
     max_bad_fraction: float = 0.01,
     sem_classes: Sequence[str] | None = None,
+    cache_dir: Path | None = None,
 ) -> MixedDataset:
     """``main`` followed by one data set per ``sources`` entry, each labelling its own tasks.
 
-    COCO sources (``ann``) are loaded with ``transform``/``on_invalid``/``max_bad_fraction`` and
+    COCO sources (``ann``) are loaded with ``transform``/``on_invalid``/``max_bad_fraction``/
+    ``cache_dir`` (see :class:`CocoDataset`), reading only their own tasks' targets, and
     their labels renamed to the main set's by category name (only for sources that label ``det``);
     semantic PNG sources (``sem_masks``) map ``class_names`` to the semantic head's classes by
     name. ``sem_classes`` is ``model.sem.class_names`` (empty / None: the main set's categories;
@@ -240,6 +243,8 @@ def build_training_set(
                 on_invalid=on_invalid,
                 max_bad_fraction=max_bad_fraction,
                 sem_classes=sem_names if "sem" in source.tasks else None,
+                tasks=source.tasks,
+                cache_dir=cache_dir,
             )
             # Labels must match the main categories when the source labels boxes.
             label_map = coco_label_map(main, coco) if "det" in source.tasks else None

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, MixedDataset, build_training_set, build_transforms
 from visionmtl.data.batching import move_targets
+from visionmtl.data.records import cache_dir
 from visionmtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from visionmtl.engine.distributed import (
     DistInfo,
@@ -78,8 +79,11 @@ def build_datasets(cfg: Config) -> MixedDataset:
         "on_invalid": data.on_invalid,
         "max_bad_fraction": data.max_bad_image_fraction,
         "sem_classes": cfg.model.sem.class_names,
+        "cache_dir": cache_dir(data.cache),
     }
-    main = CocoDataset(data.train_ann, data.train_images, transform=train_tf, **policy)
+    main = CocoDataset(
+        data.train_ann, data.train_images, transform=train_tf, tasks=cfg.model.tasks, **policy
+    )
     return build_training_set(main, data.extra_sources, transform=train_tf, **policy)
 
 
@@ -191,9 +195,15 @@ def _train(
     dist_info: DistInfo,
     stop: _StopRequest,
 ) -> dict[str, Any]:
+    # Rank 0 reads, checks and caches the annotation files first; the other ranks then read
+    # its cache (data.cache) instead of parsing them again.
+    if not dist_info.is_main:
+        barrier(dist_info)
     train_set = build_datasets(cfg)
     classes = dataset_classes(cfg, train_set)
     val_sets = build_validation_sets(cfg, classes)
+    if dist_info.is_main:
+        barrier(dist_info)
     if dist_info.is_main:
         prepare_run_dir(output_dir, cfg)
         _report_data_problems(output_dir, *train_set.coco_sets, val_sets.coco)

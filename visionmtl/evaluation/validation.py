@@ -11,6 +11,7 @@ from torch import nn
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, SemanticPngDataset, Transform, build_transforms
+from visionmtl.data.records import cache_dir
 from visionmtl.data.sources import png_label_map
 from visionmtl.evaluation.evaluate import evaluate_model
 from visionmtl.evaluation.report import merge_metrics
@@ -74,6 +75,8 @@ def coco_val_set(cfg: Config, ann: str, images: str) -> CocoDataset:
         on_invalid=cfg.data.on_invalid,
         max_bad_fraction=cfg.data.max_bad_image_fraction,
         sem_classes=cfg.model.sem.class_names,
+        tasks=cfg.model.tasks,
+        cache_dir=cache_dir(cfg.data.cache),
     )
 
 
