@@ -224,6 +224,10 @@ class DataConfig:
     color_jitter: NonNegativeFloat = 0.2  # brightness/contrast/saturation strength (0: none)
     batch_size: PositiveInt = 8  # images per step (per process under torchrun)
     num_workers: NonNegativeInt = 2  # DataLoader worker processes (0: load in the main process)
+    # Batches of images of one orientation (wider than tall or not), as torchvision's references
+    # group by aspect ratio: portrait and landscape images padded together waste up to half of
+    # every batch.
+    aspect_ratio_grouping: Bool = True
     on_invalid: OnInvalid = "skip"  # bad annotations: error (stop before training) | skip | fix
     max_bad_image_fraction: Probability = 0.01  # stop when more images than this fail to load
     # Keep the checked, cleaned annotations in $VISIONMTL_CACHE (default ~/.cache/visionmtl),

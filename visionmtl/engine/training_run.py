@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
 from visionmtl.data import Collator, MixedDataset
+from visionmtl.data.batching import orientation_groups
 from visionmtl.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -143,6 +144,7 @@ class TrainingRun:
             rank=dist_info.rank,
             world_size=dist_info.world_size,
             drop_last=len(train_set) > batch_size * dist_info.world_size,
+            groups=orientation_groups(train_set) if cfg.data.aspect_ratio_grouping else None,
         )
         loader = DataLoader(
             SeededDataset(train_set),
