@@ -84,3 +84,12 @@ def orientation_groups(dataset: Any) -> list[int]:
                 raise DataError(f"{info['path']}: cannot read the image size ({error})") from None
         groups.append(int(width > height))
     return groups
+
+
+def limit_worker_threads(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker. torch already runs one thread
+    in each worker, but OpenCV (albumentations' resizes and colour ops) starts a pool as large as
+    the machine in every worker: 8 workers x 64 cores = 512 threads fighting for 64 cores."""
+    import cv2  # albumentations' dependency; imported here, in the worker
+
+    cv2.setNumThreads(1)

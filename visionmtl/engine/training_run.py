@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
 from visionmtl.data import Collator, MixedDataset
-from visionmtl.data.batching import orientation_groups
+from visionmtl.data.batching import limit_worker_threads, orientation_groups
 from visionmtl.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -153,6 +153,9 @@ class TrainingRun:
             num_workers=cfg.data.num_workers,
             collate_fn=Collator(32),
             persistent_workers=cfg.data.num_workers > 0,
+            # Page-locked batches make the non-blocking copies to the GPU truly asynchronous.
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=limit_worker_threads,
             # Worker base seeds from a generator of the loader's own, not the global RNG: the
             # training steps draw from that (mask-head box jitter), and an iterator made on
             # resume must not advance it (samples are seeded by the sampler, not by workers).
