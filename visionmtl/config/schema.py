@@ -288,6 +288,10 @@ class TrainConfig:
     momentum: Probability = 0.9  # SGD momentum
     warmup_iters: NonNegativeInt = 100  # steps of linear warm-up from 0.001 * lr, then cosine to 0
     clip_grad_norm: NonNegativeFloat = 10.0  # max total gradient norm (0 disables clipping)
+    # Decay of an exponential moving average of the weights (0: off; e.g. 0.9998): validation,
+    # best.pt and eval.json use the average; last.pt keeps both. Warmed up as timm's ModelEmaV3
+    # (use_warmup), so early steps follow the weights closely.
+    ema: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     amp: AmpMode = "off"  # mixed precision: off | bf16 | fp16 (fp16 adds a GradScaler on CUDA)
     seed: Int = 0  # seeds torch, numpy, python and the sampler
     eval_every: PositiveInt = 1  # validate every N epochs (and after the last one)

@@ -337,6 +337,8 @@ def _optimize(
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.clip_grad_norm)
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    if run.ema is not None:
+        run.ema.update(run.model, step=progress.step + 1)
     _accumulate(progress.epoch_stats, losses, task_losses, labelled)
     if not (log_grads and run.is_main):
         return None
@@ -392,15 +394,16 @@ def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str
 
 
 def _validate(run: TrainingRun, progress: Progress) -> dict[str, Any]:
-    """Validation metrics of the current weights; ``best.pt`` when they beat the best score."""
-    metrics = run.val_sets.evaluate(run.model, run.cfg, run.device)
+    """Validation metrics of the current weights (their EMA with ``train.ema``); ``best.pt``
+    when they beat the best score."""
+    metrics = run.val_sets.evaluate(run.eval_model, run.cfg, run.device)
     score = selection_score(metrics)
     if score > progress.best_score:
         progress.best_score = score
         save_checkpoint(
             run.output_dir / "best.pt",
             run.cfg,
-            run.model,
+            run.eval_model,
             epoch=progress.epoch + 1,
             metrics=json.dumps(metrics),
         )
@@ -422,7 +425,7 @@ def _finish(run: TrainingRun, metrics: dict[str, Any]) -> None:
     if run.is_main:
         if not run.val_sets:
             save_checkpoint(
-                run.output_dir / "best.pt", run.cfg, run.model, epoch=run.cfg.train.epochs
+                run.output_dir / "best.pt", run.cfg, run.eval_model, epoch=run.cfg.train.epochs
             )
         if metrics:
             (run.output_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")

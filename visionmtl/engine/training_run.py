@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -91,6 +92,11 @@ class TrainingRun:
         self.device, self.dist_info = device, dist_info
         self.last_path = output_dir / "last.pt"
         self.model, self.train_model = self._build_model(resume and self.last_path.is_file())
+        # timm's EMA (a copy of the model, updated in place after each step; every rank holds
+        # the same one, as the weights are the same).
+        self.ema = (
+            ModelEmaV3(self.model, decay=cfg.train.ema, use_warmup=True) if cfg.train.ema else None
+        )
         self.sampler, self.loader = self._build_loader(train_set)
         self.iters_per_epoch = self.sampler.batches_per_epoch()
         if self.iters_per_epoch == 0:
@@ -114,6 +120,11 @@ class TrainingRun:
     @property
     def is_main(self) -> bool:
         return self.dist_info.is_main
+
+    @property
+    def eval_model(self) -> MultiTaskModel:
+        """The weights validation scores and ``best.pt`` keeps: the EMA's when ``train.ema``."""
+        return self.model if self.ema is None else self.ema.module
 
     def _build_model(self, resuming: bool) -> tuple[MultiTaskModel, nn.Module]:
         """The model on the device, from ``model.init_from`` unless resuming, and the module to
@@ -178,6 +189,8 @@ class TrainingRun:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.balancer.load_state_dict(state["mtl"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
         except (RuntimeError, ValueError, KeyError) as error:
             raise CheckpointError(
                 f"{self.last_path} does not fit this config (model, tasks, optimizer or "
@@ -221,4 +234,5 @@ class TrainingRun:
             batch=progress.batch,
             step=progress.step,
             best_score=progress.best_score,
+            **({} if self.ema is None else {"ema": self.ema.state_dict()}),
         )
