@@ -156,7 +156,8 @@ class FCOSHead(nn.Module):
         areas = torch.where(candidate, areas, torch.full_like(areas, float("inf")))
         min_area, matched = areas.min(dim=1)
         positive = torch.isfinite(min_area)
-        cls_target[positive, labels[matched[positive]]] = 1.0
+        # A scatter, not boolean-mask indexing: no host wait for the number of positives.
+        cls_target.scatter_(1, labels[matched][:, None], positive[:, None].to(cls_target.dtype))
         reg_target = ltrb[torch.arange(num_points, device=points.device), matched]
         return cls_target, positive, reg_target
 
