@@ -39,3 +39,17 @@ def test_exact_multiple_and_inference_targets() -> None:
     images, targets = Collator(16)([(torch.ones(3, 32, 48), {}), (torch.ones(3, 16, 16), {})])
     assert images.shape == (2, 3, 32, 48)
     assert targets == [{}, {}]
+
+
+def test_worker_init_limits_opencv_to_one_thread() -> None:
+    import cv2
+
+    from visionmtl.data.batching import limit_worker_threads
+
+    saved = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(4)
+        limit_worker_threads(0)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(saved)

@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch import nn
 
+import visionmtl.models.heads.semantic as semantic_module
 from visionmtl.models.heads import FCOSHead, SemanticFPNHead
 from visionmtl.models.heads.detection import scale_boxes
 
@@ -276,6 +278,26 @@ def test_semantic_loss_ignores_255_and_postprocess_sizes() -> None:
     results = head.postprocess(outputs, [(128, 100), (64, 64)], output_sizes=[(300, 200), (64, 64)])
     assert results[0]["sem_seg"].shape == (300, 200) and results[1]["sem_seg"].shape == (64, 64)
     assert results[0]["sem_seg"].max() < 4
+
+
+def test_semantic_postprocess_resizes_labels_not_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    head = SemanticFPNHead(16, num_classes=80, strides=[8, 16, 32], channels=16)
+    outputs = head(pyramid())
+    (at_input,) = head.postprocess(outputs, [(128, 96)])[:1]
+    sizes = []
+    interpolate = F.interpolate
+
+    def recording(input, size=None, **kwargs):  # noqa: A002 - interpolate's own argument name
+        sizes.append(input.shape[1] * size[0] * size[1])
+        return interpolate(input, size=size, **kwargs)
+
+    monkeypatch.setattr(semantic_module.F, "interpolate", recording)
+    (doubled,) = head.postprocess(outputs, [(128, 96)], output_sizes=[(256, 192)])[:1]
+    monkeypatch.undo()
+    expected = at_input["sem_seg"].repeat_interleave(2, 0).repeat_interleave(2, 1)
+    assert torch.equal(doubled["sem_seg"], expected)
+    # 80 logits per input pixel (128 x 128 padded), one label per output pixel.
+    assert max(sizes) == 80 * 128 * 128 and 256 * 192 in sizes
 
 
 def test_fcos_levels_cover_fcos_size_ranges() -> None:

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
+import visionmtl.models.paste as paste_module
 from visionmtl.models.heads.instance import MaskHead
 from visionmtl.models.paste import paste_masks
 
@@ -309,14 +310,40 @@ def test_left_half_mask_pastes_into_the_left_half_of_its_box() -> None:
         assert int(mask.sum()) == (middle - x0) * (y1 - y0)
 
 
-def test_chunked_paste_matches_a_single_chunk() -> None:
+def _dense_paste(probs: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Reference: every mask sampled at every pixel centre of the image."""
+    ys, xs = torch.meshgrid(torch.arange(size[0]) + 0.5, torch.arange(size[1]) + 0.5, indexing="ij")
+    out = []
+    for prob, (x0, y0, x1, y1) in zip(probs, boxes.tolist(), strict=True):
+        grid = torch.stack([(xs - x0) / (x1 - x0) * 2 - 1, (ys - y0) / (y1 - y0) * 2 - 1], dim=2)
+        sampled = F.grid_sample(prob[None, None], grid[None], align_corners=False)[0, 0]
+        out.append((sampled >= 0.5) & (grid.abs() <= 1).all(dim=2))
+    return torch.stack(out)
+
+
+def test_paste_samples_each_box_only_and_matches_a_dense_paste(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     generator = torch.Generator().manual_seed(1)
     probs = torch.rand(5, 28, 28, generator=generator)
-    corners = torch.rand(5, 2, generator=generator) * 30
-    boxes = torch.cat([corners, corners + 20], dim=1)
-    whole = paste_masks(probs, boxes, (64, 64))
-    chunked = paste_masks(probs, boxes, (64, 64), chunk_bytes=64 * 64 * 12 * 2)
-    assert whole.any() and torch.equal(whole, chunked)
+    corners = torch.rand(5, 2, generator=generator) * 40
+    boxes = torch.cat([corners, corners + torch.tensor([[6.0, 9.0]])], dim=1)
+    boxes[0] = torch.tensor([1.0, 1.0, 63.0, 63.0])  # one large box, four small ones
+    sampled_pixels = []
+    grid_sample = F.grid_sample
+
+    def counting(input, grid, **kwargs):  # noqa: A002 - grid_sample's own argument name
+        sampled_pixels.append(grid.shape[0] * grid.shape[1] * grid.shape[2])
+        return grid_sample(input, grid, **kwargs)
+
+    monkeypatch.setattr(paste_module.F, "grid_sample", counting)
+    pasted = paste_masks(probs, boxes, (64, 64))
+    work = sum(sampled_pixels)
+    monkeypatch.undo()
+    assert pasted.any() and torch.equal(pasted, _dense_paste(probs, boxes, (64, 64)))
+    # The sum of the box areas with a pixel of margin, not five times the union box.
+    widths, heights = boxes[:, 2] - boxes[:, 0] + 3, boxes[:, 3] - boxes[:, 1] + 3
+    assert work <= float((widths * heights).sum()) < 2 * 64 * 64
 
 
 def test_roi_aligned_circle_pastes_back_onto_itself() -> None:

@@ -224,6 +224,10 @@ class DataConfig:
     color_jitter: NonNegativeFloat = 0.2  # brightness/contrast/saturation strength (0: none)
     batch_size: PositiveInt = 8  # images per step (per process under torchrun)
     num_workers: NonNegativeInt = 2  # DataLoader worker processes (0: load in the main process)
+    # Batches of images of one orientation (wider than tall or not), as torchvision's references
+    # group by aspect ratio: portrait and landscape images padded together waste up to half of
+    # every batch.
+    aspect_ratio_grouping: Bool = True
     on_invalid: OnInvalid = "skip"  # bad annotations: error (stop before training) | skip | fix
     max_bad_image_fraction: Probability = 0.01  # stop when more images than this fail to load
     # Keep the checked, cleaned annotations in $VISIONMTL_CACHE (default ~/.cache/visionmtl),
@@ -284,6 +288,10 @@ class TrainConfig:
     momentum: Probability = 0.9  # SGD momentum
     warmup_iters: NonNegativeInt = 100  # steps of linear warm-up from 0.001 * lr, then cosine to 0
     clip_grad_norm: NonNegativeFloat = 10.0  # max total gradient norm (0 disables clipping)
+    # Decay of an exponential moving average of the weights (0: off; e.g. 0.9998): validation,
+    # best.pt and eval.json use the average; last.pt keeps both. Warmed up as timm's ModelEmaV3
+    # (use_warmup), so early steps follow the weights closely.
+    ema: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     amp: AmpMode = "off"  # mixed precision: off | bf16 | fp16 (fp16 adds a GradScaler on CUDA)
     seed: Int = 0  # seeds torch, numpy, python and the sampler
     eval_every: PositiveInt = 1  # validate every N epochs (and after the last one)

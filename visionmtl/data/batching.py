@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
+from visionmtl.errors import DataError
 from visionmtl.structures import IGNORE_INDEX
 
 
@@ -61,3 +64,32 @@ class Collator:
 def move_targets(targets: list[dict[str, Tensor]], device: torch.device) -> list[dict[str, Tensor]]:
     """A batch's targets (as :class:`Collator` returns them) to ``device`` (non-blocking)."""
     return [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+
+
+def orientation_groups(dataset: Any) -> list[int]:
+    """Per image of ``dataset`` (anything with ``image_info(i)``): 1 if wider than tall, else 0,
+    the aspect-ratio groups that keep batches from padding portrait and landscape images to a
+    square. Sizes come from ``height``/``width`` in the info (COCO JSON), else from the image
+    file's header (PNG sources), which PIL reads without decoding the pixels."""
+    groups = []
+    for index in range(len(dataset)):
+        info = dataset.image_info(index)
+        if "height" in info and "width" in info:
+            height, width = int(info["height"]), int(info["width"])
+        else:
+            try:
+                with Image.open(info["path"]) as image:
+                    width, height = image.size
+            except (OSError, ValueError) as error:
+                raise DataError(f"{info['path']}: cannot read the image size ({error})") from None
+        groups.append(int(width > height))
+    return groups
+
+
+def limit_worker_threads(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker. torch already runs one thread
+    in each worker, but OpenCV (albumentations' resizes and colour ops) starts a pool as large as
+    the machine in every worker: 8 workers x 64 cores = 512 threads fighting for 64 cores."""
+    import cv2  # albumentations' dependency; imported here, in the worker
+
+    cv2.setNumThreads(1)

@@ -75,11 +75,15 @@ def average_gradients(parameters: list[torch.nn.Parameter], info: DistInfo) -> N
             parameter.grad /= info.world_size
 
 
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True if ``flag`` is true on any rank (so all ranks take the same branch)."""
+def any_rank(flag: bool | torch.Tensor, info: DistInfo, device: torch.device) -> bool:
+    """True if ``flag`` (a bool, or a 0-dim tensor already on ``device``) is true on any rank
+    (so all ranks take the same branch); one host read of a device value either way."""
     if not info.enabled:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+        return bool(flag)
+    if isinstance(flag, torch.Tensor):
+        tensor = flag.reshape(1).to(device=device, dtype=torch.float32)
+    else:
+        tensor = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
 

@@ -43,6 +43,13 @@ class NanGuard:
     def bad_losses(losses: dict[str, Tensor]) -> list[str]:
         return [name for name, value in losses.items() if not torch.isfinite(value).all()]
 
+    @staticmethod
+    def any_bad(losses: dict[str, Tensor]) -> Tensor:
+        """0-dim bool on the losses' device: some loss is not finite (no host read, unlike
+        :meth:`bad_losses`, which names them on the rare bad step)."""
+        finite = [torch.isfinite(value).all() for value in losses.values()]
+        return ~torch.stack(finite).all() if finite else torch.tensor(False)
+
     def handle(
         self,
         losses: dict[str, Tensor],

@@ -9,7 +9,7 @@ before each sample. The result is the same whatever the number of workers, ranks
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         rank, world_size: this process's share: every ``world_size``-th sample from ``rank``;
             the permutation is padded by wrapping so all ranks get the same count.
         drop_last: drop the last incomplete batch of each rank.
+        groups: a group id per sample (e.g. :func:`~visionmtl.data.batching.orientation_groups`):
+            each rank's samples are reordered so that every batch holds one group (less padding),
+            as torchvision's ``GroupedBatchSampler``; the few samples left over when a group's
+            count is not a multiple of ``batch_size`` form the epoch's last, mixed batches. The
+            order stays a function of (seed, epoch, rank), so resuming is still exact.
     """
 
     def __init__(
@@ -46,7 +51,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
+        groups: Sequence[int] | None = None,
     ) -> None:
+        if groups is not None and len(groups) != size:
+            raise ValueError(f"{len(groups)} group ids for {size} samples")
+        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
         self.size = size
         self.batch_size = batch_size
         self.seed = seed
@@ -84,10 +93,31 @@ class EpochSampler(Sampler[tuple[int, int]]):
         seeds = torch.randint(0, 2**31 - 1, (self.size,), generator=generator)
         total = self._per_rank() * self.world_size
         order = order.repeat(-(-total // self.size))[:total] if total > self.size else order[:total]
-        mine = order[self.rank :: self.world_size][: self._per_rank()]
-        for position in range(self.start_batch * self.batch_size, len(mine)):
-            index = int(mine[position])
-            yield index, int(seeds[(self.rank + position * self.world_size) % self.size])
+        mine = order[self.rank :: self.world_size][: self._per_rank()].tolist()
+        # Each sample keeps the seed of its place in the permutation, grouped or not.
+        mine_seeds = [
+            int(seeds[(self.rank + position * self.world_size) % self.size])
+            for position in range(len(mine))
+        ]
+        places = list(range(len(mine)))
+        if self.groups is not None:
+            places = group_batches(places, self.groups[mine].tolist(), self.batch_size)
+        for place in places[self.start_batch * self.batch_size :]:
+            yield mine[place], mine_seeds[place]
+
+
+def group_batches(items: list[int], groups: list[int], batch_size: int) -> list[int]:
+    """``items`` reordered so that each run of ``batch_size`` shares one of ``groups`` (one id
+    per item): a batch is emitted when its group has ``batch_size`` items, in order of completion;
+    the remainders of all groups follow, in their original order."""
+    pending: dict[int, list[int]] = {}
+    ordered: list[int] = []
+    for place, group in enumerate(groups):
+        pending.setdefault(group, []).append(place)
+        if len(pending[group]) == batch_size:
+            ordered += pending.pop(group)
+    ordered += sorted(place for rest in pending.values() for place in rest)
+    return [items[place] for place in ordered]
 
 
 class SeededDataset(Dataset):

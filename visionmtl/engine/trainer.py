@@ -296,7 +296,7 @@ def _train_step(
     losses = {name: value.float() for name, value in losses.items()}
     run.optimizer.zero_grad(set_to_none=True)
     interaction = None
-    if any_rank(bool(run.nan_guard.bad_losses(losses)), run.dist_info, device):
+    if any_rank(run.nan_guard.any_bad(losses), run.dist_info, device):
         run.nan_guard.handle(
             losses,
             images,
@@ -337,6 +337,8 @@ def _optimize(
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.clip_grad_norm)
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    if run.ema is not None:
+        run.ema.update(run.model, step=progress.step + 1)
     _accumulate(progress.epoch_stats, losses, task_losses, labelled)
     if not (log_grads and run.is_main):
         return None
@@ -350,15 +352,31 @@ def _accumulate(
     task_losses: dict[str, torch.Tensor],
     labelled: set[str],
 ) -> None:
-    """Running averages of every loss term and task loss; sums of the labelled tasks' losses."""
+    """Running averages of every loss term and task loss; sums of the labelled tasks' losses.
+
+    Kept as float64 tensors on the losses' device (the same arithmetic as Python floats): reading
+    each loss on the host every step would wait for the GPU once per loss term; they are read
+    when logged (``train.log_every``) and at the end of the epoch."""
     running = epoch_stats["running"]
     for name, value in {**task_losses, **losses}.items():
-        value = float(value.detach())
+        value = value.detach().double()
         running[name] = 0.9 * running.get(name, value) + 0.1 * value
     for task, value in task_losses.items():
         if task in labelled:
             totals = epoch_stats["task_sums"].setdefault(task, [0.0, 0])
-            totals[0], totals[1] = totals[0] + float(value.detach()), totals[1] + 1
+            totals[0], totals[1] = totals[0] + value.detach().double(), totals[1] + 1
+
+
+def host_floats(values: dict[str, float | torch.Tensor]) -> dict[str, float]:
+    """Scalars (0-dim tensors on any device, or floats) as Python floats, in one host read."""
+    if not values:
+        return {}
+    tensors = [v for v in values.values() if isinstance(v, torch.Tensor)]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    stacked = torch.stack(
+        [torch.as_tensor(v, dtype=torch.float64, device=device) for v in values.values()]
+    )
+    return dict(zip(values, stacked.tolist(), strict=True))
 
 
 def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str, Any] | None:
@@ -367,9 +385,10 @@ def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str
     where there was no validation on this rank."""
     cfg, epoch = run.cfg, progress.epoch
     task_sums = progress.epoch_stats["task_sums"]
-    means = {task: total / max(count, 1) for task, (total, count) in task_sums.items()}
+    means = host_floats({task: total / max(count, 1) for task, (total, count) in task_sums.items()})
     run.balancer.end_epoch(all_reduce_mean(means, run.dist_info, run.device))
-    running = all_reduce_mean(progress.epoch_stats["running"], run.dist_info, run.device)
+    running = host_floats(progress.epoch_stats["running"])
+    running = all_reduce_mean(running, run.dist_info, run.device)
     record: dict[str, Any] = {
         "epoch": epoch + 1,
         "step": progress.step,
@@ -392,15 +411,16 @@ def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str
 
 
 def _validate(run: TrainingRun, progress: Progress) -> dict[str, Any]:
-    """Validation metrics of the current weights; ``best.pt`` when they beat the best score."""
-    metrics = run.val_sets.evaluate(run.model, run.cfg, run.device)
+    """Validation metrics of the current weights (their EMA with ``train.ema``); ``best.pt``
+    when they beat the best score."""
+    metrics = run.val_sets.evaluate(run.eval_model, run.cfg, run.device)
     score = selection_score(metrics)
     if score > progress.best_score:
         progress.best_score = score
         save_checkpoint(
             run.output_dir / "best.pt",
             run.cfg,
-            run.model,
+            run.eval_model,
             epoch=progress.epoch + 1,
             metrics=json.dumps(metrics),
         )
@@ -422,7 +442,7 @@ def _finish(run: TrainingRun, metrics: dict[str, Any]) -> None:
     if run.is_main:
         if not run.val_sets:
             save_checkpoint(
-                run.output_dir / "best.pt", run.cfg, run.model, epoch=run.cfg.train.epochs
+                run.output_dir / "best.pt", run.cfg, run.eval_model, epoch=run.cfg.train.epochs
             )
         if metrics:
             (run.output_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")

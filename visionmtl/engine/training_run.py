@@ -8,12 +8,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
 from visionmtl.data import Collator, MixedDataset
+from visionmtl.data.batching import limit_worker_threads, orientation_groups
 from visionmtl.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -90,6 +92,11 @@ class TrainingRun:
         self.device, self.dist_info = device, dist_info
         self.last_path = output_dir / "last.pt"
         self.model, self.train_model = self._build_model(resume and self.last_path.is_file())
+        # timm's EMA (a copy of the model, updated in place after each step; every rank holds
+        # the same one, as the weights are the same).
+        self.ema = (
+            ModelEmaV3(self.model, decay=cfg.train.ema, use_warmup=True) if cfg.train.ema else None
+        )
         self.sampler, self.loader = self._build_loader(train_set)
         self.iters_per_epoch = self.sampler.batches_per_epoch()
         if self.iters_per_epoch == 0:
@@ -113,6 +120,11 @@ class TrainingRun:
     @property
     def is_main(self) -> bool:
         return self.dist_info.is_main
+
+    @property
+    def eval_model(self) -> MultiTaskModel:
+        """The weights validation scores and ``best.pt`` keeps: the EMA's when ``train.ema``."""
+        return self.model if self.ema is None else self.ema.module
 
     def _build_model(self, resuming: bool) -> tuple[MultiTaskModel, nn.Module]:
         """The model on the device, from ``model.init_from`` unless resuming, and the module to
@@ -143,6 +155,7 @@ class TrainingRun:
             rank=dist_info.rank,
             world_size=dist_info.world_size,
             drop_last=len(train_set) > batch_size * dist_info.world_size,
+            groups=orientation_groups(train_set) if cfg.data.aspect_ratio_grouping else None,
         )
         loader = DataLoader(
             SeededDataset(train_set),
@@ -151,6 +164,9 @@ class TrainingRun:
             num_workers=cfg.data.num_workers,
             collate_fn=Collator(32),
             persistent_workers=cfg.data.num_workers > 0,
+            # Page-locked batches make the non-blocking copies to the GPU truly asynchronous.
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=limit_worker_threads,
             # Worker base seeds from a generator of the loader's own, not the global RNG: the
             # training steps draw from that (mask-head box jitter), and an iterator made on
             # resume must not advance it (samples are seeded by the sampler, not by workers).
@@ -173,6 +189,8 @@ class TrainingRun:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.balancer.load_state_dict(state["mtl"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
         except (RuntimeError, ValueError, KeyError) as error:
             raise CheckpointError(
                 f"{self.last_path} does not fit this config (model, tasks, optimizer or "
@@ -216,4 +234,5 @@ class TrainingRun:
             batch=progress.batch,
             step=progress.step,
             best_score=progress.best_score,
+            **({} if self.ema is None else {"ema": self.ema.state_dict()}),
         )

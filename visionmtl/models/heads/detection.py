@@ -75,6 +75,7 @@ class FCOSHead(nn.Module):
         # P7 [512, inf] for strides 8..128, i.e. boundaries at 8x the finer levels' strides).
         bounds = [0.0] + [8.0 * s for s in self.strides[:-1]] + [float("inf")]
         self.size_ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
+        self._grids: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
     def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
         """features: pyramid maps [B, C, H_l, W_l] -> flattened over all levels' points P:
@@ -82,25 +83,18 @@ class FCOSHead(nn.Module):
         ``points`` [P, 2] (x, y), ``point_strides`` [P], ``point_ranges`` [P, 2]."""
         cls_all, box_all, ctr_all, points, strides, ranges = [], [], [], [], [], []
         for level, feature in enumerate(features[: len(self.strides)]):
-            stride = self.strides[level]
             cls_feat = self.cls_tower(feature)
             reg_feat = self.reg_tower(feature)
             batch, _, height, width = feature.shape
             cls_all.append(self.cls_logits(cls_feat).flatten(2).transpose(1, 2))
             box_all.append(self._box_distances(reg_feat, level).flatten(2).transpose(1, 2))
             ctr_all.append(self.centerness(reg_feat).flatten(1))
-            ys, xs = torch.meshgrid(
-                torch.arange(height, device=feature.device, dtype=torch.float32),
-                torch.arange(width, device=feature.device, dtype=torch.float32),
-                indexing="ij",
+            level_points, level_strides, level_ranges = self._level_grid(
+                level, height, width, feature.device
             )
-            level_points = torch.stack([xs.flatten(), ys.flatten()], dim=1) * stride + stride // 2
             points.append(level_points)
-            strides.append(torch.full((height * width,), float(stride), device=feature.device))
-            low, high = self.size_ranges[level]
-            ranges.append(
-                torch.tensor([low, high], device=feature.device).expand(height * width, 2)
-            )
+            strides.append(level_strides)
+            ranges.append(level_ranges)
         return {
             "cls_logits": torch.cat(cls_all, 1),
             "box_ltrb": torch.cat(box_all, 1),
@@ -109,6 +103,28 @@ class FCOSHead(nn.Module):
             "point_strides": torch.cat(strides),
             "point_ranges": torch.cat(ranges),
         }
+
+    def _level_grid(
+        self, level: int, height: int, width: int, device: torch.device
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Point centres [H*W, 2] (x, y), strides [H*W] and size ranges [H*W, 2] of ``level`` at
+        an H x W map; cached per shape and device (feature sizes repeat from step to step)."""
+        key = (level, height, width, str(device))
+        if key not in self._grids:
+            stride = self.strides[level]
+            ys, xs = torch.meshgrid(
+                torch.arange(height, device=device, dtype=torch.float32),
+                torch.arange(width, device=device, dtype=torch.float32),
+                indexing="ij",
+            )
+            points = torch.stack([xs.flatten(), ys.flatten()], dim=1) * stride + stride // 2
+            strides = torch.full((height * width,), float(stride), device=device)
+            low, high = self.size_ranges[level]
+            ranges = torch.tensor([low, high], device=device).expand(height * width, 2)
+            if len(self._grids) >= 256:  # many image sizes (inference on arbitrary photos)
+                self._grids.clear()
+            self._grids[key] = (points, strides, ranges)
+        return self._grids[key]
 
     def _box_distances(self, reg_feat: Tensor, level: int) -> Tensor:
         """Regression-tower features [B, C, H, W] of ``level`` -> l, t, r, b distances in pixels
@@ -156,7 +172,8 @@ class FCOSHead(nn.Module):
         areas = torch.where(candidate, areas, torch.full_like(areas, float("inf")))
         min_area, matched = areas.min(dim=1)
         positive = torch.isfinite(min_area)
-        cls_target[positive, labels[matched[positive]]] = 1.0
+        # A scatter, not boolean-mask indexing: no host wait for the number of positives.
+        cls_target.scatter_(1, labels[matched][:, None], positive[:, None].to(cls_target.dtype))
         reg_target = ltrb[torch.arange(num_points, device=points.device), matched]
         return cls_target, positive, reg_target
 

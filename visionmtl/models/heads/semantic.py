@@ -74,8 +74,12 @@ class SemanticFPNHead(nn.Module):
         image_sizes: list[tuple[int, int]],
         output_sizes: list[tuple[int, int]] | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Per image ``sem_seg`` [h, w] int64 class map, cropped to ``image_sizes`` and resized
-        (logits, bilinear) to ``output_sizes`` when given."""
+        """Per image ``sem_seg`` [h, w] int64 class map, cropped to ``image_sizes`` and, when
+        ``output_sizes`` are given, resized to them.
+
+        The argmax is taken at the input resolution and the label map is resized (nearest), so
+        the cost at the output size is one label per pixel, not C logits: a 12-megapixel photo
+        with 80 classes would need 3.8 GB of float32 logits."""
         logits = outputs["sem_logits"].float()
         scale = self.strides[0]
         padded = (logits.shape[-2] * scale, logits.shape[-1] * scale)
@@ -84,13 +88,17 @@ class SemanticFPNHead(nn.Module):
             image_logits = F.interpolate(
                 logits[i : i + 1], size=padded, mode="bilinear", align_corners=False
             )
-            image_logits = image_logits[..., :height, :width]
+            labels = image_logits[0, :, :height, :width].argmax(0)
             if output_sizes is not None and tuple(output_sizes[i]) != (height, width):
-                image_logits = F.interpolate(
-                    image_logits, size=tuple(output_sizes[i]), mode="bilinear", align_corners=False
-                )
-            results.append({"sem_seg": image_logits[0].argmax(0)})
+                labels = resize_labels(labels, tuple(output_sizes[i]))
+            results.append({"sem_seg": labels})
         return results
+
+
+def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """A class map [h, w] resized to ``size`` (h, w) by nearest neighbour (pixel centres)."""
+    resized = F.interpolate(labels[None, None].float(), size=size, mode="nearest-exact")
+    return resized[0, 0].to(labels.dtype)
 
 
 def _pad_to(sem_seg: Tensor, shape: tuple[int, int]) -> Tensor:
