@@ -39,3 +39,15 @@ def test_ema_is_validated_saved_and_resumed_exactly(shapes_paths: dict, tmp_path
     train(_cfg(shapes_paths, resumed), resumed, resume=True)
     again = torch.load(resumed / "last.pt", weights_only=True)["ema"]
     assert all(torch.equal(again[key], last["ema"][key]) for key in last["ema"])
+
+
+def test_ema_turned_on_when_resuming_a_run_without_it(shapes_paths: dict, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    plain = load_config(None, tiny_train_overrides(shapes_paths, out) + ["data.val_ann="])
+    assert train(plain, out, stop_after_steps=2)["interrupted"]
+    assert "ema" not in torch.load(out / "last.pt", weights_only=True)
+    with_ema = load_config(
+        None, tiny_train_overrides(shapes_paths, out) + ["data.val_ann=", "train.ema=0.9"]
+    )
+    train(with_ema, out, resume=True)
+    assert "ema" in torch.load(out / "last.pt", weights_only=True)

@@ -356,3 +356,10 @@ def test_roi_aligned_circle_pastes_back_onto_itself() -> None:
     original = circle.bool()
     iou = (pasted & original).sum() / (pasted | original).sum()
     assert iou > 0.9
+
+
+def test_paste_skips_non_finite_boxes() -> None:
+    boxes = torch.tensor([[float("nan"), 2.0, 20.0, 20.0], [2.0, 2.0, float("inf"), 20.0]])
+    boxes = torch.cat([boxes, torch.tensor([[4.0, 4.0, 12.0, 12.0]])])
+    pasted = paste_masks(torch.ones(3, 28, 28), boxes, (32, 32))
+    assert not pasted[:2].any() and int(pasted[2].sum()) == 64

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from visionmtl.errors import DataError
 from visionmtl.structures import IGNORE_INDEX
 
 
@@ -80,8 +79,10 @@ def orientation_groups(dataset: Any) -> list[int]:
             try:
                 with Image.open(info["path"]) as image:
                     width, height = image.size
-            except (OSError, ValueError) as error:
-                raise DataError(f"{info['path']}: cannot read the image size ({error})") from None
+            except (OSError, ValueError):
+                # Group 0; loading the sample applies the data set's policy for broken files
+                # (skipped with a warning or a DataError naming it), as without grouping.
+                width = height = 0
         groups.append(int(width > height))
     return groups
 

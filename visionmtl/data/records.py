@@ -9,6 +9,7 @@ size of the set, shared by the workers without copying, unpickled one record per
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -72,8 +73,21 @@ def cache_key(path: str | Path, *settings: Any) -> str:
     resolved = Path(path).resolve()
     with open(resolved, "rb") as handle:
         digest = hashlib.file_digest(handle, "blake2b").hexdigest()
-    identity = repr((CACHE_VERSION, str(resolved), digest, settings))
+    identity = repr((CACHE_VERSION, _code_identity(), str(resolved), digest, settings))
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+@functools.cache
+def _code_identity() -> str:
+    """A hash of the code whose output is cached (the checks, the cleaning, the packing), so a
+    visionmtl with other checks never reads an older version's results."""
+    data_dir = Path(__file__).resolve().parent
+    sources = sorted((data_dir / "checks").glob("*.py"))
+    sources += [data_dir / "coco_index.py", data_dir / "records.py"]
+    digest = hashlib.blake2b()
+    for source in sources:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
 
 
 def cached(path: Path, build: Callable[[], T]) -> T:
@@ -95,8 +109,15 @@ def cached(path: Path, build: Callable[[], T]) -> T:
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
             temporary = handle.name
             pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.chmod(temporary, 0o644 & ~_umask())  # as a plain open() would (mkstemp makes 0600)
         os.replace(temporary, path)
     except OSError:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
     return value
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

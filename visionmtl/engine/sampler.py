@@ -95,10 +95,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         order = order.repeat(-(-total // self.size))[:total] if total > self.size else order[:total]
         mine = order[self.rank :: self.world_size][: self._per_rank()].tolist()
         # Each sample keeps the seed of its place in the permutation, grouped or not.
-        mine_seeds = [
-            int(seeds[(self.rank + position * self.world_size) % self.size])
-            for position in range(len(mine))
-        ]
+        positions = torch.arange(len(mine))
+        mine_seeds = seeds[(self.rank + positions * self.world_size) % self.size].tolist()
         places = list(range(len(mine)))
         if self.groups is not None:
             places = group_batches(places, self.groups[mine].tolist(), self.batch_size)

@@ -186,6 +186,28 @@ def _resolve_run_defaults(cfg: Config, output_dir: Path, resume: bool) -> Config
     return resolve_backbone_defaults(cfg)
 
 
+def _build_data(cfg: Config, dist_info: DistInfo) -> tuple[MixedDataset, ClassSpec, Any]:
+    """Training set, its classes and the validation sets. With ``data.cache`` under torchrun,
+    rank 0 reads, checks and caches the annotation files first and the other ranks then read its
+    cache; rank 0 reaches the barrier even when it fails (the others then fail on the same files
+    rather than wait for the process group's timeout)."""
+
+    def build() -> tuple[MixedDataset, ClassSpec, Any]:
+        train_set = build_datasets(cfg)
+        classes = dataset_classes(cfg, train_set)
+        return train_set, classes, build_validation_sets(cfg, classes)
+
+    if not (dist_info.enabled and cfg.data.cache):
+        return build()
+    if dist_info.is_main:
+        try:
+            return build()
+        finally:
+            barrier(dist_info)
+    barrier(dist_info)
+    return build()
+
+
 def _train(
     cfg: Config,
     output_dir: Path,
@@ -195,15 +217,7 @@ def _train(
     dist_info: DistInfo,
     stop: _StopRequest,
 ) -> dict[str, Any]:
-    # Rank 0 reads, checks and caches the annotation files first; the other ranks then read
-    # its cache (data.cache) instead of parsing them again.
-    if not dist_info.is_main:
-        barrier(dist_info)
-    train_set = build_datasets(cfg)
-    classes = dataset_classes(cfg, train_set)
-    val_sets = build_validation_sets(cfg, classes)
-    if dist_info.is_main:
-        barrier(dist_info)
+    train_set, classes, val_sets = _build_data(cfg, dist_info)
     if dist_info.is_main:
         prepare_run_dir(output_dir, cfg)
         _report_data_problems(output_dir, *train_set.coco_sets, val_sets.coco)
@@ -261,8 +275,8 @@ def _train_epoch(
         logged = _train_step(run, progress, images, targets)
         interaction = interaction if logged is None else logged
         progress.batch = batch + 1
-        if batch % max(cfg.train.log_every, 1) == 0:
-            running = progress.epoch_stats["running"]
+        if run.is_main and batch % max(cfg.train.log_every, 1) == 0:
+            running = host_floats(progress.epoch_stats["running"])  # one host read
             postfix = {k: f"{v:.3f}" for k, v in running.items() if "/" in k}
             bar.set_postfix({**postfix, **interaction})
         every = cfg.train.checkpoint_every

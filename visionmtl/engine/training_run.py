@@ -92,8 +92,9 @@ class TrainingRun:
         self.device, self.dist_info = device, dist_info
         self.last_path = output_dir / "last.pt"
         self.model, self.train_model = self._build_model(resume and self.last_path.is_file())
-        # timm's EMA (a copy of the model, updated in place after each step; every rank holds
-        # the same one, as the weights are the same).
+        # timm's EMA (a copy of the model, updated in place after each step). Every rank keeps
+        # one (the parameters agree; BatchNorm buffers may differ off rank 0, whose copy is the
+        # one validated and saved).
         self.ema = (
             ModelEmaV3(self.model, decay=cfg.train.ema, use_warmup=True) if cfg.train.ema else None
         )
@@ -189,8 +190,12 @@ class TrainingRun:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.balancer.load_state_dict(state["mtl"])
-            if self.ema is not None:
+            if self.ema is not None and "ema" in state:
                 self.ema.load_state_dict(state["ema"])
+            elif self.ema is not None:  # train.ema turned on for a run saved without it
+                self.ema = ModelEmaV3(self.model, decay=self.cfg.train.ema, use_warmup=True)
+                if self.is_main:
+                    print(f"{self.last_path} has no EMA: it starts from the resumed weights")
         except (RuntimeError, ValueError, KeyError) as error:
             raise CheckpointError(
                 f"{self.last_path} does not fit this config (model, tasks, optimizer or "

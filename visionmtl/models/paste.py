@@ -65,6 +65,9 @@ def _pixel_regions(boxes: Tensor, height: int, width: int) -> list[tuple[int, in
     pixel of margin, clipped to the image (possibly empty)."""
     regions = []
     for x0, y0, x1, y1 in boxes.tolist():
+        if not all(map(math.isfinite, (x0, y0, x1, y1))):
+            regions.append((0, 0, 0, 0))  # nothing to paste for a NaN / inf box
+            continue
         x_lo, y_lo = max(0, math.floor(x0) - 1), max(0, math.floor(y0) - 1)
         x_hi, y_hi = min(width, math.ceil(x1) + 1), min(height, math.ceil(y1) + 1)
         regions.append((x_lo, y_lo, x_hi, y_hi))

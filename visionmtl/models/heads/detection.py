@@ -110,7 +110,8 @@ class FCOSHead(nn.Module):
         """Point centres [H*W, 2] (x, y), strides [H*W] and size ranges [H*W, 2] of ``level`` at
         an H x W map; cached per shape and device (feature sizes repeat from step to step)."""
         key = (level, height, width, str(device))
-        if key not in self._grids:
+        grid = self._grids.get(key)
+        if grid is None:
             stride = self.strides[level]
             ys, xs = torch.meshgrid(
                 torch.arange(height, device=device, dtype=torch.float32),
@@ -123,8 +124,8 @@ class FCOSHead(nn.Module):
             ranges = torch.tensor([low, high], device=device).expand(height * width, 2)
             if len(self._grids) >= 256:  # many image sizes (inference on arbitrary photos)
                 self._grids.clear()
-            self._grids[key] = (points, strides, ranges)
-        return self._grids[key]
+            grid = self._grids[key] = (points, strides, ranges)
+        return grid
 
     def _box_distances(self, reg_feat: Tensor, level: int) -> Tensor:
         """Regression-tower features [B, C, H, W] of ``level`` -> l, t, r, b distances in pixels
