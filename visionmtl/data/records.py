@@ -49,11 +49,6 @@ class PackedRecords:
     def __iter__(self):
         return (self[index] for index in range(len(self)))
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the buffer and the offsets."""
-        return self._buffer.nbytes + self._offsets.nbytes
-
 
 def cache_dir(enabled: bool = True) -> Path | None:
     """Where annotation caches go: ``$VISIONMTL_CACHE`` if set, else ``$XDG_CACHE_HOME/visionmtl``
