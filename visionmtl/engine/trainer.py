@@ -81,19 +81,31 @@ def build_datasets(cfg: Config) -> MixedDataset:
         "sem_classes": cfg.model.sem.class_names,
         "cache_dir": cache_dir(data.cache),
     }
-    main = CocoDataset(
-        data.train_ann, data.train_images, transform=train_tf, tasks=cfg.model.tasks, **policy
-    )
+    if not data.train_ann and not data.extra_sources:
+        raise ConfigError("no training data: set data.train_ann or data.extra_sources")
+    main = None
+    if data.train_ann:
+        main = CocoDataset(
+            data.train_ann, data.train_images, transform=train_tf, tasks=cfg.model.tasks, **policy
+        )
     return build_training_set(main, data.extra_sources, transform=train_tf, **policy)
 
 
 def dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> ClassSpec:
-    """The model's classes: the training set's categories, ``model.sem.class_names``."""
+    """The model's classes: the training set's categories, ``model.sem.class_names`` and whether
+    the semantic head has a background class (some source labels it)."""
+    where = cfg.data.train_ann or "data.extra_sources"
+    if not dataset.class_names and "det" in cfg.model.tasks:
+        raise ConfigError(
+            f"model.tasks has 'det' but no training source labels boxes ({where}): add a COCO "
+            "source with det in its tasks, or leave det and inst out of model.tasks"
+        )
+    background = getattr(dataset, "sem_background", True)
     try:
         names, ids = dataset.class_names, dataset.category_ids
-        return ClassSpec.from_data(names, ids, cfg.model.sem.class_names)
+        return ClassSpec.from_data(names, ids, cfg.model.sem.class_names, background)
     except ConfigError as error:
-        raise DataError(f"{cfg.data.train_ann}: its categories: {error}") from None
+        raise DataError(f"{where}: its categories: {error}") from None
 
 
 def selection_score(metrics: dict[str, Any]) -> float:
