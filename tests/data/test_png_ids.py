@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import tiny_train_overrides
+from tests.conftest import STREET, STREET_IDS, VOID, tiny_train_overrides
 from visionmtl.config import SourceConfig, load_config
 from visionmtl.data import CocoDataset, DataError, build_training_set
 from visionmtl.data.checks import check_png_set
@@ -21,40 +21,6 @@ from visionmtl.data.sources import png_dataset
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*__array__ implementation:DeprecationWarning")
-
-# A CamVid-like convention: no background id, 0 is a class, 3 is void.
-STREET_IDS = {0: "sky", 1: "ground", 2: "shape"}
-VOID = 3
-STREET = ["sky", "ground", "shape"]  # model.sem.class_names
-
-
-def _street_pngs(coco: CocoDataset, root: Path, count: int) -> dict[str, str]:
-    """The first ``count`` images of ``coco`` with native-id PNGs: top half sky (0), bottom half
-    ground (1), the shapes (2) over both, one void row (3) in the middle."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for index in range(count):
-        info = coco.image_info(index)
-        shutil.copy(info["path"], root / "images" / info["file_name"])
-        shapes = coco.original_sem_seg(index)
-        height = shapes.shape[0]
-        png = np.zeros(shapes.shape, np.uint8)
-        png[height // 2 :] = 1
-        png[(shapes > 0) & (shapes != 255)] = 2
-        png[height // 2] = VOID
-        Image.fromarray(png, mode="L").save(root / "masks" / f"{Path(info['file_name']).stem}.png")
-    return {"images": str(root / "images"), "sem_masks": str(root / "masks")}
-
-
-@pytest.fixture(scope="module")
-def street(shapes_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("street")
-    train = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"])
-    val = CocoDataset(shapes_paths["val_ann"], shapes_paths["val_images"])
-    return {
-        "train": _street_pngs(train, root / "train", 8),
-        "val": _street_pngs(val, root / "val", 4),
-    }
 
 
 def _source(paths: dict[str, str], **extra: object) -> SourceConfig:

@@ -193,6 +193,10 @@ class SemanticPngDataset(Dataset):
         """The semantic map ``[H, W]`` int64 at the original size (same as :meth:`load_class_map`)."""
         return self.load_class_map(index)
 
+    def load_image(self, index: int) -> np.ndarray:
+        """Image ``index`` as RGB uint8 ``[H, W, 3]``, in the orientation its class map has."""
+        return self._aligned_image(index, read_class_ids(self.mask_paths[index]).shape)
+
     def _aligned_image(self, index: int, mask_shape: tuple[int, int]) -> np.ndarray:
         path = self.image_paths[index]
         try:
