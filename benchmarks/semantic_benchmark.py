@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a script, too
 
-from benchmarks.cli import run_overrides
+from benchmarks.cli import add_peer_arguments, peer_run_config
 from visionmtl.cli import run_tool
 from visionmtl.evaluation.report import render_table
 
@@ -108,27 +108,20 @@ def run_peer(cfg: Any, out_dir: Path, device: Any, recipe: Any) -> dict[str, Any
     import torch
 
     from benchmarks.smp_peer import build_smp_fpn, evaluate_smp, train_smp
-    from visionmtl.data import build_transforms
-    from visionmtl.evaluation.validation import eval_transform, png_eval_set, run_png_ids
-    from visionmtl.models.backbone import input_normalization
+    from visionmtl.evaluation.validation import (
+        eval_transform,
+        png_eval_set,
+        run_png_ids,
+        train_transform,
+    )
     from visionmtl.structures import ClassSpec
 
     data = cfg.data
-    mean, std = input_normalization(cfg)  # the statistics ours trains with
     source = next(s for s in data.extra_sources if s.sem_masks)
     classes = ClassSpec.from_data([], [], cfg.model.sem.class_names, sem_background=False)
-    train_tf = build_transforms(
-        data.image_size,
-        train=True,
-        scale_range=tuple(data.scale_range),
-        hflip_prob=data.hflip_prob,
-        color_jitter=data.color_jitter,
-        mean=mean,
-        std=std,
-    )
     ids = {"class_names": source.class_names, "ids": source.ids, "ignore_ids": source.ignore_ids}
     train_set = png_eval_set(cfg, classes, source.images, source.sem_masks, **ids)
-    train_set.transform = train_tf
+    train_set.transform = train_transform(cfg)  # the augmentation ours trains with
     val_set = png_eval_set(
         cfg, classes, data.val_sem_images, data.val_sem_masks, **run_png_ids(cfg)
     )
@@ -155,30 +148,18 @@ def write_report(out: Path, settings: dict[str, Any], rows: dict[str, dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/camvid.yaml")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
-    parser.add_argument("--epochs", type=int, help="epochs of both models (train.epochs)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    add_peer_arguments(parser, "configs/camvid.yaml", "runs/semantic_benchmark")
     parser.add_argument("--seed", type=int, help="train.seed of both models")
-    parser.add_argument("--out", default="runs/semantic_benchmark", help="output directory")
-    parser.add_argument("--skip-peer", action="store_true", help="only our model")
-    parser.add_argument("--skip-ours", action="store_true", help="only the peer")
     args = parser.parse_args(argv)
 
     def run() -> None:
         import torch
 
         from benchmarks.smp_peer import SmpRecipe
-        from visionmtl.config import load_config
         from visionmtl.engine.trainer import resolve_device
 
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)  # the peer trains in this process too
-        overrides = run_overrides(args.set, args.epochs, args.threads)
-        if args.seed is not None:
-            overrides.append(f"train.seed={args.seed}")
-        cfg = load_config(args.config, overrides)
-        cfg = load_config(args.config, [*overrides, f"train.eval_every={cfg.train.epochs}"])
+        seed = [] if args.seed is None else [f"train.seed={args.seed}"]
+        cfg, overrides = peer_run_config(args, seed)
         out, device = Path(args.out), resolve_device(cfg.train.device)
         recipe = SmpRecipe(batch_size=cfg.data.batch_size, epochs=cfg.train.epochs)
         settings: dict[str, Any] = {

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from visionmtl.config import Config
-from visionmtl.data import CocoDataset, MixedDataset, build_training_set, build_transforms
+from visionmtl.data import CocoDataset, MixedDataset, build_training_set
 from visionmtl.data.batching import move_targets
 from visionmtl.data.records import cache_dir
 from visionmtl.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -39,7 +39,7 @@ from visionmtl.engine.task_steps import (
 from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_stats
 from visionmtl.errors import ConfigError, DataError, TrainingError
 from visionmtl.evaluation.report import format_metrics_table
-from visionmtl.evaluation.validation import build_validation_sets
+from visionmtl.evaluation.validation import build_validation_sets, train_transform
 from visionmtl.models.backbone import fill_backbone_defaults, resolve_backbone_defaults
 from visionmtl.models.summary import format_summary, model_summary
 from visionmtl.mtl.diagnostics import interaction_summary
@@ -66,15 +66,7 @@ def build_datasets(cfg: Config) -> MixedDataset:
     """Training set (main + ``data.extra_sources``, augmented); ``cfg`` has its backbone defaults
     resolved (:func:`resolve_backbone_defaults`)."""
     data = cfg.data
-    train_tf = build_transforms(
-        data.image_size,
-        train=True,
-        scale_range=tuple(data.scale_range),
-        hflip_prob=data.hflip_prob,
-        color_jitter=data.color_jitter,
-        mean=data.mean,
-        std=data.std,
-    )
+    train_tf = train_transform(cfg)
     policy = {
         "on_invalid": data.on_invalid,
         "max_bad_fraction": data.max_bad_image_fraction,

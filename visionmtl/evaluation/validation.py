@@ -49,6 +49,22 @@ def eval_transform(cfg: Config) -> Transform:
     return build_transforms(cfg.data.image_size, train=False, mean=mean, std=std)
 
 
+def train_transform(cfg: Config) -> Transform:
+    """The training augmentation of ``cfg`` (``data.image_size``, ``scale_range``, flips, colour
+    jitter) with the run's input statistics (``input_normalization``)."""
+    data = cfg.data
+    mean, std = input_normalization(cfg)
+    return build_transforms(
+        data.image_size,
+        train=True,
+        scale_range=tuple(data.scale_range),
+        hflip_prob=data.hflip_prob,
+        color_jitter=data.color_jitter,
+        mean=mean,
+        std=std,
+    )
+
+
 def semantic_png_val_set(cfg: Config, classes: ClassSpec) -> SemanticPngDataset | None:
     """``data.val_sem_*`` as a data set in the ids of the semantic head of ``classes``."""
     data = cfg.data
