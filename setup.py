@@ -20,5 +20,9 @@ setup(
         "numpy",
         "pillow",
     ],
-    extras_require={"dev": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
+    extras_require={
+        "dev": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"],
+        # The peers of benchmarks/ (not used by the library): smp's FPN for semantic_benchmark.py.
+        "bench": ["segmentation-models-pytorch>=0.3"],
+    },
 )

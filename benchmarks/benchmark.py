@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a script, too
 
-from benchmarks.cli import run_overrides
+from benchmarks.cli import add_peer_arguments, peer_run_config
 from visionmtl.cli import run_tool
 
 if TYPE_CHECKING:  # torch and timm are imported when a run starts: --help stays instant
@@ -196,34 +196,22 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/pennfudan.yaml")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
-    parser.add_argument("--epochs", type=int, help="our model's epochs (train.epochs)")
+    add_peer_arguments(parser, "configs/pennfudan.yaml", "runs/benchmark")
     parser.add_argument(
         "--peer-epochs",
         type=_positive_int,
         help="the peer's epochs (default: its recipe's, 12); e.g. 1 for a smoke run",
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--out", default="runs/benchmark", help="output directory")
     parser.add_argument("--peer-weights", help="timm mobilenetv2_100 file for the peer")
-    parser.add_argument("--skip-peer", action="store_true", help="only our model")
-    parser.add_argument("--skip-ours", action="store_true", help="only the peer")
     args = parser.parse_args(argv)
 
     def run() -> None:
         import torch
 
         from benchmarks.peer_recipe import PeerRecipe
-        from visionmtl.config import load_config
         from visionmtl.engine.trainer import resolve_device
 
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)  # the peer trains in this process too
-        overrides = run_overrides(args.set, args.epochs, args.threads)
-        cfg = load_config(args.config, overrides)
-        # evaluate once, after the last epoch, so its time can be taken out of training time
-        cfg = load_config(args.config, [*overrides, f"train.eval_every={cfg.train.epochs}"])
+        cfg, overrides = peer_run_config(args)
         out = Path(args.out)
         device = resolve_device(cfg.train.device)
         weights = peer_weights(cfg, args.peer_weights)

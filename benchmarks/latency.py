@@ -35,12 +35,15 @@ def median_latency_ms(
 
 def checkpoint_latency_ms(checkpoint: Path, device: torch.device) -> float | None:
     """Median milliseconds per validation image at batch 1 through :class:`Predictor` (decoded RGB
-    array to predictions at the original size); None without a validation set in its config."""
+    array to predictions at the original size) over the config's COCO validation set, else its
+    semantic PNG validation set; None without either."""
     from visionmtl.api import Predictor
     from visionmtl.data import CocoDataset
+    from visionmtl.evaluation.validation import semantic_png_val_set
 
     predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=1)
     data = predictor.cfg.data
-    if not data.val_ann:
-        return None
-    return median_latency_ms(predictor, CocoDataset(data.val_ann, data.val_images))
+    if data.val_ann:
+        return median_latency_ms(predictor, CocoDataset(data.val_ann, data.val_images))
+    png = semantic_png_val_set(predictor.cfg, predictor.model.classes)
+    return None if png is None else median_latency_ms(predictor, png)

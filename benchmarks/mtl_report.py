@@ -147,35 +147,64 @@ def parse_models(models: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def parse_baselines(names: Sequence[str]) -> list[tuple[str, ...]]:
+    """``["det+inst", "sem"]`` -> ``[("det", "inst"), ("sem",)]``."""
+    return [tuple(name.split("+")) for name in names]
+
+
+def single_task_config(cfg: Config, tasks: Sequence[str]) -> Config:
+    """``cfg`` for a model of ``tasks`` alone: fixed weights, hard sharing, and only the data of
+    those tasks (training sources that label none of them are left out, the others keep only
+    these tasks; the PNG validation set only with sem, the COCO one only when it scores a task
+    the PNG set does not)."""
+    tasks = list(tasks)
+    weights = {t: w for t, w in cfg.mtl.weights.items() if t in tasks}
+    mtl = replace(cfg.mtl, method="fixed", sharing="hard", weights=weights)
+    sources = [
+        replace(source, tasks=[t for t in source.tasks if t in tasks])
+        for source in cfg.data.extra_sources
+        if set(source.tasks) & set(tasks)
+    ]
+    data = replace(cfg.data, extra_sources=sources)
+    if "sem" not in tasks:
+        no_png = {"val_sem_images": "", "val_sem_masks": "", "val_sem_class_names": []}
+        data = replace(data, **no_png, val_sem_ids=None, val_sem_ignore_ids=[])
+    elif data.val_sem_masks and tasks == ["sem"]:
+        data = replace(data, val_ann="", val_images="")
+    return replace(cfg, model=replace(cfg.model, tasks=tasks), mtl=mtl, data=data)
+
+
 def report_configs(
     cfg: Config,
     methods: Sequence[str],
     sharing: Sequence[str],
     models: Sequence[str] | None = None,
+    baselines: Sequence[Sequence[str]] | None = None,
 ) -> tuple[dict[str, Config], dict[str, Config]]:
     """(single-task configs by baseline name, multi-task configs by ``method/sharing``).
 
-    The multi-task models are every method x sharing pair, or exactly ``models`` (``method/sharing``
-    strings) when given. All are validated here, before any training, so a rejected method or
-    sharing fails at once."""
+    The baselines are ``baselines`` (task tuples) or one per task (``BASELINE_TASKS``); each is
+    :func:`single_task_config`. The multi-task models are every method x sharing pair, or exactly
+    ``models`` (``method/sharing`` strings) when given. All are validated here, before any
+    training, so a rejected method, sharing or baseline fails at once."""
     tasks = list(cfg.model.tasks)
     if len(tasks) < 2:
         raise ConfigError(f"model.tasks: a multi-task report needs at least two tasks, got {tasks}")
-    if not cfg.data.val_ann:
+    if not cfg.data.val_ann and not cfg.data.val_sem_masks:
         raise ConfigError(
             "data.val_ann: the report compares validation metrics; set a validation set"
         )
     pairs = parse_models(models) if models else [(m, s) for s in sharing for m in methods]
     if not pairs:
         raise ConfigError("a multi-task report needs at least one method and one sharing mode")
-    single: dict[str, Config] = {}
-    for task in tasks:
-        st_tasks = BASELINE_TASKS[task]
-        weights = {t: w for t, w in cfg.mtl.weights.items() if t in st_tasks}
-        mtl = replace(cfg.mtl, method="fixed", sharing="hard", weights=weights)
-        single[baseline_name(st_tasks)] = replace(
-            cfg, model=replace(cfg.model, tasks=list(st_tasks)), mtl=mtl
+    chosen = [tuple(b) for b in baselines] if baselines else [BASELINE_TASKS[t] for t in tasks]
+    uncovered = [t for t in tasks if not any(t in b for b in chosen)]
+    if uncovered or any(not set(b) <= set(tasks) for b in chosen):
+        raise ConfigError(
+            f"--baselines: every task of {tasks} needs a baseline, and a baseline only these "
+            f"tasks (got {['+'.join(b) for b in chosen]})"
         )
+    single = {baseline_name(b): single_task_config(cfg, b) for b in chosen}
     multi: dict[str, Config] = {}
     for method, mode in pairs:
         overrides = [f"mtl.method={method}", f"mtl.sharing={mode}"]
@@ -251,6 +280,11 @@ def train_one(
         "method": cfg.mtl.method,
         "sharing": cfg.mtl.sharing,
         "metrics": {k: v for k, v in metrics.items() if k != "per_class"},
+        "per_class_iou": {
+            name: values["IoU"]
+            for name, values in metrics.get("per_class", {}).items()
+            if values.get("IoU") is not None
+        },
         "params": params,
         "infer_ms": checkpoint_latency_ms(checkpoint, device),
         "train_s": _epoch_seconds(metrics_file, previous),
@@ -266,12 +300,59 @@ def train_one(
 
 
 def _reference_metrics(cfg: Config, single: Mapping[str, dict[str, Any]]) -> dict[str, float]:
-    """Each task's metrics from its own baseline (bbox_AP from [det], not from [det, inst])."""
+    """Each task's metrics from its own baseline (bbox_AP from [det], not from [det, inst]), else
+    from the first baseline that has the task (e.g. bbox_AP from [det, inst])."""
     reference: dict[str, float] = {}
     for task in cfg.model.tasks:
-        metrics = single[baseline_name(BASELINE_TASKS[task])]["metrics"]
+        own = baseline_name(BASELINE_TASKS[task])
+        name = own if own in single else next(n for n in single if task in n.split("+"))
+        metrics = single[name]["metrics"]
         reference.update({key: metrics.get(key) for key in TASK_METRICS[task]})
     return reference
+
+
+def train_seeds(
+    cfg: Config, run_dir: Path, device: torch.device, reuse: bool, seeds: Sequence[int]
+) -> dict[str, Any]:
+    """:func:`train_one` once per seed (``train.seed``; the first into ``run_dir``, the others
+    into ``run_dir_seed<k>``); with several seeds the row holds their mean (``metrics``,
+    ``per_class_iou``, times), the standard deviation of each metric (``std``) and every seed's
+    metrics (``seed_metrics``)."""
+    rows = []
+    for index, seed in enumerate(seeds):
+        seeded = replace(cfg, train=replace(cfg.train, seed=seed))
+        directory = run_dir if index == 0 else run_dir.with_name(f"{run_dir.name}_seed{seed}")
+        rows.append(train_one(seeded, directory, device, reuse))
+    if len(rows) == 1:
+        return rows[0]
+    row = dict(rows[0])
+    for key in ("metrics", "per_class_iou"):
+        row[key] = {name: _mean([r[key].get(name) for r in rows]) for name in rows[0][key]}
+    row["std"] = {name: _std([r["metrics"].get(name) for r in rows]) for name in row["metrics"]}
+    row["seed_metrics"] = {str(seed): r["metrics"] for seed, r in zip(seeds, rows, strict=True)}
+    for key in ("infer_ms", "train_s", "wall_s"):
+        row[key] = _mean([r[key] for r in rows])
+    return row
+
+
+def _numbers(values: Sequence[Any]) -> list[float] | None:
+    """The values as floats, or None when any is missing or not a finite number."""
+    usable = all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+    return [float(v) for v in values] if usable and values else None
+
+
+def _mean(values: Sequence[Any]) -> Any:
+    numbers = _numbers(values)
+    return values[0] if numbers is None else sum(numbers) / len(numbers)
+
+
+def _std(values: Sequence[Any]) -> float | None:
+    """Sample standard deviation (n - 1) of the seeds' values."""
+    numbers = _numbers(values)
+    if numbers is None or len(numbers) < 2:
+        return None
+    mean = sum(numbers) / len(numbers)
+    return math.sqrt(sum((v - mean) ** 2 for v in numbers) / (len(numbers) - 1))
 
 
 def _together(single: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -306,7 +387,9 @@ def _settings(cfg: Config, models: Sequence[str], device: torch.device) -> dict[
         "batch_size": cfg.data.batch_size,
         "backbone": cfg.model.backbone.name,
         "train_ann": cfg.data.train_ann,
+        "sources": [source.ann or source.sem_masks for source in cfg.data.extra_sources],
         "val_ann": cfg.data.val_ann,
+        "val_sem_masks": cfg.data.val_sem_masks,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -321,65 +404,98 @@ def run_report(
     threads: int = 0,
     models: Sequence[str] | None = None,
     reuse: bool = False,
+    baselines: Sequence[Sequence[str]] | None = None,
+    seeds: int = 1,
 ) -> dict[str, Any]:
-    """Train the single-task baselines and one multi-task model per method x sharing (or per
-    ``models`` entry, ``method/sharing``), then write ``mtl_report.json`` and ``mtl_report.md``
-    into ``out_dir``; returns the report dict.
+    """Train the single-task baselines (``baselines``, default one per task) and one multi-task
+    model per method x sharing (or per ``models`` entry, ``method/sharing``), then write
+    ``mtl_report.json`` and ``mtl_report.md`` into ``out_dir``; returns the report dict.
 
-    The report files are rewritten after every multi-task model, so a long report that is
-    stopped keeps what it finished (``"complete": false``); ``reuse`` skips every model whose
-    ``report_row.json`` was saved for the identical config. A multi-task training that fails
-    (e.g. a sharing mode the model cannot build) is recorded under ``failures`` and the others
-    go on; a failing baseline stops the report."""
+    With ``seeds`` > 1 every baseline is trained with that many seeds (``train.seed``, + 1, ...)
+    and compared by its mean, and so is the multi-task model with the best delta_m once all are
+    trained (its spread against the baselines' shows what is noise). The report files are
+    rewritten after every multi-task model, so a long report that is stopped keeps what it
+    finished (``"complete": false``); ``reuse`` skips every model whose ``report_row.json`` was
+    saved for the identical config. A multi-task training that fails (e.g. a sharing mode the
+    model cannot build) is recorded under ``failures`` and the others go on; a failing baseline
+    stops the report."""
     out_dir = Path(out_dir)
     if threads > 0:
         torch.set_num_threads(threads)
         cfg = replace(cfg, train=replace(cfg.train, threads=threads))
     # Evaluate once, after the last epoch: best.pt is then the final model.
     cfg = replace(cfg, train=replace(cfg.train, eval_every=cfg.train.epochs))
-    single_cfgs, multi_cfgs = report_configs(cfg, methods, sharing, models)
+    single_cfgs, multi_cfgs = report_configs(cfg, methods, sharing, models, baselines)
     device = resolve_device(cfg.train.device)
+    seed_list = [cfg.train.seed + k for k in range(seeds)]
     single: dict[str, dict[str, Any]] = {}
     for name, st_cfg in single_cfgs.items():
         print(f"== single-task {name}")
         run_dir = out_dir / f"st_{name.replace('+', '_')}"
-        single[name] = train_one(st_cfg, run_dir, device, reuse)
-    reference = _reference_metrics(cfg, single)
-    main_metrics = [TASK_METRICS[task][0] for task in cfg.model.tasks]
-    report: dict[str, Any] = {
-        "settings": _settings(cfg, list(multi_cfgs), device),
-        "complete": False,
-        "delta_m_metrics": main_metrics,
-        "reference": reference,
-        "single_task": single,
-        "single_task_together": _together(single),
-        "multi_task": {},
-        "failures": {},
-        "notes": list(NOTES),
-    }
+        single[name] = train_seeds(st_cfg, run_dir, device, reuse, seed_list)
+    report = _new_report(cfg, list(multi_cfgs), single, device, seeds)
     multi, failures = report["multi_task"], report["failures"]
     for name, mt_cfg in multi_cfgs.items():
         print(f"== multi-task {name}")
-        run_dir = out_dir / f"mt_{name.replace('/', '_')}"
         try:
-            row = train_one(mt_cfg, run_dir, device, reuse)
+            row = train_one(mt_cfg, _mt_dir(out_dir, name), device, reuse)
         except ReportStopped:
             raise
         except Exception as error:  # noqa: BLE001 - one broken method must not lose the others
             failures[name] = f"{type(error).__name__}: {error}"
             print(f"== multi-task {name} failed: {failures[name]}")
         else:
-            changes = relative_changes(row["metrics"], reference)
-            row["relative_change"] = changes
-            row["delta_m"] = delta_m(row["metrics"], {k: reference[k] for k in main_metrics})
-            row["delta_m_over"] = [k for k in main_metrics if math.isfinite(changes[k])]
-            row["hurt"] = hurt_sentence(name, changes)
-            multi[name] = row
+            multi[name] = _scored(name, row, report)
         report["notes"] = [*NOTES, *_sharing_notes(multi)]
         write_report(report, out_dir)
+    best = max(multi, key=lambda n: _finite(multi[n]["delta_m"]), default=None)
+    if seeds > 1 and best is not None:
+        print(f"== multi-task {best} (best delta_m): seeds {seed_list}")
+        row = train_seeds(multi_cfgs[best], _mt_dir(out_dir, best), device, True, seed_list)
+        multi[best] = _scored(best, row, report)
     report["complete"] = True
     write_report(report, out_dir)
     return report
+
+
+def _mt_dir(out_dir: Path, name: str) -> Path:
+    return out_dir / f"mt_{name.replace('/', '_')}"
+
+
+def _finite(value: float | None) -> float:
+    return value if value is not None and math.isfinite(value) else -math.inf
+
+
+def _new_report(
+    cfg: Config,
+    models: list[str],
+    single: dict[str, dict[str, Any]],
+    device: torch.device,
+    seeds: int,
+) -> dict[str, Any]:
+    """The report before any multi-task model: settings, baselines and the reference metrics."""
+    return {
+        "settings": {**_settings(cfg, models, device), "seeds": seeds},
+        "complete": False,
+        "delta_m_metrics": [TASK_METRICS[task][0] for task in cfg.model.tasks],
+        "reference": _reference_metrics(cfg, single),
+        "single_task": single,
+        "single_task_together": _together(single),
+        "multi_task": {},
+        "failures": {},
+        "notes": list(NOTES),
+    }
+
+
+def _scored(name: str, row: dict[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with its relative changes, delta_m and hurt sentence against the baselines."""
+    reference, main_metrics = report["reference"], report["delta_m_metrics"]
+    changes = relative_changes(row["metrics"], reference)
+    row["relative_change"] = changes
+    row["delta_m"] = delta_m(row["metrics"], {k: reference[k] for k in main_metrics})
+    row["delta_m_over"] = [k for k in main_metrics if math.isfinite(changes[k])]
+    row["hurt"] = hurt_sentence(name, changes)
+    return row
 
 
 def _jsonable(value: Any) -> Any:
@@ -426,6 +542,18 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse models already trained into --out with the identical config (the data "
         "files themselves are not compared)",
     )
+    parser.add_argument(
+        "--baselines",
+        nargs="+",
+        metavar="TASK+TASK",
+        help="single-task baselines, e.g. det+inst sem (default: one per task: det, sem, det+inst)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="seeds for every baseline and for the multi-task model with the best delta_m",
+    )
     parser.add_argument("--epochs", type=int, help="epochs for every model (train.epochs)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--out", default="runs/mtl_report", help="output directory")
@@ -442,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             models=args.models,
             reuse=args.reuse,
+            baselines=parse_baselines(args.baselines) if args.baselines else None,
+            seeds=args.seeds,
         )
         print(format_report(report))
         print(f"wrote {out / 'mtl_report.json'} and {out / 'mtl_report.md'}")

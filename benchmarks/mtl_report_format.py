@@ -26,19 +26,48 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return render_table(header, rows, markdown=True).splitlines()
 
 
+def _spread(row: Mapping[str, Any], key: str) -> str:
+    """`` ± std`` of a metric over the row's seeds, or nothing for one seed."""
+    std = row.get("std", {}).get(key)
+    return "" if std is None else f" ± {std:.4f}"
+
+
+def _baseline_row(report: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """The single-task row ``report["reference"][key]`` comes from."""
+    for row in report["single_task"].values():
+        if row["metrics"].get(key) == report["reference"][key]:
+            return row
+    return {}
+
+
 def format_metrics_table(report: Mapping[str, Any]) -> str:
     """Markdown: one row per task metric, the single-task value, then each multi-task model's
-    value with its relative change."""
+    value with its relative change (means ± standard deviations over seeds where several)."""
     multi = report["multi_task"]
     header = ["task metric", "single-task", *multi]
     rows = []
     for key, base in report["reference"].items():
-        cells = [key, _num(base)]
+        cells = [key, _num(base) + _spread(_baseline_row(report, key), key)]
         for row in multi.values():
-            value = row["metrics"].get(key)
-            cells.append(f"{_num(value)} ({_pct(row['relative_change'].get(key))})")
+            value = _num(row["metrics"].get(key)) + _spread(row, key)
+            cells.append(f"{value} ({_pct(row['relative_change'].get(key))})")
         rows.append(cells)
     return "\n".join(_table(header, rows))
+
+
+def format_class_table(report: Mapping[str, Any]) -> str:
+    """Markdown: per-class IoU of the semantic baseline and of each multi-task model ("" when
+    no model has per-class IoU)."""
+    single = [r for r in report["single_task"].values() if r.get("per_class_iou")]
+    multi = {n: r for n, r in report["multi_task"].items() if r.get("per_class_iou")}
+    if not single:
+        return ""
+    base = single[0]["per_class_iou"]
+    rows = [
+        [name, _num(value), *(_num(r["per_class_iou"].get(name)) for r in multi.values())]
+        for name, value in base.items()
+    ]
+    return "\n".join(_table(["class IoU", "single-task", *multi], rows))
 
 
 def format_cost_table(report: Mapping[str, Any]) -> str:
@@ -71,6 +100,9 @@ def format_report(report: Mapping[str, Any]) -> str:
         "",
         format_cost_table(report),
     ]
+    classes = format_class_table(report)
+    if classes:
+        lines += ["", "## Per-class IoU", "", classes]
     lines += ["", "## Where multi-task training hurt", ""]
     lines += [f"- {row['hurt']}" for row in report["multi_task"].values()]
     lines += [f"- {name}: FAILED: {error}" for name, error in report["failures"].items()]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from visionmtl.data import CocoDataset
 from visionmtl.data.synthetic import generate_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +87,38 @@ def tiny_train_overrides(paths: dict[str, Path], output_dir: Path) -> list[str]:
         "train.eval_every=1",
         f"train.output_dir={output_dir}",
     ]
+
+
+# A CamVid-like convention: no background id, 0 is a class, 3 is void.
+STREET_IDS = {0: "sky", 1: "ground", 2: "shape"}
+VOID = 3
+STREET = ["sky", "ground", "shape"]  # model.sem.class_names
+
+
+def _street_pngs(coco: CocoDataset, root: Path, count: int) -> dict[str, str]:
+    """The first ``count`` images of ``coco`` with native-id PNGs: top half sky (0), bottom half
+    ground (1), the shapes (2) over both, one void row (3) in the middle."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for index in range(count):
+        info = coco.image_info(index)
+        shutil.copy(info["path"], root / "images" / info["file_name"])
+        shapes = coco.original_sem_seg(index)
+        height = shapes.shape[0]
+        png = np.zeros(shapes.shape, np.uint8)
+        png[height // 2 :] = 1
+        png[(shapes > 0) & (shapes != 255)] = 2
+        png[height // 2] = VOID
+        Image.fromarray(png, mode="L").save(root / "masks" / f"{Path(info['file_name']).stem}.png")
+    return {"images": str(root / "images"), "sem_masks": str(root / "masks")}
+
+
+@pytest.fixture(scope="session")
+def street(shapes_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("street")
+    train = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"])
+    val = CocoDataset(shapes_paths["val_ann"], shapes_paths["val_images"])
+    return {
+        "train": _street_pngs(train, root / "train", 8),
+        "val": _street_pngs(val, root / "val", 4),
+    }

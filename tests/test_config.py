@@ -214,8 +214,28 @@ def test_bad_choice_rejected(override: str, key: str) -> None:
 
 
 def test_cross_field_consistency() -> None:
-    with pytest.raises(ConfigError, match=r"data\.val_sem_images: .*needs all three"):
+    with pytest.raises(ConfigError, match=r"data\.val_sem_class_names: declare the PNG ids"):
         config_from_dict({"data": {"val_sem_images": "i", "val_sem_masks": "m"}})
+    with pytest.raises(ConfigError, match=r"data\.val_sem_images: .*needs data\.val_sem_images"):
+        config_from_dict({"data": {"val_sem_masks": "m", "val_sem_ids": {0: "sky"}}})
+
+
+def test_png_id_maps() -> None:
+    """A PNG set declares its ids by class_names or by an id map with ignore ids, not both."""
+    camvid = {"images": "i", "sem_masks": "m", "tasks": ["sem"], "ids": {0: "sky", 1: "road"}}
+    cfg = config_from_dict({"data": {"extra_sources": [{**camvid, "ignore_ids": [11]}]}})
+    assert cfg.data.extra_sources[0].ids == {0: "sky", 1: "road"}
+    both = {**camvid, "class_names": ["sky"]}
+    with pytest.raises(ConfigError, match=r"extra_sources\[0\]\.class_names: declare the PNG ids"):
+        config_from_dict({"data": {"extra_sources": [both]}})
+    overlap = {**camvid, "ignore_ids": [1]}
+    with pytest.raises(ConfigError, match=r"ids \[1\] are both classes"):
+        config_from_dict({"data": {"extra_sources": [overlap]}})
+    with pytest.raises(ConfigError, match=r"ids\.256|256"):
+        config_from_dict({"data": {"extra_sources": [{**camvid, "ids": {256: "x"}}]}})
+    coco = {"ann": "a.json", "images": "i", "ignore_ids": [11]}
+    with pytest.raises(ConfigError, match=r"for semantic PNG sources"):
+        config_from_dict({"data": {"extra_sources": [coco]}})
 
 
 def test_class_lists_are_not_config_keys() -> None:
@@ -367,7 +387,7 @@ def test_extra_sources_load_and_round_trip(tmp_path: Path) -> None:
         ),
         (
             {"images": "i", "sem_masks": "m", "tasks": ["sem"]},
-            r"extra_sources\[1\]\.class_names: .*needs",
+            r"extra_sources\[1\]\.class_names: declare the PNG ids",
         ),
         (
             {"images": "i", "sem_masks": "m", "tasks": ["sem"], "class_names": ["a", "a"]},
@@ -375,7 +395,7 @@ def test_extra_sources_load_and_round_trip(tmp_path: Path) -> None:
         ),
         (
             {"ann": "a.json", "images": "i", "class_names": ["a"]},
-            r"extra_sources\[1\]\.class_names: only for",
+            r"extra_sources\[1\]\.class_names: class_names, ids and ignore_ids are for",
         ),
         ("a.json", r"data\.extra_sources\[1\]: expected mapping"),
     ],

@@ -15,7 +15,15 @@ def test_class_spec_semantic_classes_default_to_the_detection_classes() -> None:
     own = ClassSpec.from_data(["cat", "dog"], [3, 9], ["road", "cat"])
     assert own.sem_names == ("road", "cat") and own.has_own_sem_classes
     assert ClassSpec.from_dict(own.to_dict()) == own
-    assert all(isinstance(v, list) for v in own.to_dict().values())  # weights_only-loadable
+    assert all(isinstance(v, list | bool) for v in own.to_dict().values())  # weights_only
+    # A semantic-only model (no categories) without background; old checkpoints had background.
+    stuff = ClassSpec.from_data([], [], ["sky", "road"], sem_background=False)
+    assert ClassSpec.from_dict(stuff.to_dict()) == stuff
+    assert stuff.sem_ids == {1: "sky", 2: "road"} and own.sem_ids[0] == "background"
+    old = {k: v for k, v in stuff.to_dict().items() if k != "sem_background"}
+    assert ClassSpec.from_dict(old).sem_background
+    with pytest.raises(ConfigError, match="at least one category"):
+        ClassSpec.from_data([], [])
 
 
 @pytest.mark.parametrize(

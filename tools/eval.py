@@ -1,4 +1,11 @@
-"""Evaluate a checkpoint: python tools/eval.py CHECKPOINT [--ann JSON --images DIR] [--out FILE.json]."""
+"""Evaluate a checkpoint: python tools/eval.py CHECKPOINT [--ann JSON --images DIR]
+[--sem-images DIR --sem-masks DIR] [--out FILE.json].
+
+--ann/--images score box AP, mask AP and mIoU on a COCO set; --sem-images/--sem-masks score mIoU,
+per-class IoU and pixel accuracy on a folder of images and PNG class maps (same file stem) whose
+ids are read with the checkpoint's own mapping (its data.val_sem_* or PNG training source). Both
+may be given for a multi-task model. Without either: the checkpoint's validation sets.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,12 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from visionmtl.cli import run_tool
+
+if TYPE_CHECKING:
+    from visionmtl.config import Config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=["off", "bf16", "fp16"],
         help="inference precision on CUDA (default: the checkpoint's eval.amp, normally off = fp32)",
     )
+    parser.add_argument("--sem-images", help="image folder of a semantic PNG set")
+    parser.add_argument("--sem-masks", help="its PNG class maps (same file stems)")
     args = parser.parse_args(argv)
     if bool(args.ann) != bool(args.images):
         parser.error("--ann and --images go together")
+    if bool(args.sem_images) != bool(args.sem_masks):
+        parser.error("--sem-images and --sem-masks go together")
 
     def run() -> None:
         import torch
@@ -38,25 +53,25 @@ def main(argv: list[str] | None = None) -> int:
         from visionmtl.evaluation.report import format_metrics_table
         from visionmtl.evaluation.validation import (
             ValidationSets,
+            build_validation_sets,
             coco_val_set,
-            semantic_png_val_set,
+            png_eval_set,
+            run_png_ids,
         )
 
         model, cfg = load_model(args.checkpoint, device=args.device)
         if args.amp:
             cfg = replace(cfg, eval=replace(cfg.eval, amp=args.amp))
-        ann, images = args.ann or cfg.data.val_ann, args.images or cfg.data.val_images
-        if not ann:
-            raise FileNotFoundError("no evaluation set: pass --ann JSON --images DIR")
-        if not args.ann and not Path(ann).is_file():
-            raise FileNotFoundError(
-                f"{ann} (the validation set named in the checkpoint's config, relative to the "
-                "current directory) does not exist: pass --ann JSON --images DIR"
-            )
-        dataset = coco_val_set(cfg, ann, images)
-        # The config's semantic PNG validation set (data.val_sem_*) scores mIoU unless --ann is given.
-        sem_png = None if args.ann else semantic_png_val_set(cfg, model.classes)
-        sets = ValidationSets(dataset, sem_png)
+        if args.ann or args.sem_masks:
+            coco = coco_val_set(cfg, args.ann, args.images) if args.ann else None
+            sem_png = None
+            if args.sem_masks:
+                ids = run_png_ids(cfg)
+                sem_png = png_eval_set(cfg, model.classes, args.sem_images, args.sem_masks, **ids)
+            sets = ValidationSets(coco, sem_png)
+        else:
+            _check_config_paths(cfg)
+            sets = build_validation_sets(cfg, model.classes)
         metrics = sets.evaluate(model, cfg, torch.device(args.device))
         print(format_metrics_table(metrics))
         out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
@@ -65,6 +80,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out}")
 
     return run_tool(run)
+
+
+def _check_config_paths(cfg: Config) -> None:
+    """FileNotFoundError unless the checkpoint's config names validation sets that exist."""
+    data = cfg.data
+    if not data.val_ann and not data.val_sem_masks:
+        raise FileNotFoundError(
+            "no evaluation set: pass --ann JSON --images DIR and/or --sem-images DIR "
+            "--sem-masks DIR"
+        )
+    for path in (data.val_ann, data.val_sem_masks):
+        if path and not Path(path).exists():
+            raise FileNotFoundError(
+                f"{path} (a validation set named in the checkpoint's config, relative to the "
+                "current directory) does not exist: pass --ann/--images or "
+                "--sem-images/--sem-masks"
+            )
 
 
 if __name__ == "__main__":

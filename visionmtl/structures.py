@@ -102,11 +102,15 @@ class ClassSpec:
         category_ids: the data set's JSON id of label k.
         sem_names: the semantic head's classes without background (id k + 1 = ``sem_names[k]``):
             ``model.sem.class_names`` when set, else ``class_names``.
+        sem_background: whether the semantic head predicts background (id 0): some training
+            source labels it. Without it (e.g. CamVid: every pixel is sky, road, ...) id 0 is
+            never predicted nor scored.
     """
 
     class_names: tuple[str, ...]
     category_ids: tuple[int, ...]
     sem_names: tuple[str, ...]
+    sem_background: bool = True
 
     @classmethod
     def from_data(
@@ -114,17 +118,20 @@ class ClassSpec:
         class_names: Sequence[str],
         category_ids: Sequence[int],
         own_sem_names: Sequence[str] = (),
+        sem_background: bool = True,
     ) -> ClassSpec:
-        """The spec of a data set's categories and the semantic head's own list (may be empty)."""
-        if len(class_names) != len(category_ids) or not class_names:
+        """The spec of a data set's categories (none for a semantic-only model) and the semantic
+        head's own list (may be empty when there are categories)."""
+        if len(class_names) != len(category_ids) or not (class_names or own_sem_names):
             raise ConfigError(
                 f"{len(class_names)} class names for {len(category_ids)} category ids; a model "
-                "needs at least one category, each with a name"
+                "needs at least one category, each with a name (or model.sem.class_names)"
             )
         if len(set(category_ids)) != len(category_ids):
             raise ConfigError(f"duplicate category ids in {list(category_ids)}")
         sem_names = semantic_classes(own_sem_names, class_names)
-        return cls(tuple(class_names), tuple(int(i) for i in category_ids), tuple(sem_names))
+        ids = tuple(int(i) for i in category_ids)
+        return cls(tuple(class_names), ids, tuple(sem_names), bool(sem_background))
 
     @classmethod
     def numbered(cls, num_classes: int, own_sem_names: Sequence[str] = ()) -> ClassSpec:
@@ -141,14 +148,24 @@ class ClassSpec:
         """Whether the semantic head has its own class list (not the detection classes)."""
         return self.sem_names != self.class_names
 
-    def to_dict(self) -> dict[str, list]:
-        """Plain lists for a checkpoint (``torch.load(weights_only=True)`` reads them)."""
-        return {key: list(value) for key, value in asdict(self).items()}
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and a bool for a checkpoint (``torch.load(weights_only=True)`` reads them)."""
+        return {
+            key: value if isinstance(value, bool) else list(value)
+            for key, value in asdict(self).items()
+        }
+
+    @property
+    def sem_ids(self) -> dict[int, str]:
+        """Semantic id -> class name of what the head predicts (0: "background" when it has one)."""
+        names = dict(enumerate(self.sem_names, start=1))
+        return {0: "background", **names} if self.sem_background else names
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Sequence]) -> ClassSpec:
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassSpec:
         return cls(
             tuple(data["class_names"]),
             tuple(int(i) for i in data["category_ids"]),
             tuple(data["sem_names"]),
+            bool(data.get("sem_background", True)),  # checkpoints before it: always background
         )

@@ -19,6 +19,7 @@ SCRIPTS = {
     "data_scale.py": "--images",
     "inference_floor.py": "--sizes",
     "step_syncs.py": "--batch-sizes",
+    "semantic_benchmark.py": "--config",
 }
 
 

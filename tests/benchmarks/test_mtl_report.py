@@ -152,3 +152,53 @@ def test_a_stopped_training_stops_the_report_and_leaves_no_row(
     with pytest.raises(mtl_report.ReportStopped, match="stopped at step 3.*--reuse"):
         run_report(cfg, ["fixed"], ["hard"], tmp_path, reuse=True)
     assert not stale.exists()
+
+
+def _cross_domain_config(shapes_paths: dict, street: dict, out: Path) -> object:
+    """Boxes and masks from the shapes COCO set, semantic classes from CamVid-like PNGs."""
+    from tests.conftest import STREET, VOID
+
+    train, val = street["train"], street["val"]
+    ids = "{" + ", ".join(f"{i}: {n}" for i, n in enumerate(STREET)) + "}"
+    boxes = f"{{ann: {shapes_paths['train_ann']}, images: {shapes_paths['train_images']}, tasks: [det, inst]}}"
+    pngs = f"{{images: {train['images']}, sem_masks: {train['sem_masks']}, tasks: [sem], ids: {ids}, ignore_ids: [{VOID}]}}"
+    keep = [o for o in tiny_train_overrides(shapes_paths, out) if not o.startswith("data.train")]
+    return load_config(
+        None,
+        keep
+        + [
+            f"data.extra_sources=[{boxes}, {pngs}]",
+            f"model.sem.class_names=[{', '.join(STREET)}]",
+            f"data.val_sem_images={val['images']}",
+            f"data.val_sem_masks={val['sem_masks']}",
+            f"data.val_sem_ids={ids}",
+            f"data.val_sem_ignore_ids=[{VOID}]",
+            "model.backbone.name=resnet10t",
+            "train.epochs=1",
+        ],
+    )
+
+
+def test_cross_domain_report_with_seeds(shapes_paths: dict, street: dict, tmp_path: Path) -> None:
+    """Penn-Fudan + CamVid in miniature: each baseline trains on its own source only, with two
+    seeds, and so does the best multi-task model; sem is scored per class on the PNG set."""
+    cfg = _cross_domain_config(shapes_paths, street, tmp_path / "cfg")
+    single, _ = report_configs(cfg, ["fixed"], ["hard"], baselines=[("det", "inst"), ("sem",)])
+    det, sem = single["det+inst"], single["sem"]
+    assert [s.tasks for s in det.data.extra_sources] == [
+        ["det", "inst"]
+    ] and not det.data.val_sem_masks
+    assert [s.tasks for s in sem.data.extra_sources] == [["sem"]] and not sem.data.val_ann
+    with pytest.raises(ConfigError, match="every task"):
+        report_configs(cfg, ["fixed"], ["hard"], baselines=[("sem",)])
+    report = run_report(
+        cfg, ["fixed"], out_dir=tmp_path / "r", baselines=[("det", "inst"), ("sem",)], seeds=2
+    )
+    assert set(report["single_task"]) == {"det+inst", "sem"}
+    for row in [*report["single_task"].values(), report["multi_task"]["fixed/hard"]]:
+        assert set(row["seed_metrics"]) == {"0", "1"} and row["std"]
+    assert (tmp_path / "r" / "mt_fixed_hard_seed1" / "best.pt").is_file()
+    assert set(report["multi_task"]["fixed/hard"]["per_class_iou"]) == {"sky", "ground", "shape"}
+    text = (tmp_path / "r" / "mtl_report.md").read_text()
+    assert "## Per-class IoU" in text and " ± " in text
+    assert report["reference"]["bbox_AP"] == report["single_task"]["det+inst"]["metrics"]["bbox_AP"]

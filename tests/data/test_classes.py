@@ -4,7 +4,6 @@ detection categories, fed by a COCO main set and a semantic PNG source, through 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +70,17 @@ def test_partial_coco_source_background_is_ignored_with_the_default_list(
     TaskFilter(main, ["det"], label_map={i: i for i in range(300)})
 
 
-def test_no_source_labelling_background_warns(
+def test_head_has_background_only_when_a_source_labels_it(
     shapes_paths: dict[str, Path], tmp_path: Path
 ) -> None:
+    """No source can say which pixels are none of the head's classes: the head gets no background
+    class (never predicted nor scored) rather than one that is never a target."""
     main = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"], sem_classes=SEM)
-    with pytest.warns(UserWarning, match="no training source labels background"):
-        build_training_set(main, [_ground_pngs(main, tmp_path / "g")], sem_classes=SEM)
+    mixed = build_training_set(main, [_ground_pngs(main, tmp_path / "g")], sem_classes=SEM)
+    assert not mixed.sem_background
     covered = ["circle", "square"]  # every class is a category of the main set
     main = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"], sem_classes=covered)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        build_training_set(main, [], sem_classes=covered)
+    assert build_training_set(main, [], sem_classes=covered).sem_background
 
 
 def _ground_pngs(main: CocoDataset, root: Path, name_of_one: str = "ground") -> SourceConfig:
@@ -198,14 +197,17 @@ def test_train_eval_predict_with_a_stuff_class(
     predictor = Predictor.from_checkpoint(tmp_path / "run" / "best.pt")
     image = np.asarray(Image.open(main.image_info(0)["path"]).convert("RGB"))
     result = predictor(image)[0]
-    assert result.sem_class_names == {0: "background", 8: "ground", 1: "circle", 3: "square"}
+    # No source labels background (the PNGs label ground only, COCO no ground): none predicted.
+    assert result.sem_class_names == {8: "ground", 1: "circle", 3: "square"}
     assert result.sem_seg is not None and result.sem_seg.shape == image.shape[:2]
     assert set(np.unique(result.sem_seg).tolist()) <= set(result.sem_class_names)
     assert predictor.model.heads["sem"].predictor.out_channels == 4
 
 
 def test_config_rejects_repeated_semantic_class_names() -> None:
-    with pytest.raises(ConfigError, match=r"data\.val_sem_images.*all three"):
+    with pytest.raises(
+        ConfigError, match=r"data\.val_sem_images: a semantic PNG validation set needs"
+    ):
         load_config(None, ["data.val_sem_masks=masks/"])
 
     with pytest.raises(ConfigError, match=r"model\.sem\.class_names"):

@@ -147,7 +147,10 @@ def test_png_pairing_and_id_errors(png_source: SourceConfig, tmp_path: Path) -> 
     with pytest.raises(DataError, match=rf"{first.name}: semantic mask is 12x10"):
         dataset[0]
     Image.fromarray(np.full((10, 12), 9, np.uint8), mode="L").save(first)  # id 9: no class
-    with pytest.raises(DataError, match=rf"{first.name}: class id 9 has no class"):
+    with pytest.raises(
+        DataError,
+        match=rf"{first.name}: class ids the id map does not declare: id 9 \(120 pixels\)",
+    ):
         dataset.load_class_map(0)
     ignoring = SemanticPngDataset(png_source.images, masks, PNG_CLASS_NAMES, ignore_unknown=True)
     assert (ignoring.load_class_map(0) == 255).all()

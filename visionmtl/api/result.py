@@ -17,7 +17,7 @@ class Result:
         scores: [N] float32, descending.
         labels: [N] int64 data set category ids (as in the training JSON).
         label_names: N category names.
-        sem_seg: [H, W] int64 semantic id per pixel, 0 = background; None without the ``sem`` task.
+        sem_seg: [H, W] int64 semantic id per pixel, 0 = background (when the model predicts it); None without the ``sem`` task.
             A detection category's id is its JSON category id; classes of the semantic head's own
             list (``model.sem.class_names``) that are not categories get ids above every
             category id. ``sem_class_names`` names each id.

@@ -181,13 +181,23 @@ class ModelConfig:
     init_from: Str = ""  # fine-tune: visionmtl checkpoint (matching tensors; class rows by name)
 
 
+PngId = Annotated[Int, Field(ge=0, le=255)]  # an 8-bit PNG class id
+PngIdNames = Annotated[
+    dict[PngId, Str],
+    _rule(lambda ids: bool(ids) and all(ids.values()), "PNG ids mapped to non-empty class names"),
+]
+PngIgnoreIds = Annotated[list[PngId], Seq]
+
+
 @dataclass(config=_CONFIG)
 class SourceConfig:
     """One extra training source and the tasks it labels (targets of other tasks are left out).
 
-    A COCO source sets ``ann`` (JSON) and ``images``; its category names must be among the main
-    set's. A semantic PNG source sets ``images`` and ``sem_masks`` (one PNG class map per image,
-    same file stem; 0 background, k = ``class_names[k - 1]``, 255 ignore) and labels ``sem`` only.
+    A COCO source sets ``ann`` (JSON) and ``images``; its category names must be among the
+    detection categories. A semantic PNG source sets ``images`` and ``sem_masks`` (one PNG class
+    map per image, same file stem) and labels ``sem`` only; its ids are declared either by
+    ``class_names`` (0 background, k = ``class_names[k - 1]``, 255 ignore) or by ``ids`` and
+    ``ignore_ids`` (e.g. CamVid: ``{0: sky, ..., 10: bicyclist}``, ignore ``[11]``).
     """
 
     ann: Str = ""  # COCO instances JSON
@@ -195,13 +205,23 @@ class SourceConfig:
     sem_masks: Str = ""  # PNG class-map folder (semantic PNG source)
     tasks: TaskList = field(default_factory=lambda: ["det", "sem", "inst"])  # what it labels
     class_names: Names = field(default_factory=list)  # PNG source: the name of id k is [k - 1]
+    # PNG source, its own ids instead of class_names: PNG id -> class name ("background" for
+    # none of the semantic head's classes); an id in a PNG that is neither here, in ignore_ids
+    # nor 255 is an error naming the file.
+    ids: PngIdNames | None = None
+    ignore_ids: PngIgnoreIds = field(default_factory=list)  # PNG ids never scored (255 always)
+    # Times each image of this source is seen per epoch: sets the mix of sources in the batches
+    # (e.g. 4 x 96 Penn-Fudan images beside 367 CamVid images: about one of each per pair).
+    repeat: PositiveInt = 1
 
 
 @dataclass(config=_CONFIG)
 class DataConfig:
     """Training and validation data, augmentation and loading."""
 
-    train_ann: Str = ""  # COCO instances JSON of the training set
+    # COCO instances JSON of the training set; "" for training from extra_sources alone (e.g. a
+    # semantic-only model from PNG sources, or sources that each label their own tasks).
+    train_ann: Str = ""
     train_images: Str = ""  # its image folder
     val_ann: Str = ""  # COCO JSON of the validation set ("" = no validation)
     val_images: Str = ""
@@ -234,24 +254,29 @@ class DataConfig:
     # keyed by each file's path and contents, so later starts (resume, other ranks, evaluation)
     # skip the parsing and checks.
     cache: Bool = True
-    extra_sources: Annotated[list[SourceConfig], Seq] = field(
-        default_factory=list
-    )  # trained beside train_ann
+    # Training sources beside train_ann (or instead of it), each labelling its own tasks.
+    extra_sources: Annotated[list[SourceConfig], Seq] = field(default_factory=list)
     # Semantic validation from PNG class maps (e.g. stuff classes a COCO val set cannot label):
     # when set, mIoU comes from this set and val_ann gives AP only.
     val_sem_images: Str = ""
     val_sem_masks: Str = ""
     val_sem_class_names: Names = field(default_factory=list)  # PNG id k = name k - 1
+    val_sem_ids: PngIdNames | None = None  # or its own ids, as extra_sources[].ids
+    val_sem_ignore_ids: PngIgnoreIds = field(default_factory=list)  # as extra_sources[].ignore_ids
 
     def __post_init__(self) -> None:
         for index, source in enumerate(self.extra_sources):
             _check_source(source, f"extra_sources[{index}]")
-        val_sem = [self.val_sem_images, self.val_sem_masks, self.val_sem_class_names]
-        if any(val_sem) and not all(val_sem):
-            _fail(
-                "val_sem_images",
-                "with data.val_sem_masks and data.val_sem_class_names: a semantic PNG "
-                "validation set needs all three (images, PNG class maps, class names)",
+        val_sem = [self.val_sem_images, self.val_sem_masks]
+        if any(val_sem) or self.val_sem_class_names or self.val_sem_ids:
+            if not all(val_sem):
+                _fail(
+                    "val_sem_images",
+                    "a semantic PNG validation set needs data.val_sem_images and "
+                    "data.val_sem_masks (and its ids: val_sem_class_names or val_sem_ids)",
+                )
+            _check_png_ids(
+                self.val_sem_class_names, self.val_sem_ids, self.val_sem_ignore_ids, "val_sem_"
             )
 
 
@@ -266,13 +291,29 @@ def _check_source(source: SourceConfig, key: str) -> None:
             f"{key}.tasks",
             f"a semantic PNG source labels only sem; write tasks: [sem] (got {source.tasks})",
         )
-    if source.sem_masks and not source.class_names:
-        _fail(f"{key}.class_names", "a semantic PNG source needs the name of each class id 1..K")
-    if source.ann and source.class_names:
+    if source.sem_masks:
+        _check_png_ids(source.class_names, source.ids, source.ignore_ids, f"{key}.")
+    elif source.class_names or source.ids or source.ignore_ids:
         _fail(
             f"{key}.class_names",
-            "only for semantic PNG sources; a COCO source takes its names from the JSON categories",
+            "class_names, ids and ignore_ids are for semantic PNG sources; a COCO source takes "
+            "its names from the JSON categories",
         )
+
+
+def _check_png_ids(
+    class_names: list[str], ids: dict[int, str] | None, ignore_ids: list[int], prefix: str
+) -> None:
+    """A PNG label set declares its ids by exactly one of class_names or ids."""
+    if bool(class_names) == bool(ids):
+        _fail(
+            f"{prefix}class_names",
+            f"declare the PNG ids with exactly one of {prefix}class_names (id k = name k - 1, "
+            f"0 background, 255 ignore) or {prefix}ids (id -> name)",
+        )
+    both = sorted(set(ids or {}) & set(ignore_ids))
+    if both:
+        _fail(f"{prefix}ignore_ids", f"ids {both} are both classes ({prefix}ids) and ignored")
 
 
 @dataclass(config=_CONFIG)

@@ -43,7 +43,7 @@ def semantic_ids(classes: ClassSpec) -> tuple[np.ndarray, dict[int, str]]:
     if not classes.has_own_sem_classes:
         ids = [0, *category_ids]
         names = {0: "background", **dict(zip(ids[1:], class_names, strict=True))}
-        return np.asarray(ids, np.int64), names
+        return np.asarray(ids, np.int64), _without_unused_background(names, classes)
     by_name: dict[str, int] = {}
     for name, category_id in zip(class_names, category_ids, strict=True):
         by_name.setdefault(name, category_id)  # a repeated name keeps its first id
@@ -56,4 +56,9 @@ def semantic_ids(classes: ClassSpec) -> tuple[np.ndarray, dict[int, str]]:
             ids.append(next_id)
             next_id += 1
     names = {0: "background", **dict(zip(ids[1:], classes.sem_names, strict=True))}
-    return np.asarray(ids, np.int64), names
+    return np.asarray(ids, np.int64), _without_unused_background(names, classes)
+
+
+def _without_unused_background(names: dict[int, str], classes: ClassSpec) -> dict[int, str]:
+    """``names`` less id 0 when the head predicts no background (see ``ClassSpec``)."""
+    return names if classes.sem_background else {k: v for k, v in names.items() if k != 0}

@@ -6,8 +6,7 @@ the heads give those images no loss); they are never filled with background.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
-from visionmtl.config import SourceConfig
-from visionmtl.data.checks import Problem
+from visionmtl.config import DataConfig, SourceConfig
+from visionmtl.data.checks import CheckReport, Problem, check_coco, check_png_set
 from visionmtl.data.coco import CocoDataset
-from visionmtl.data.semantic_png import SemanticPngDataset
+from visionmtl.data.semantic_png import (
+    BACKGROUND,
+    PNG_ID_OFFSET,
+    SemanticPngDataset,
+    declared_png_ids,
+)
 from visionmtl.errors import DataError
 from visionmtl.structures import IGNORE_INDEX, TARGET_KEYS, TASKS
 
@@ -31,9 +35,9 @@ class TaskFilter(Dataset):
 
     ``label_map`` (source label -> main label, contiguous 0-based) renames ``labels`` (``sem_seg``
     must already be in the semantic head's ids, see :func:`build_training_set`); ``id_offset`` is
-    added to
-    ``image_id``. The wrapped data set needs ``image_ids`` and ``image_info(i)`` (a dict with
-    ``file_name``). Picklable when ``dataset`` is.
+    added to ``image_id``; ``repeat`` > 1 lists every image that many times (index ``i`` is image
+    ``i % len(dataset)``). The wrapped data set needs ``image_ids`` and ``image_info(i)`` (a dict
+    with ``file_name``). Picklable when ``dataset`` is.
     """
 
     def __init__(
@@ -42,7 +46,11 @@ class TaskFilter(Dataset):
         tasks: Sequence[str],
         label_map: dict[int, int] | None = None,
         id_offset: int = 0,
+        repeat: int = 1,
     ) -> None:
+        if repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {repeat}")
+        self.repeat = repeat
         unknown = sorted(set(tasks) - set(TASKS))
         if unknown or not tasks:
             raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {tasks}")
@@ -63,19 +71,20 @@ class TaskFilter(Dataset):
 
     @property
     def image_ids(self) -> list[int]:
-        return [self.id_offset + int(image_id) for image_id in self.dataset.image_ids]
+        """The image id of every index (repeated images repeat their id)."""
+        return [self.id_offset + int(image_id) for image_id in self.dataset.image_ids] * self.repeat
 
     def image_info(self, index: int) -> dict[str, Any]:
         """The wrapped ``image_info`` with the offset ``id``."""
-        info = dict(self.dataset.image_info(index))
+        info = dict(self.dataset.image_info(index % len(self.dataset)))
         info["id"] = self.id_offset + int(info["id"])
         return info
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset) * self.repeat
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
-        image, target = self.dataset[index]
+        image, target = self.dataset[index % len(self.dataset)]
         target = {key: value for key, value in target.items() if key not in self.dropped_keys}
         if self._label_lut is not None and "labels" in target:
             target["labels"] = self._label_lut[target["labels"]]
@@ -85,22 +94,31 @@ class TaskFilter(Dataset):
 
 
 class MixedDataset(ConcatDataset):
-    """The main training set followed by the extra sources, one index space.
+    """The training sources (``train_ann``, then ``extra_sources``) in one index space.
 
-    Classes (``category_ids``, ``class_names``) are the main set's; ``image_ids`` lists the
-    (unique) image id of every index, :meth:`image_info` gives ``id`` / ``file_name`` / ``path``
-    and ``source`` (the annotation file or mask folder), :meth:`file_names` the id -> name dict
-    for messages. ``coco_sets`` are the COCO data sets inside (for their check reports).
+    ``category_ids`` / ``class_names`` are the detection categories (empty for a model without
+    ``det``); ``sem_background`` whether some source labels the semantic head's background.
+    ``image_ids`` lists the image id of every index (unique across sources), :meth:`image_info`
+    gives ``id`` / ``file_name`` / ``path`` and ``source`` (the annotation file or mask folder),
+    :meth:`file_names` the id -> name dict for messages. ``coco_sets`` are the COCO data sets
+    inside (for their check reports).
     """
 
-    def __init__(self, main: CocoDataset, parts: list[Any], source_names: list[str]) -> None:
-        super().__init__([main, *parts])
-        self.main = main
-        self.source_names = [str(main.ann_file), *source_names]
-        self.category_ids: list[int] = list(main.category_ids)
-        self.class_names: list[str] = list(main.class_names)
+    def __init__(
+        self,
+        parts: list[Any],
+        source_names: list[str],
+        categories: CocoDataset | None = None,
+        sem_background: bool = True,
+    ) -> None:
+        super().__init__(parts)
+        self.source_names = list(source_names)
+        self.category_ids: list[int] = list(categories.category_ids) if categories else []
+        self.class_names: list[str] = list(categories.class_names) if categories else []
+        self.sem_background = sem_background
         self.image_ids: list[int] = [int(i) for part in self.datasets for i in part.image_ids]
-        if len(set(self.image_ids)) != len(self.image_ids):
+        distinct = [set(part.image_ids) for part in self.datasets]
+        if len(set().union(*distinct)) != sum(len(ids) for ids in distinct):
             raise DataError(
                 f"{self.source_names}: image ids repeat across the training sources; keep JSON "
                 f"image ids below {SOURCE_ID_STRIDE}"
@@ -133,12 +151,8 @@ class MixedDataset(ConcatDataset):
 
     @property
     def coco_sets(self) -> list[CocoDataset]:
-        sets = [self.main]
-        for part in self.datasets[1:]:
-            inner = part.dataset if isinstance(part, TaskFilter) else part
-            if isinstance(inner, CocoDataset):
-                sets.append(inner)
-        return sets
+        inner = [part.dataset if isinstance(part, TaskFilter) else part for part in self.datasets]
+        return [dataset for dataset in inner if isinstance(dataset, CocoDataset)]
 
     @property
     def problems(self) -> list[Problem]:
@@ -176,28 +190,65 @@ def coco_label_map(main: CocoDataset, source: CocoDataset) -> dict[int, int]:
 
 
 def png_label_map(
-    sem_names: Sequence[str], class_names: Sequence[str], mask_dir: str, where: str
+    sem_names: Sequence[str],
+    declared: Mapping[int, str | None],
+    mask_dir: str,
+    where: str,
+    background: bool = True,
 ) -> dict[int, int]:
-    """PNG class id (1..K) -> the semantic head's id (1..S), matching ``class_names`` by name.
+    """PNG id -> the semantic head's id (1..S, 0 background, 255 ignore), matching the names of
+    ``declared`` (:func:`declared_png_ids`) to ``sem_names`` (the head's classes).
 
-    PNG 0 stays background only when the PNG labels every class of the head; otherwise it is
-    ignored (255): the source cannot say whether such a pixel belongs to a class it does not
-    label. DataError for a name the head does not segment (``where`` names that class list)."""
+    A "background" id stays background only when the PNG labels every class of the head (and
+    the head has a ``background`` class); otherwise it is ignored: the source cannot say whether
+    such a pixel belongs to a class it does not label. DataError for a name the head does not
+    segment (``where`` names that class list)."""
     head = _unique_labels(sem_names, where)
-    mapping = {0: 0 if set(sem_names) <= set(class_names) else IGNORE_INDEX}
-    for png_id, name in enumerate(class_names, start=1):
-        if name not in head:
+    labelled = {name for name in declared.values() if name not in (None, BACKGROUND)}
+    mapping = {}
+    for png_id, name in declared.items():
+        if name is None:
+            mapping[png_id] = IGNORE_INDEX
+        elif name == BACKGROUND:
+            keep = background and set(sem_names) <= labelled
+            mapping[png_id] = 0 if keep else IGNORE_INDEX
+        elif name in head:
+            mapping[png_id] = head[name] + 1
+        else:
             raise DataError(
                 f"{mask_dir}: class id {png_id} ('{name}') is not a class of the semantic head "
-                f"({where}: {', '.join(sem_names)}); fix class_names, or list it in "
-                "model.sem.class_names"
+                f"({where}: {', '.join(sem_names)}); fix the source's class names or ids, or "
+                "list it in model.sem.class_names"
             )
-        mapping[png_id] = head[name] + 1
     return mapping
 
 
+def png_dataset(
+    images: str,
+    masks: str,
+    sem_names: Sequence[str],
+    where: str,
+    *,
+    class_names: Sequence[str] = (),
+    ids: Mapping[int, str] | None = None,
+    ignore_ids: Sequence[int] = (),
+    background: bool = True,
+    transform: Callable[..., dict[str, Tensor]] | None = None,
+    id_offset: int = PNG_ID_OFFSET,
+) -> SemanticPngDataset:
+    """A PNG label set whose ids are declared as in :class:`SourceConfig` (``class_names`` or
+    ``ids`` + ``ignore_ids``), read in the ids of the semantic head of ``sem_names``
+    (``background``: whether that head has a background class; see :func:`png_label_map`)."""
+    declared = declared_png_ids(class_names, ids, ignore_ids)
+    label_map = png_label_map(sem_names, declared, masks, where, background)
+    names = [name for name in declared.values() if name not in (None, BACKGROUND)]
+    return SemanticPngDataset(
+        images, masks, names, transform=transform, label_map=label_map, id_offset=id_offset
+    )
+
+
 def build_training_set(
-    main: CocoDataset,
+    main: CocoDataset | None,
     sources: Sequence[SourceConfig],
     transform: Callable[..., dict[str, Tensor]] | None = None,
     on_invalid: str = "skip",
@@ -205,62 +256,108 @@ def build_training_set(
     sem_classes: Sequence[str] | None = None,
     cache_dir: Path | None = None,
 ) -> MixedDataset:
-    """``main`` followed by one data set per ``sources`` entry, each labelling its own tasks.
+    """``main`` (``data.train_ann``, may be None) followed by one data set per ``sources`` entry,
+    each labelling its own tasks.
 
-    COCO sources (``ann``) are loaded with ``transform``/``on_invalid``/``max_bad_fraction``/
-    ``cache_dir`` (see :class:`CocoDataset`), reading only their own tasks' targets, and
-    their labels renamed to the main set's by category name (only for sources that label ``det``);
-    semantic PNG sources (``sem_masks``) map ``class_names`` to the semantic head's classes by
-    name. ``sem_classes`` is ``model.sem.class_names`` (empty / None: the main set's categories;
-    ``main`` must have been built with the same list). DataError (naming the file) when a name
-    has no match.
+    The detection categories are ``main``'s, else those of the first COCO source that labels
+    ``det``; every COCO source that labels ``det`` is matched to them by category name. COCO
+    sources (``ann``) are loaded with ``transform``/``on_invalid``/``max_bad_fraction``/
+    ``cache_dir`` (see :class:`CocoDataset`), reading only their own tasks' targets; semantic PNG
+    sources (``sem_masks``) map their declared ids to the semantic head's classes by name.
+    ``sem_classes`` is ``model.sem.class_names`` (empty / None: the detection categories; ``main``
+    must have been built with the same list). The head has a background class when some source
+    labels it (``sem_background``). DataError (naming the file) when a name has no match.
     """
-    sem_names = list(sem_classes) if sem_classes else list(main.class_names)
-    where = "model.sem.class_names" if sem_classes else f"the categories of {main.ann_file}"
-    parts: list[Any] = []
-    names: list[str] = []
+    # The source of the categories is read first: without model.sem.class_names its
+    # categories are also the semantic classes every other source is read in.
+    first = (
+        None
+        if main
+        else next((i for i, s in enumerate(sources) if s.ann and "det" in s.tasks), None)
+    )
+    policy = (transform, on_invalid, max_bad_fraction, cache_dir)
+    coco_parts: dict[int, CocoDataset] = {}
+    if first is not None:
+        coco_parts[first] = _coco_source(sources[first], sem_classes or None, *policy)
+    categories = main or coco_parts.get(first)
+    sem_names = list(sem_classes or (categories.class_names if categories else []))
+    if not sem_names and any("sem" in source.tasks for source in sources):
+        raise DataError(
+            "the semantic head has no classes: no source gives detection categories; list them "
+            "in model.sem.class_names"
+        )
+    for index, source in enumerate(sources):
+        if source.ann and index not in coco_parts:
+            coco_parts[index] = _coco_source(source, sem_names, *policy)
+    where = "model.sem.class_names" if sem_classes else "the detection categories"
+    parts: list[Any] = [] if main is None else [main]
+    names: list[str] = [] if main is None else [str(main.ann_file)]
+    background = [] if main is None else [main.labels_sem_background]
     for number, source in enumerate(sources, start=1):
         offset = number * SOURCE_ID_STRIDE
-        if source.sem_masks:
-            label_map = png_label_map(sem_names, source.class_names, source.sem_masks, where)
-            png = SemanticPngDataset(
+        coco = coco_parts.get(number - 1)
+        if coco is None:
+            png = png_dataset(
                 source.images,
                 source.sem_masks,
-                source.class_names,
+                sem_names,
+                where,
+                class_names=source.class_names,
+                ids=source.ids,
+                ignore_ids=source.ignore_ids,
                 transform=transform,
-                label_map=label_map,
                 id_offset=offset,
             )
-            parts.append(TaskFilter(png, source.tasks))
+            parts.append(TaskFilter(png, source.tasks, repeat=source.repeat))
             names.append(source.sem_masks)
-        else:
-            # Semantic ids are mapped by name to the head's classes, with the background rule
-            # of coco_sem_table (only for sources that label sem: no table, no class limit).
-            coco = CocoDataset(
-                source.ann,
-                source.images,
-                transform=transform,
-                on_invalid=on_invalid,
-                max_bad_fraction=max_bad_fraction,
-                sem_classes=sem_names if "sem" in source.tasks else None,
-                tasks=source.tasks,
-                cache_dir=cache_dir,
-            )
-            # Labels must match the main categories when the source labels boxes.
-            label_map = coco_label_map(main, coco) if "det" in source.tasks else None
-            parts.append(TaskFilter(coco, source.tasks, label_map=label_map, id_offset=offset))
-            names.append(source.ann)
-    background = [main.labels_sem_background]
-    for source, part in zip(sources, parts, strict=True):
-        if "sem" in source.tasks:
-            inner = part.dataset
-            labelled = inner.label_map[0] == 0 if source.sem_masks else inner.labels_sem_background
-            background.append(labelled)
-    if not any(background):
-        warnings.warn(
-            f"no training source labels background for the semantic head ({where}: "
-            f"{', '.join(sem_names)}): none labels all of these classes, so 0 is never a target "
-            "and every pixel will be given one of the classes; add a source that labels them all",
-            stacklevel=2,
+            background.append(png.labels_background)
+            continue
+        # Labels must match the detection categories when the source labels boxes.
+        label_map = coco_label_map(categories, coco) if "det" in source.tasks else None
+        parts.append(
+            TaskFilter(coco, source.tasks, label_map, id_offset=offset, repeat=source.repeat)
         )
-    return MixedDataset(main, parts, names)
+        names.append(source.ann)
+        if "sem" in source.tasks:
+            background.append(coco.labels_sem_background)
+    return MixedDataset(parts, names, categories, sem_background=any(background))
+
+
+def _coco_source(
+    source: SourceConfig,
+    sem_names: Sequence[str] | None,
+    transform: Callable[..., dict[str, Tensor]] | None,
+    on_invalid: str,
+    max_bad_fraction: float,
+    cache_dir: Path | None,
+) -> CocoDataset:
+    """A COCO training source reading only its own tasks' targets; when it labels sem, its
+    semantic ids are mapped by name to ``sem_names`` (None: its own categories)."""
+    return CocoDataset(
+        source.ann,
+        source.images,
+        transform=transform,
+        on_invalid=on_invalid,
+        max_bad_fraction=max_bad_fraction,
+        sem_classes=sem_names if "sem" in source.tasks else None,
+        tasks=source.tasks,
+        cache_dir=cache_dir,
+    )
+
+
+def check_data_sources(data: DataConfig, check_images: bool = True) -> list[CheckReport]:
+    """A check report for every data set ``data`` names: the COCO files (``train_ann``,
+    ``val_ann``, COCO ``extra_sources``) and the PNG sets (PNG ``extra_sources``, ``val_sem_*``)
+    with their declared ids. DataError when a file or folder is missing."""
+    coco = [(data.train_ann, data.train_images), (data.val_ann, data.val_images)]
+    coco += [(source.ann, source.images) for source in data.extra_sources if source.ann]
+    png = [
+        (s.images, s.sem_masks, declared_png_ids(s.class_names, s.ids, s.ignore_ids))
+        for s in data.extra_sources
+        if s.sem_masks
+    ]
+    if data.val_sem_masks:
+        ids = declared_png_ids(data.val_sem_class_names, data.val_sem_ids, data.val_sem_ignore_ids)
+        png.append((data.val_sem_images, data.val_sem_masks, ids))
+    reports = [check_coco(ann, images, check_images) for ann, images in coco if ann]
+    return reports + [check_png_set(*entry) for entry in png]

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from visionmtl.config import Config
-from visionmtl.data import CocoDataset, MixedDataset, build_training_set, build_transforms
+from visionmtl.data import CocoDataset, MixedDataset, build_training_set
 from visionmtl.data.batching import move_targets
 from visionmtl.data.records import cache_dir
 from visionmtl.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -39,7 +39,7 @@ from visionmtl.engine.task_steps import (
 from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_stats
 from visionmtl.errors import ConfigError, DataError, TrainingError
 from visionmtl.evaluation.report import format_metrics_table
-from visionmtl.evaluation.validation import build_validation_sets
+from visionmtl.evaluation.validation import build_validation_sets, train_transform
 from visionmtl.models.backbone import fill_backbone_defaults, resolve_backbone_defaults
 from visionmtl.models.summary import format_summary, model_summary
 from visionmtl.mtl.diagnostics import interaction_summary
@@ -66,34 +66,38 @@ def build_datasets(cfg: Config) -> MixedDataset:
     """Training set (main + ``data.extra_sources``, augmented); ``cfg`` has its backbone defaults
     resolved (:func:`resolve_backbone_defaults`)."""
     data = cfg.data
-    train_tf = build_transforms(
-        data.image_size,
-        train=True,
-        scale_range=tuple(data.scale_range),
-        hflip_prob=data.hflip_prob,
-        color_jitter=data.color_jitter,
-        mean=data.mean,
-        std=data.std,
-    )
+    train_tf = train_transform(cfg)
     policy = {
         "on_invalid": data.on_invalid,
         "max_bad_fraction": data.max_bad_image_fraction,
         "sem_classes": cfg.model.sem.class_names,
         "cache_dir": cache_dir(data.cache),
     }
-    main = CocoDataset(
-        data.train_ann, data.train_images, transform=train_tf, tasks=cfg.model.tasks, **policy
-    )
+    if not data.train_ann and not data.extra_sources:
+        raise ConfigError("no training data: set data.train_ann or data.extra_sources")
+    main = None
+    if data.train_ann:
+        main = CocoDataset(
+            data.train_ann, data.train_images, transform=train_tf, tasks=cfg.model.tasks, **policy
+        )
     return build_training_set(main, data.extra_sources, transform=train_tf, **policy)
 
 
 def dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> ClassSpec:
-    """The model's classes: the training set's categories, ``model.sem.class_names``."""
+    """The model's classes: the training set's categories, ``model.sem.class_names`` and whether
+    the semantic head has a background class (some source labels it)."""
+    where = cfg.data.train_ann or "data.extra_sources"
+    if not dataset.class_names and "det" in cfg.model.tasks:
+        raise ConfigError(
+            f"model.tasks has 'det' but no training source labels boxes ({where}): add a COCO "
+            "source with det in its tasks, or leave det and inst out of model.tasks"
+        )
+    background = getattr(dataset, "sem_background", True)
     try:
         names, ids = dataset.class_names, dataset.category_ids
-        return ClassSpec.from_data(names, ids, cfg.model.sem.class_names)
+        return ClassSpec.from_data(names, ids, cfg.model.sem.class_names, background)
     except ConfigError as error:
-        raise DataError(f"{cfg.data.train_ann}: its categories: {error}") from None
+        raise DataError(f"{where}: its categories: {error}") from None
 
 
 def selection_score(metrics: dict[str, Any]) -> float:

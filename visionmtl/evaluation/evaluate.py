@@ -64,9 +64,10 @@ def evaluate_model(
     )
     iou_types = ("bbox", "segm") if "inst" in tasks else ("bbox",)
     coco_eval = CocoEvaluator.for_dataset(dataset, iou_types) if coco_tasks else None
-    sem_eval = (
-        SemSegEvaluator(len(sem_names) + 1, ["background", *sem_names]) if "sem" in tasks else None
-    )
+    sem_eval = None
+    if "sem" in tasks:
+        names = ["background", *sem_names]
+        sem_eval = SemSegEvaluator(len(names), names, background=classes.sem_background)
     was_training = model.training
     model.eval()
     # By image id, not loader position: a corrupt image is replaced by the next one in skip mode.

@@ -18,10 +18,16 @@ class SemSegEvaluator:
         num_classes: number of classes including background (index 0).
         class_names: one name per class; ``class_names[0]`` is the background ("background").
         ignore_index: target value of pixels that are not scored (crowd regions, padding).
+        background: whether class 0 is scored; without it (a model that predicts no background,
+            see ``ClassSpec.sem_background``) target 0 is not scored and class 0 is not reported.
     """
 
     def __init__(
-        self, num_classes: int, class_names: list[str], ignore_index: int = IGNORE_INDEX
+        self,
+        num_classes: int,
+        class_names: list[str],
+        ignore_index: int = IGNORE_INDEX,
+        background: bool = True,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -33,6 +39,7 @@ class SemSegEvaluator:
         self.num_classes = num_classes
         self.class_names = list(class_names)
         self.ignore_index = ignore_index
+        self.first_class = 0 if background else 1
         # rows: target class, columns: predicted class
         self.confusion_matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
@@ -60,7 +67,7 @@ class SemSegEvaluator:
                 )
             prediction = prediction.detach().to("cpu", torch.int64).reshape(-1)
             target = target.detach().to("cpu", torch.int64).reshape(-1)
-            scored = target != self.ignore_index
+            scored = (target != self.ignore_index) & (target >= self.first_class)
             prediction, target = prediction[scored], target[scored]
             for what, values in (("target", target), ("prediction", prediction)):
                 if values.numel() and (values.min() < 0 or values.max() >= n):
@@ -84,6 +91,7 @@ class SemSegEvaluator:
         true_positive = confusion.diagonal()
         union = confusion.sum(dim=0) + confusion.sum(dim=1) - true_positive
         present = union > 0
+        present[: self.first_class] = False
         iou = torch.where(present, true_positive / union.clamp(min=1), torch.zeros_like(union))
         total = confusion.sum()
         return {
@@ -92,5 +100,6 @@ class SemSegEvaluator:
             "per_class": {
                 name: {"IoU": float(iou[k]) if present[k] else None}
                 for k, name in enumerate(self.class_names)
+                if k >= self.first_class
             },
         }

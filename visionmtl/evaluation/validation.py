@@ -3,6 +3,7 @@ set (``data.val_sem_*``) that scores mIoU where COCO cannot (e.g. stuff classes)
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from torch import nn
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, SemanticPngDataset, Transform, build_transforms
 from visionmtl.data.records import cache_dir
-from visionmtl.data.sources import png_label_map
+from visionmtl.data.sources import png_dataset
 from visionmtl.evaluation.evaluate import evaluate_model
 from visionmtl.evaluation.report import merge_metrics
 from visionmtl.models.backbone import input_normalization
@@ -48,21 +49,63 @@ def eval_transform(cfg: Config) -> Transform:
     return build_transforms(cfg.data.image_size, train=False, mean=mean, std=std)
 
 
+def train_transform(cfg: Config) -> Transform:
+    """The training augmentation of ``cfg`` (``data.image_size``, ``scale_range``, flips, colour
+    jitter) with the run's input statistics (``input_normalization``)."""
+    data = cfg.data
+    mean, std = input_normalization(cfg)
+    return build_transforms(
+        data.image_size,
+        train=True,
+        scale_range=tuple(data.scale_range),
+        hflip_prob=data.hflip_prob,
+        color_jitter=data.color_jitter,
+        mean=mean,
+        std=std,
+    )
+
+
 def semantic_png_val_set(cfg: Config, classes: ClassSpec) -> SemanticPngDataset | None:
     """``data.val_sem_*`` as a data set in the ids of the semantic head of ``classes``."""
     data = cfg.data
     if not data.val_sem_masks:
         return None
-    where = "model.sem.class_names" if classes.has_own_sem_classes else "the training categories"
-    label_map = png_label_map(
-        list(classes.sem_names), data.val_sem_class_names, data.val_sem_masks, where
-    )
-    return SemanticPngDataset(
+    return png_eval_set(
+        cfg,
+        classes,
         data.val_sem_images,
         data.val_sem_masks,
-        list(data.val_sem_class_names),
+        class_names=data.val_sem_class_names,
+        ids=data.val_sem_ids,
+        ignore_ids=data.val_sem_ignore_ids,
+    )
+
+
+def png_eval_set(
+    cfg: Config,
+    classes: ClassSpec,
+    images: str,
+    masks: str,
+    class_names: Sequence[str] = (),
+    ids: Mapping[int, str] | None = None,
+    ignore_ids: Sequence[int] = (),
+) -> SemanticPngDataset:
+    """A PNG label set (ids declared as in ``SourceConfig``; none: the model's own semantic ids,
+    0 background, k = ``classes.sem_names[k - 1]``, 255 ignore) with the evaluation
+    preprocessing of ``cfg``, in the ids of the semantic head of ``classes``."""
+    where = "model.sem.class_names" if classes.has_own_sem_classes else "the training categories"
+    if not class_names and not ids:
+        ids = classes.sem_ids
+    return png_dataset(
+        images,
+        masks,
+        list(classes.sem_names),
+        where,
+        class_names=class_names,
+        ids=ids,
+        ignore_ids=ignore_ids,
+        background=classes.sem_background,
         transform=eval_transform(cfg),
-        label_map=label_map,
     )
 
 
@@ -85,3 +128,21 @@ def build_validation_sets(cfg: Config, classes: ClassSpec) -> ValidationSets:
     data = cfg.data
     coco = coco_val_set(cfg, data.val_ann, data.val_images) if data.val_ann else None
     return ValidationSets(coco, semantic_png_val_set(cfg, classes))
+
+
+def run_png_ids(cfg: Config) -> dict[str, Any]:
+    """How the run's PNG label sets declare their ids (``class_names`` / ``ids`` /
+    ``ignore_ids`` for :func:`png_eval_set`): its ``data.val_sem_*`` set, else its first PNG
+    training source, else nothing (the semantic head's own ids)."""
+    data = cfg.data
+    if data.val_sem_masks:
+        return {
+            "class_names": data.val_sem_class_names,
+            "ids": data.val_sem_ids,
+            "ignore_ids": data.val_sem_ignore_ids,
+        }
+    for source in data.extra_sources:
+        if source.sem_masks:
+            names, ids, ignore = source.class_names, source.ids, source.ignore_ids
+            return {"class_names": names, "ids": ids, "ignore_ids": ignore}
+    return {}

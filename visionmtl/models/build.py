@@ -55,7 +55,11 @@ def build_model(
     if "sem" in cfg.tasks:
         check_sem_class_count(classes.sem_names)
         heads["sem"] = SemanticFPNHead(  # background + the semantic classes
-            cfg.fpn_channels, len(classes.sem_names) + 1, sem_strides, cfg.sem.channels
+            cfg.fpn_channels,
+            len(classes.sem_names) + 1,
+            sem_strides,
+            cfg.sem.channels,
+            background=classes.sem_background,
         )
     if "inst" in cfg.tasks:
         heads["inst"] = MaskHead(

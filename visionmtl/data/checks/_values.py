@@ -37,9 +37,12 @@ def number_issue(value: Any) -> tuple[str, str] | None:
     return None
 
 
-def image_file_issue(path: Path, width: int, height: int) -> tuple[str, str, str, str] | None:
+def image_file_issue(
+    path: Path, width: int, height: int, expected_from: str = "the JSON"
+) -> tuple[str, str, str, str] | None:
     """``(severity, code, message, fix_hint)`` when the file at ``path`` is missing, broken,
-    truncated or not ``width`` x ``height`` (after EXIF rotation)."""
+    truncated or not ``width`` x ``height`` (after EXIF rotation), the size ``expected_from``
+    says (the JSON, or a class-map PNG)."""
     if not path.is_file():
         return "error", "missing-file", f"file {path} not found", "check image_dir and file_name"
     try:
@@ -72,7 +75,8 @@ def image_file_issue(path: Path, width: int, height: int) -> tuple[str, str, str
             "warning",
             "exif-size-swapped",
             f"file is {rotated[0]}x{rotated[1]} (w x h) after EXIF rotation (orientation "
-            f"{orientation}); only the un-rotated size {stored[0]}x{stored[1]} matches the JSON",
+            f"{orientation}); only the un-rotated size {stored[0]}x{stored[1]} matches "
+            f"{expected_from}",
             "the annotations were probably drawn on the un-rotated pixels, which visionmtl then "
             "uses; to use the rotated view swap width/height and rotate the annotations, or strip "
             "the EXIF orientation tag",
@@ -80,8 +84,8 @@ def image_file_issue(path: Path, width: int, height: int) -> tuple[str, str, str
     return (
         "error",
         "size-mismatch",
-        f"file is {rotated[0]}x{rotated[1]} (w x h) but the JSON says {width}x{height}",
-        "fix width/height in the JSON (the annotations may be for another resolution) or the file",
+        f"file is {rotated[0]}x{rotated[1]} (w x h) but {expected_from} says {width}x{height}",
+        f"fix the size in {expected_from} (it may be for another resolution) or the file",
     )
 
 

@@ -20,14 +20,22 @@ class SemanticFPNHead(nn.Module):
         num_classes: classes including background (index 0).
         strides: strides of the levels used (e.g. [8, 16, 32]); the first is the output stride.
         channels: width of the head.
+        background: whether index 0 is predicted; without it (no training source labels
+            background, e.g. CamVid) the argmax is over classes 1.. only.
     """
 
     def __init__(
-        self, in_channels: int, num_classes: int, strides: list[int], channels: int = 64
+        self,
+        in_channels: int,
+        num_classes: int,
+        strides: list[int],
+        channels: int = 64,
+        background: bool = True,
     ) -> None:
         super().__init__()
         self.strides = list(strides)
         self.num_classes = num_classes
+        self.first_class = 0 if background else 1
         self.scale_heads = nn.ModuleList()
         for stride in self.strides:
             num_up = int(math.log2(stride // self.strides[0]))
@@ -88,7 +96,8 @@ class SemanticFPNHead(nn.Module):
             image_logits = F.interpolate(
                 logits[i : i + 1], size=padded, mode="bilinear", align_corners=False
             )
-            labels = image_logits[0, :, :height, :width].argmax(0)
+            first = self.first_class
+            labels = image_logits[0, first:, :height, :width].argmax(0) + first
             if output_sizes is not None and tuple(output_sizes[i]) != (height, width):
                 labels = resize_labels(labels, tuple(output_sizes[i]))
             results.append({"sem_seg": labels})
