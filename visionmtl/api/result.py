@@ -82,17 +82,10 @@ class Result:
         )
         return id_map, [asdict(segment) for segment in segments]
 
-    def plot(
-        self,
-        image: np.ndarray,
-        alpha: float = 0.45,
-        sem: bool = True,
-        masks: bool = True,
-        boxes: bool = True,
-        legend: bool = True,
-    ) -> np.ndarray:
-        """The image [H, W, 3] uint8 with the semantic map, instance masks and boxes drawn on it
-        (each switchable), and a legend of the semantic classes shown on its right."""
+    def plot(self, image: np.ndarray, **options: Any) -> np.ndarray:
+        """The image [H, W, 3] uint8 with the semantic map, instance masks and boxes drawn on it,
+        and a legend of the semantic classes shown on its right. ``options`` switch parts off
+        (``sem=``, ``masks=``, ``boxes=``, ``legend=``) or set ``alpha``; see ``draw_result``."""
         from visionmtl.api.visualize import draw_result
 
-        return draw_result(image, self, alpha, sem=sem, masks=masks, boxes=boxes, legend=legend)
+        return draw_result(image, self, **options)
