@@ -9,8 +9,8 @@ setup(
     packages=find_packages(include=["visionmtl", "visionmtl.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
+        "torch>=2.6",
+        "torchvision>=0.21",  # draw_bounding_boxes(fill_labels=)
         "timm>=0.9",
         "albumentations>=1.4",
         "pycocotools>=2.0.7",

@@ -242,7 +242,8 @@ def _cached_row(cfg: Config, out_dir: Path) -> dict[str, Any] | None:
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if saved.get("config") != _jsonable(config_to_dict(cfg)):
+    # Compared as JSON: a saved id map's int keys ({0: sky}) come back as strings.
+    if saved.get("config") != json.loads(json.dumps(_jsonable(config_to_dict(cfg)))):
         return None
     return saved.get("row")
 
@@ -427,6 +428,8 @@ def run_report(
     cfg = replace(cfg, train=replace(cfg.train, eval_every=cfg.train.epochs))
     single_cfgs, multi_cfgs = report_configs(cfg, methods, sharing, models, baselines)
     device = resolve_device(cfg.train.device)
+    if seeds < 1:
+        raise ConfigError(f"--seeds: at least 1, got {seeds}")
     seed_list = [cfg.train.seed + k for k in range(seeds)]
     single: dict[str, dict[str, Any]] = {}
     for name, st_cfg in single_cfgs.items():

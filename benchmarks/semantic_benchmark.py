@@ -130,7 +130,7 @@ def run_peer(cfg: Any, out_dir: Path, device: Any, recipe: Any) -> dict[str, Any
     seconds = train_smp(model, train_set, recipe, device, data.num_workers, cfg.train.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / "model.pt")
-    metrics = evaluate_smp(model, val_set, eval_transform(cfg), device)
+    metrics = evaluate_smp(model, val_set, list(classes.sem_names), eval_transform(cfg), device)
     (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return {**metrics, "params_m": _params_m(model), "train_s": seconds}
 

@@ -143,11 +143,16 @@ class SmpPredictor:
 
 
 def evaluate_smp(
-    model: nn.Module, val_set: SemanticPngDataset, transform: Transform, device: torch.device
+    model: nn.Module,
+    val_set: SemanticPngDataset,
+    sem_names: list[str],
+    transform: Transform,
+    device: torch.device,
 ) -> dict[str, Any]:
-    """mIoU, per-class IoU and pixel accuracy on ``val_set`` at the original size (the same
-    evaluator as ours, no background class), and the median ms per image at batch 1."""
-    names = ["background", *val_set.class_names]
+    """mIoU, per-class IoU and pixel accuracy on ``val_set`` (read in the ids of a head of
+    ``sem_names``) at the original size, by the same evaluator as ours (no background class),
+    and the median ms per image at batch 1."""
+    names = ["background", *sem_names]
     evaluator = SemSegEvaluator(len(names), names, background=False)
 
     def score(index: int, prediction: Tensor) -> None:

@@ -220,22 +220,46 @@ def test_cross_field_consistency() -> None:
         config_from_dict({"data": {"val_sem_masks": "m", "val_sem_ids": {0: "sky"}}})
 
 
+SEM_ONLY = {"tasks": ["sem"]}  # a model the PNG sources alone can train
+
+
 def test_png_id_maps() -> None:
     """A PNG set declares its ids by class_names or by an id map with ignore ids, not both."""
     camvid = {"images": "i", "sem_masks": "m", "tasks": ["sem"], "ids": {0: "sky", 1: "road"}}
-    cfg = config_from_dict({"data": {"extra_sources": [{**camvid, "ignore_ids": [11]}]}})
+    cfg = config_from_dict(
+        {"model": SEM_ONLY, "data": {"extra_sources": [{**camvid, "ignore_ids": [11]}]}}
+    )
     assert cfg.data.extra_sources[0].ids == {0: "sky", 1: "road"}
     both = {**camvid, "class_names": ["sky"]}
     with pytest.raises(ConfigError, match=r"extra_sources\[0\]\.class_names: declare the PNG ids"):
-        config_from_dict({"data": {"extra_sources": [both]}})
+        config_from_dict({"model": SEM_ONLY, "data": {"extra_sources": [both]}})
     overlap = {**camvid, "ignore_ids": [1]}
-    with pytest.raises(ConfigError, match=r"ids \[1\] are both classes"):
-        config_from_dict({"data": {"extra_sources": [overlap]}})
+    with pytest.raises(ConfigError, match=r"ids \[1\] are both declared classes and ignored"):
+        config_from_dict({"model": SEM_ONLY, "data": {"extra_sources": [overlap]}})
+    named = {"images": "i", "sem_masks": "m", "tasks": ["sem"], "class_names": ["a", "b"]}
+    with pytest.raises(ConfigError, match=r"ids \[2\] are both"):
+        config_from_dict(
+            {"model": SEM_ONLY, "data": {"extra_sources": [{**named, "ignore_ids": [2]}]}}
+        )
+    # 0 may be ignored instead of background (ADE20K: 0 = unlabelled)
+    config_from_dict({"model": SEM_ONLY, "data": {"extra_sources": [{**named, "ignore_ids": [0]}]}})
+    with pytest.raises(ConfigError, match=r"val_sem_images: a semantic PNG validation set needs"):
+        config_from_dict({"data": {"val_sem_ignore_ids": [11]}})
     with pytest.raises(ConfigError, match=r"ids\.256|256"):
-        config_from_dict({"data": {"extra_sources": [{**camvid, "ids": {256: "x"}}]}})
+        config_from_dict(
+            {"model": SEM_ONLY, "data": {"extra_sources": [{**camvid, "ids": {256: "x"}}]}}
+        )
     coco = {"ann": "a.json", "images": "i", "ignore_ids": [11]}
     with pytest.raises(ConfigError, match=r"for semantic PNG sources"):
-        config_from_dict({"data": {"extra_sources": [coco]}})
+        config_from_dict({"model": SEM_ONLY, "data": {"extra_sources": [coco]}})
+
+
+def test_sources_must_label_every_task_without_train_ann() -> None:
+    sem = {"images": "i", "sem_masks": "m", "tasks": ["sem"], "class_names": ["sky"]}
+    with pytest.raises(ConfigError, match=r"model\.tasks: no training source labels \['det'\]"):
+        config_from_dict({"model": {"tasks": ["det", "sem"]}, "data": {"extra_sources": [sem]}})
+    cfg = config_from_dict({"model": {"tasks": ["sem"]}, "data": {"extra_sources": [sem]}})
+    assert cfg.model.tasks == ["sem"]
 
 
 def test_class_lists_are_not_config_keys() -> None:
@@ -259,7 +283,9 @@ def test_file_errors_name_the_line(tmp_path: Path) -> None:
 
 
 def test_override_of_a_list_element_key() -> None:
-    base = apply_overrides(Config(), ["data.extra_sources=[{ann: a.json, images: i}]"])
+    base = apply_overrides(
+        Config(), ["data.train_ann=t.json", "data.extra_sources=[{ann: a.json, images: i}]"]
+    )
     cfg = apply_overrides(base, ["data.extra_sources.0.tasks=[det]", "data.extra_sources[0].ann=b"])
     assert cfg.data.extra_sources[0].tasks == ["det"] and cfg.data.extra_sources[0].ann == "b"
     with pytest.raises(ConfigError, match=r"'data\.extra_sources' has 1 elements, no \[3\]"):
@@ -354,7 +380,8 @@ def test_extra_sources_load_and_round_trip(tmp_path: Path) -> None:
     assert load_config(tmp_path / "again.yaml") == cfg
     assert config_from_dict(config_to_dict(cfg)) == cfg
     overridden = apply_overrides(
-        Config(), ["data.extra_sources=[{ann: a.json, images: i, tasks: [det]}]"]
+        Config(),
+        ["model.tasks=[det]", "data.extra_sources=[{ann: a.json, images: i, tasks: [det]}]"],
     )
     assert overridden.data.extra_sources == [SourceConfig(ann="a.json", images="i", tasks=["det"])]
 

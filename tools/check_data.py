@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("JSON needs its IMAGES folder")
     if modes[1] and not (args.sem_images and args.sem_masks):
         parser.error("--sem-images and --sem-masks go together")
+    if args.class_names and args.ids:
+        parser.error("declare the PNG ids with one of --class-names or --ids, not both")
+    if args.ignore_ids and not (args.class_names or args.ids):
+        parser.error("--ignore-ids needs the declared ids: --class-names or --ids")
+    declared = _declared(args, parser) if modes[1] else None
     reports = []
 
     def run() -> None:
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from visionmtl.data import DataError
 
-        reports.extend(_reports(args, parser))
+        reports.extend(_reports(args, declared))
         for report in reports:
             print(report.to_text())
         if args.json:
@@ -76,19 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(report.ok for report in reports) else 1
 
 
-def _reports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list:
+def _declared(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict | None:
+    """The PNG id declaration of --class-names / --ids / --ignore-ids (None: none given)."""
+    from visionmtl.data.semantic_png import declared_png_ids
+
+    if not (args.class_names or args.ids):
+        return None
+    ids = _id_map(args.ids, parser)
+    return declared_png_ids(_names(args.class_names), ids, _ints(args.ignore_ids, parser))
+
+
+def _reports(args: argparse.Namespace, declared: dict | None) -> list:
     """The check reports of the mode ``args`` chose."""
     from visionmtl.data.checks import check_coco, check_png_set
-    from visionmtl.data.semantic_png import declared_png_ids
 
     if args.ann_file:
         return [check_coco(args.ann_file, args.image_dir, check_images=not args.no_images)]
     if args.sem_masks:
-        declared = None
-        if args.class_names or args.ids:
-            declared = declared_png_ids(
-                _names(args.class_names), _id_map(args.ids, parser), _ints(args.ignore_ids, parser)
-            )
         return [check_png_set(args.sem_images, args.sem_masks, declared)]
     from visionmtl.config import load_config
     from visionmtl.data.sources import check_data_sources

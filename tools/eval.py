@@ -3,8 +3,9 @@
 
 --ann/--images score box AP, mask AP and mIoU on a COCO set; --sem-images/--sem-masks score mIoU,
 per-class IoU and pixel accuracy on a folder of images and PNG class maps (same file stem) whose
-ids are read with the checkpoint's own mapping (its data.val_sem_* or PNG training source). Both
-may be given for a multi-task model. Without either: the checkpoint's validation sets.
+ids are read with the checkpoint's own declaration (its data.val_sem_*, else its first PNG
+training source, else the semantic head's ids: 0 background, k = the head's class k). Both may be
+given for a multi-task model. Without either: the checkpoint's validation sets.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         import torch
 
+        from visionmtl.config import ConfigError
         from visionmtl.engine.checkpoint import load_model
         from visionmtl.evaluation.report import format_metrics_table
         from visionmtl.evaluation.validation import (
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             coco = coco_val_set(cfg, args.ann, args.images) if args.ann else None
             sem_png = None
             if args.sem_masks:
+                if "sem" not in cfg.model.tasks:
+                    raise ConfigError(
+                        f"--sem-masks: {args.checkpoint} has no semantic head "
+                        f"(model.tasks {cfg.model.tasks})"
+                    )
                 ids = run_png_ids(cfg)
                 sem_png = png_eval_set(cfg, model.classes, args.sem_images, args.sem_masks, **ids)
             sets = ValidationSets(coco, sem_png)

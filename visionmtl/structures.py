@@ -25,6 +25,7 @@ TARGET_KEYS: dict[str, tuple[str, ...]] = {
 }
 # Semantic label id that no loss and no metric counts (crowd regions, void, unlabelled classes).
 IGNORE_INDEX: int = 255
+BACKGROUND: str = "background"  # the name of semantic id 0: none of the head's classes
 # Semantic ids are 0 (background), 1..S (classes) and 255 (ignore), so S is at most 254.
 MAX_SEM_CLASSES: int = IGNORE_INDEX - 1
 
@@ -159,7 +160,7 @@ class ClassSpec:
     def sem_ids(self) -> dict[int, str]:
         """Semantic id -> class name of what the head predicts (0: "background" when it has one)."""
         names = dict(enumerate(self.sem_names, start=1))
-        return {0: "background", **names} if self.sem_background else names
+        return {0: BACKGROUND, **names} if self.sem_background else names
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClassSpec:

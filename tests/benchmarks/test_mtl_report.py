@@ -202,3 +202,18 @@ def test_cross_domain_report_with_seeds(shapes_paths: dict, street: dict, tmp_pa
     text = (tmp_path / "r" / "mtl_report.md").read_text()
     assert "## Per-class IoU" in text and " ± " in text
     assert report["reference"]["bbox_AP"] == report["single_task"]["det+inst"]["metrics"]["bbox_AP"]
+    # --reuse matches configs with id maps (int keys saved as JSON strings): nothing retrains
+    stamps = {path: path.stat().st_mtime_ns for path in (tmp_path / "r").glob("*/best.pt")}
+    again = run_report(
+        cfg,
+        ["fixed"],
+        out_dir=tmp_path / "r",
+        baselines=[("det", "inst"), ("sem",)],
+        seeds=2,
+        reuse=True,
+    )
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps and len(stamps) == 6
+    assert (
+        again["multi_task"]["fixed/hard"]["metrics"]
+        == report["multi_task"]["fixed/hard"]["metrics"]
+    )

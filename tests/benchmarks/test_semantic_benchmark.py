@@ -72,3 +72,28 @@ def test_peer_encoder_loads_a_timm_file_and_rejects_another(tmp_path: Path) -> N
     torch.save({"conv_stem.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(BackboneError, match="bad.pth: does not fit"):
         build_smp_fpn(3, tmp_path / "bad.pth")
+
+
+def test_peer_classes_are_named_in_the_heads_order(street: dict) -> None:
+    """The head's class order (model.sem.class_names) differs from the PNG ids' order: a peer
+    that always predicts its first channel is scored under the head's first class."""
+    from benchmarks.smp_peer import evaluate_smp
+    from visionmtl.config import load_config
+    from visionmtl.data.sources import png_dataset
+    from visionmtl.evaluation.validation import eval_transform
+
+    class FirstChannel(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(images.shape[0], 3, *images.shape[-2:])
+            logits[:, 0] = 1.0
+            return logits
+
+    head = ["shape", "ground", "sky"]  # PNG ids are 0 sky, 1 ground, 2 shape
+    val = street["val"]
+    val_set = png_dataset(
+        val["images"], val["sem_masks"], head, "t", ids=dict(enumerate(STREET)), ignore_ids=[VOID]
+    )
+    cfg = load_config(None, ["data.image_size=64", "model.backbone.name=resnet10t"])
+    metrics = evaluate_smp(FirstChannel(), val_set, head, eval_transform(cfg), torch.device("cpu"))
+    assert metrics["per_class"]["shape"]["IoU"] > 0
+    assert metrics["per_class"]["sky"]["IoU"] == 0 and metrics["per_class"]["ground"]["IoU"] == 0

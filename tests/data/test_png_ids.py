@@ -44,7 +44,7 @@ def test_native_ids_map_to_the_head_and_void_is_ignored(street: dict) -> None:
     mapped = dataset.load_class_map(0)
     # sky 0 -> 1, ground 1 -> 2, shape 2 -> 3, void 3 -> 255; no pixel is background (0)
     assert np.array_equal(mapped, np.array([1, 2, 3, 255])[native])
-    assert not dataset.labels_background
+    assert not dataset.labels_sem_background
     # another head order maps the same PNG by name
     other = png_dataset(
         paths["images"],
@@ -55,6 +55,17 @@ def test_native_ids_map_to_the_head_and_void_is_ignored(street: dict) -> None:
         ignore_ids=[VOID],
     )
     assert np.array_equal(other.load_class_map(0), np.array([2, 3, 1, 255])[native])
+
+
+def test_an_id_named_background_gives_the_head_a_background(street: dict) -> None:
+    """A PNG set that labels every head class may call an id "background" (none of them)."""
+    paths = street["train"]
+    ids = {0: "background", 1: "ground", 2: "shape"}
+    dataset = png_dataset(paths["images"], paths["sem_masks"], ["ground", "shape"], "t", ids=ids)
+    assert dataset.labels_sem_background and dataset.label_map[0] == 0
+    # a head with a class the set does not label cannot trust its background: ignored
+    partial = png_dataset(paths["images"], paths["sem_masks"], STREET, "t", ids=ids)
+    assert not partial.labels_sem_background and partial.label_map[0] == 255
 
 
 def test_undeclared_id_names_file_id_and_pixel_count(street: dict, tmp_path: Path) -> None:
@@ -198,3 +209,65 @@ def test_det_source_and_png_source_each_mask_the_others_loss(
     assert png_losses["sem/ce"] > 0 and png_losses["det/cls"] == 0
     assert png_losses["inst/mask"] == 0
     sum(png_losses.values()).backward()  # a step on the PNG images alone is well defined
+
+
+def test_eval_scores_a_coco_set_and_a_png_set_at_once(
+    shapes_paths: dict[str, Path], street: dict, tmp_path: Path
+) -> None:
+    """A street-like model (boxes from COCO, stuff classes from PNGs, train_ann unset):
+    tools/eval.py takes --ann/--images and --sem-images/--sem-masks together."""
+    from tools.eval import main as eval_main
+    from visionmtl.engine.trainer import train
+
+    train_pngs = street["train"]
+    boxes = (
+        f"{{ann: {shapes_paths['train_ann']}, images: {shapes_paths['train_images']}, "
+        "tasks: [det, inst]}"
+    )
+    pngs = (
+        f"{{images: {train_pngs['images']}, sem_masks: {train_pngs['sem_masks']}, tasks: [sem], "
+        f"ids: {{0: sky, 1: ground, 2: shape}}, ignore_ids: [{VOID}]}}"
+    )
+    overrides = _sem_only_overrides(shapes_paths, street, tmp_path / "run")
+    overrides += ["model.tasks=[det,sem,inst]", f"data.extra_sources=[{boxes}, {pngs}]"]
+    train(load_config(None, overrides), tmp_path / "run")
+    val, out = street["val"], tmp_path / "both.json"
+    argv = [str(tmp_path / "run" / "best.pt"), "--out", str(out)]
+    argv += ["--ann", str(shapes_paths["val_ann"]), "--images", str(shapes_paths["val_images"])]
+    argv += ["--sem-images", val["images"], "--sem-masks", val["sem_masks"]]
+    assert eval_main(argv) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["bbox_AP"] is not None and metrics["segm_AP"] is not None
+    ious = {name for name, values in metrics["per_class"].items() if "IoU" in values}
+    assert ious == set(STREET)  # mIoU from the PNG set, not from the COCO set's shapes
+
+
+def test_check_data_config_mode_checks_every_set(
+    shapes_paths: dict[str, Path], street: dict, tmp_path: Path
+) -> None:
+    """`--config` checks the COCO and PNG sets a config names, with their declared ids."""
+    import yaml
+
+    from tools.check_data import main as check_main
+
+    train, val = street["train"], street["val"]
+    config = {
+        "model": {"tasks": ["sem"], "sem": {"class_names": STREET}},
+        "data": {
+            "extra_sources": [{**train, "tasks": ["sem"], "ids": STREET_IDS, "ignore_ids": [VOID]}],
+            "val_sem_images": val["images"],
+            "val_sem_masks": val["sem_masks"],
+            "val_sem_ids": STREET_IDS,
+            "val_ann": str(shapes_paths["val_ann"]),
+            "val_images": str(shapes_paths["val_images"]),
+        },
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "report.json"
+    assert check_main(["--config", str(path), "--json", str(out)]) == 1  # val PNGs: void undeclared
+    reports = json.loads(out.read_text())
+    assert len(reports) == 3 and [r["ok"] for r in reports] == [True, True, False]
+    with pytest.raises(SystemExit) as bad:
+        check_main(["--sem-images", "i", "--sem-masks", "m", "--ids", "0=a", "--class-names", "a"])
+    assert bad.value.code == 2

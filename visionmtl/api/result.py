@@ -17,13 +17,15 @@ class Result:
         scores: [N] float32, descending.
         labels: [N] int64 data set category ids (as in the training JSON).
         label_names: N category names.
-        sem_seg: [H, W] int64 semantic id per pixel, 0 = background (when the model predicts it); None without the ``sem`` task.
+        sem_seg: [H, W] int64 semantic id per pixel, 0 = background (models that predict one);
+            None without the ``sem`` task.
             A detection category's id is its JSON category id; classes of the semantic head's own
             list (``model.sem.class_names``) that are not categories get ids above every
             category id. ``sem_class_names`` names each id.
         image_size: (H, W) of the original image.
         masks: [N, H, W] bool instance masks, one per box; None without the ``inst`` task.
-        sem_class_names: semantic id -> class name (0: "background"); empty without ``sem``.
+        sem_class_names: semantic id -> class name (0: "background" when the model predicts
+            it); empty without ``sem``.
     """
 
     boxes: np.ndarray
@@ -80,8 +82,10 @@ class Result:
         )
         return id_map, [asdict(segment) for segment in segments]
 
-    def plot(self, image: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-        """The image [H, W, 3] uint8 with the semantic map and boxes drawn on it."""
+    def plot(self, image: np.ndarray, **options: Any) -> np.ndarray:
+        """The image [H, W, 3] uint8 with the semantic map, instance masks and boxes drawn on it,
+        and a legend of the semantic classes shown on its right. ``options`` switch parts off
+        (``sem=``, ``masks=``, ``boxes=``, ``legend=``) or set ``alpha``; see ``draw_result``."""
         from visionmtl.api.visualize import draw_result
 
-        return draw_result(image, self, alpha=alpha)
+        return draw_result(image, self, **options)

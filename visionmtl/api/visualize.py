@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from visionmtl.structures import BACKGROUND
 
 if TYPE_CHECKING:
     from visionmtl.api.result import Result
@@ -18,28 +22,69 @@ def colour_for(category_id: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in rgb)
 
 
-def draw_result(image: np.ndarray, result: Result, alpha: float = 0.45) -> np.ndarray:
-    """Blend the semantic map (non-background pixels) and draw boxes with name and score.
+def instance_colour(index: int) -> tuple[int, int, int]:
+    """A colour per instance (detection ``index``), so that touching people stay apart."""
+    return colour_for(1009 + 7 * index)
 
-    image: [H, W, 3] uint8 RGB at the result's original size. Returns a new [H, W, 3] uint8 array."""
-    canvas = image.astype(np.float32).copy()
-    if result.sem_seg is not None:
-        for category_id in np.unique(result.sem_seg):
-            if category_id == 0:
-                continue
-            region = result.sem_seg == category_id
-            canvas[region] = (1 - alpha) * canvas[region] + alpha * np.array(
-                colour_for(int(category_id))
-            )
-    picture = Image.fromarray(canvas.round().astype(np.uint8))
-    draw = ImageDraw.Draw(picture)
-    for box, score, label, name in zip(
-        result.boxes, result.scores, result.labels, result.label_names, strict=True
-    ):
-        colour = colour_for(int(label))
-        draw.rectangle([float(v) for v in box], outline=colour, width=2)
-        draw.text((float(box[0]) + 2, float(box[1]) + 1), f"{name} {score:.2f}", fill=colour)
-    return np.asarray(picture)
+
+def draw_result(
+    image: np.ndarray,
+    result: Result,
+    alpha: float = 0.45,
+    sem: bool = True,
+    masks: bool = True,
+    boxes: bool = True,
+    legend: bool = True,
+) -> np.ndarray:
+    """The semantic map (background left clear), instance masks and boxes (class name and score
+    on a filled label) drawn on ``image``, with a legend of the semantic classes shown.
+
+    image: [H, W, 3] uint8 RGB at the result's original size. Returns a new uint8 array
+    [H, W, 3], or [H, W + legend width, 3] with a legend."""
+    canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    shown: list[tuple[str, tuple[int, int, int]]] = []
+    if sem and result.sem_seg is not None:
+        ids = [int(i) for i in np.unique(result.sem_seg) if result.sem_class_names.get(int(i))]
+        ids = [i for i in ids if result.sem_class_names[i] != BACKGROUND]
+        if ids:
+            regions = torch.from_numpy(result.sem_seg[None] == np.asarray(ids)[:, None, None])
+            colours = [colour_for(i) for i in ids]
+            canvas = draw_segmentation_masks(canvas, regions, alpha=alpha, colors=colours)
+            shown = [(result.sem_class_names[i], c) for i, c in zip(ids, colours, strict=True)]
+    colours = [instance_colour(i) for i in range(len(result))]
+    if masks and result.masks is not None and len(result):
+        instances = torch.from_numpy(np.ascontiguousarray(result.masks, dtype=bool))
+        canvas = draw_segmentation_masks(canvas, instances, alpha=0.55, colors=colours)
+    if boxes and len(result):
+        labels = [f"{n} {s:.2f}" for n, s in zip(result.label_names, result.scores, strict=True)]
+        canvas = draw_bounding_boxes(
+            canvas,
+            torch.from_numpy(result.boxes.astype(np.float32)),
+            labels=labels,
+            colors=colours,
+            width=2,
+            fill_labels=True,
+        )
+    picture = canvas.permute(1, 2, 0).numpy()
+    return _with_legend(picture, shown) if legend and shown else picture
+
+
+def _with_legend(
+    picture: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]]
+) -> np.ndarray:
+    """``picture`` with a white strip on its right listing each (name, colour)."""
+    row, width = 14, 110
+    height = max(picture.shape[0], row * len(entries) + 4)
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for k, (name, colour) in enumerate(entries):
+        top = 2 + k * row
+        draw.rectangle([4, top + 1, 14, top + 11], fill=colour, outline=(0, 0, 0))
+        draw.text((19, top), name, fill=(0, 0, 0))
+    out = np.full((height, picture.shape[1] + width, 3), 255, np.uint8)
+    out[: picture.shape[0], : picture.shape[1]] = picture
+    out[:, picture.shape[1] :] = np.asarray(strip)
+    return out
 
 
 def image_grid(pictures: list[np.ndarray], columns: int = 4) -> np.ndarray:

@@ -268,7 +268,8 @@ class DataConfig:
         for index, source in enumerate(self.extra_sources):
             _check_source(source, f"extra_sources[{index}]")
         val_sem = [self.val_sem_images, self.val_sem_masks]
-        if any(val_sem) or self.val_sem_class_names or self.val_sem_ids:
+        declared = [self.val_sem_class_names, self.val_sem_ids, self.val_sem_ignore_ids]
+        if any(val_sem) or any(declared):
             if not all(val_sem):
                 _fail(
                     "val_sem_images",
@@ -311,9 +312,11 @@ def _check_png_ids(
             f"declare the PNG ids with exactly one of {prefix}class_names (id k = name k - 1, "
             f"0 background, 255 ignore) or {prefix}ids (id -> name)",
         )
-    both = sorted(set(ids or {}) & set(ignore_ids))
+    # With class_names, ignore_ids may take 0 (e.g. ADE20K's 0 = unlabelled), not a class id.
+    declared = set(ids) if ids else set(range(1, len(class_names) + 1))
+    both = sorted(declared & set(ignore_ids))
     if both:
-        _fail(f"{prefix}ignore_ids", f"ids {both} are both classes ({prefix}ids) and ignored")
+        _fail(f"{prefix}ignore_ids", f"ids {both} are both declared classes and ignored")
 
 
 @dataclass(config=_CONFIG)
@@ -395,3 +398,19 @@ class Config:
     train: Annotated[TrainConfig, _EMPTY_IS_DEFAULT] = field(default_factory=TrainConfig)
     eval: Annotated[EvalConfig, _EMPTY_IS_DEFAULT] = field(default_factory=EvalConfig)
     mtl: Annotated[MtlConfig, _EMPTY_IS_DEFAULT] = field(default_factory=MtlConfig)
+
+    def __post_init__(self) -> None:
+        # Without train_ann the sources are the training set: a task none of them labels would
+        # train a head without targets.
+        data = self.data
+        if data.train_ann or not data.extra_sources:
+            return
+        labelled = {task for source in data.extra_sources for task in source.tasks}
+        missing = [task for task in self.model.tasks if task not in labelled]
+        if missing:
+            _fail(
+                "model.tasks",
+                f"no training source labels {missing} (data.train_ann is unset and "
+                "data.extra_sources label only "
+                f"{sorted(labelled)}); add a source or leave them out of model.tasks",
+            )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from visionmtl.structures import IGNORE_INDEX, ClassSpec, check_sem_class_count
+from visionmtl.structures import BACKGROUND, IGNORE_INDEX, ClassSpec, check_sem_class_count
 
 
 def coco_sem_table(category_names: Sequence[str], sem_names: Sequence[str]) -> np.ndarray:
@@ -42,7 +42,7 @@ def semantic_ids(classes: ClassSpec) -> tuple[np.ndarray, dict[int, str]]:
     category_ids, class_names = classes.category_ids, classes.class_names
     if not classes.has_own_sem_classes:
         ids = [0, *category_ids]
-        names = {0: "background", **dict(zip(ids[1:], class_names, strict=True))}
+        names = {0: BACKGROUND, **dict(zip(ids[1:], class_names, strict=True))}
         return np.asarray(ids, np.int64), _without_unused_background(names, classes)
     by_name: dict[str, int] = {}
     for name, category_id in zip(class_names, category_ids, strict=True):
@@ -55,7 +55,7 @@ def semantic_ids(classes: ClassSpec) -> tuple[np.ndarray, dict[int, str]]:
         else:
             ids.append(next_id)
             next_id += 1
-    names = {0: "background", **dict(zip(ids[1:], classes.sem_names, strict=True))}
+    names = {0: BACKGROUND, **dict(zip(ids[1:], classes.sem_names, strict=True))}
     return np.asarray(ids, np.int64), _without_unused_background(names, classes)
 
 

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from visionmtl.data.transforms import Transform
 from visionmtl.errors import DataError
-from visionmtl.structures import IGNORE_INDEX
+from visionmtl.structures import BACKGROUND, IGNORE_INDEX
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -23,7 +23,6 @@ PNG_ID_OFFSET: int = 10**9  # synthetic image ids start here, away from COCO JSO
 
 # PIL modes that hold one class id per pixel (P: palette indices, read as indices, not colours).
 _CLASS_MAP_MODES: frozenset[str] = frozenset({"L", "P", "I", "I;16"})
-BACKGROUND: str = "background"  # the class name of "none of the semantic head's classes"
 
 
 def declared_png_ids(
@@ -134,7 +133,7 @@ class SemanticPngDataset(Dataset):
         self.image_ids: list[int] = [id_offset + i for i in range(len(self.image_paths))]
 
     @property
-    def labels_background(self) -> bool:
+    def labels_sem_background(self) -> bool:
         """Whether some PNG id is the semantic head's background (0)."""
         return 0 in self.label_map.values()
 

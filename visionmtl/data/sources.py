@@ -17,14 +17,9 @@ from torch.utils.data import ConcatDataset, Dataset
 from visionmtl.config import DataConfig, SourceConfig
 from visionmtl.data.checks import CheckReport, Problem, check_coco, check_png_set
 from visionmtl.data.coco import CocoDataset
-from visionmtl.data.semantic_png import (
-    BACKGROUND,
-    PNG_ID_OFFSET,
-    SemanticPngDataset,
-    declared_png_ids,
-)
+from visionmtl.data.semantic_png import PNG_ID_OFFSET, SemanticPngDataset, declared_png_ids
 from visionmtl.errors import DataError
-from visionmtl.structures import IGNORE_INDEX, TARGET_KEYS, TASKS
+from visionmtl.structures import BACKGROUND, IGNORE_INDEX, TARGET_KEYS, TASKS
 
 # Extra source s (1, 2, ...) gets image ids s * SOURCE_ID_STRIDE + its own id, so ids stay unique.
 SOURCE_ID_STRIDE: int = 10**9
@@ -268,28 +263,13 @@ def build_training_set(
     must have been built with the same list). The head has a background class when some source
     labels it (``sem_background``). DataError (naming the file) when a name has no match.
     """
-    # The source of the categories is read first: without model.sem.class_names its
-    # categories are also the semantic classes every other source is read in.
-    first = (
-        None
-        if main
-        else next((i for i, s in enumerate(sources) if s.ann and "det" in s.tasks), None)
-    )
     policy = (transform, on_invalid, max_bad_fraction, cache_dir)
-    coco_parts: dict[int, CocoDataset] = {}
-    if first is not None:
-        coco_parts[first] = _coco_source(sources[first], sem_classes or None, *policy)
-    categories = main or coco_parts.get(first)
-    sem_names = list(sem_classes or (categories.class_names if categories else []))
-    if not sem_names and any("sem" in source.tasks for source in sources):
-        raise DataError(
-            "the semantic head has no classes: no source gives detection categories; list them "
-            "in model.sem.class_names"
-        )
-    for index, source in enumerate(sources):
-        if source.ann and index not in coco_parts:
-            coco_parts[index] = _coco_source(source, sem_names, *policy)
-    where = "model.sem.class_names" if sem_classes else "the detection categories"
+    categories, coco_parts = _read_coco_sources(main, sources, sem_classes, policy)
+    sem_names = list(sem_classes or (categories.class_names if categories is not None else []))
+    if sem_classes:
+        where = "model.sem.class_names"
+    else:
+        where = f"the categories of {categories.ann_file}" if categories is not None else "-"
     parts: list[Any] = [] if main is None else [main]
     names: list[str] = [] if main is None else [str(main.ann_file)]
     background = [] if main is None else [main.labels_sem_background]
@@ -310,7 +290,7 @@ def build_training_set(
             )
             parts.append(TaskFilter(png, source.tasks, repeat=source.repeat))
             names.append(source.sem_masks)
-            background.append(png.labels_background)
+            background.append(png.labels_sem_background)
             continue
         # Labels must match the detection categories when the source labels boxes.
         label_map = coco_label_map(categories, coco) if "det" in source.tasks else None
@@ -321,6 +301,35 @@ def build_training_set(
         if "sem" in source.tasks:
             background.append(coco.labels_sem_background)
     return MixedDataset(parts, names, categories, sem_background=any(background))
+
+
+def _read_coco_sources(
+    main: CocoDataset | None,
+    sources: Sequence[SourceConfig],
+    sem_classes: Sequence[str] | None,
+    policy: tuple[Any, ...],
+) -> tuple[CocoDataset | None, dict[int, CocoDataset]]:
+    """(the set that defines the detection categories, the COCO sources by index). Without
+    ``main`` the first COCO source that labels det defines them; it is read first, since without
+    ``model.sem.class_names`` its categories are also the semantic classes the others are read
+    in. DataError when a source labels sem and the semantic head would have no classes."""
+    first = None
+    if main is None:
+        first = next((i for i, s in enumerate(sources) if s.ann and "det" in s.tasks), None)
+    coco_parts: dict[int, CocoDataset] = {}
+    if first is not None:
+        coco_parts[first] = _coco_source(sources[first], sem_classes or None, *policy)
+    categories = main if main is not None else coco_parts.get(first)
+    sem_names = list(sem_classes or (categories.class_names if categories is not None else []))
+    if not sem_names and any("sem" in source.tasks for source in sources):
+        raise DataError(
+            "the semantic head has no classes: no training source gives detection categories; "
+            "list the classes in model.sem.class_names"
+        )
+    for index, source in enumerate(sources):
+        if source.ann and index not in coco_parts:
+            coco_parts[index] = _coco_source(source, sem_names, *policy)
+    return categories, coco_parts
 
 
 def _coco_source(

@@ -16,7 +16,7 @@ import torch
 from visionmtl.config import Config
 from visionmtl.engine.checkpoint import CheckpointError, checkpoint_classes, load_checkpoint
 from visionmtl.models import MultiTaskModel
-from visionmtl.structures import ClassSpec
+from visionmtl.structures import BACKGROUND, ClassSpec
 
 # Output layers whose first dimension is one row per class: tensor-name prefix -> task whose class
 # names label the rows (see _class_names; the semantic predictor's row 0 is background).
@@ -51,7 +51,7 @@ class InitReport:
 def _class_names(cfg: Config, classes: ClassSpec, task: str) -> list[str]:
     """Names of the rows of ``task``'s class layer ("background" first for sem)."""
     if task == "sem":
-        return ["background", *classes.sem_names]
+        return [BACKGROUND, *classes.sem_names]
     if task == "inst" and cfg.model.inst.class_agnostic:
         return ["object"]
     return list(classes.class_names)

@@ -86,13 +86,16 @@ def build_datasets(cfg: Config) -> MixedDataset:
 def dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> ClassSpec:
     """The model's classes: the training set's categories, ``model.sem.class_names`` and whether
     the semantic head has a background class (some source labels it)."""
-    where = cfg.data.train_ann or "data.extra_sources"
+    where = cfg.data.train_ann or ", ".join(getattr(dataset, "source_names", []))
     if not dataset.class_names and "det" in cfg.model.tasks:
         raise ConfigError(
             f"model.tasks has 'det' but no training source labels boxes ({where}): add a COCO "
             "source with det in its tasks, or leave det and inst out of model.tasks"
         )
-    background = getattr(dataset, "sem_background", True)
+    if isinstance(dataset, MixedDataset):
+        background = dataset.sem_background
+    else:
+        background = dataset.labels_sem_background
     try:
         names, ids = dataset.class_names, dataset.category_ids
         return ClassSpec.from_data(names, ids, cfg.model.sem.class_names, background)

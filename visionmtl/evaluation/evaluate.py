@@ -15,7 +15,7 @@ from visionmtl.evaluation.coco_eval import CocoEvaluator, ground_truth_changes
 from visionmtl.evaluation.report import merge_metrics
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
 from visionmtl.precision import inference_autocast, inference_precision
-from visionmtl.structures import ClassSpec
+from visionmtl.structures import BACKGROUND, ClassSpec
 
 
 @torch.no_grad()
@@ -66,7 +66,7 @@ def evaluate_model(
     coco_eval = CocoEvaluator.for_dataset(dataset, iou_types) if coco_tasks else None
     sem_eval = None
     if "sem" in tasks:
-        names = ["background", *sem_names]
+        names = [BACKGROUND, *sem_names]
         sem_eval = SemSegEvaluator(len(names), names, background=classes.sem_background)
     was_training = model.training
     model.eval()
