@@ -7,13 +7,21 @@ from visionmtl.cli import run_tool
 from visionmtl.config import ConfigError
 from visionmtl.data import DataError
 from visionmtl.engine.checkpoint import CheckpointError
-from visionmtl.errors import TrainingError, VisionMTLError
+from visionmtl.errors import OutputExistsError, TrainingError, VisionMTLError
 from visionmtl.models import BackboneError
 
 
 @pytest.mark.parametrize(
     "error_type",
-    [ConfigError, DataError, CheckpointError, TrainingError, BackboneError, InputError],
+    [
+        ConfigError,
+        DataError,
+        CheckpointError,
+        TrainingError,
+        BackboneError,
+        InputError,
+        OutputExistsError,
+    ],
 )
 def test_user_errors_are_one_line_and_exit_2(
     error_type: type[Exception], capsys: pytest.CaptureFixture

@@ -1,5 +1,6 @@
 """Evaluate a checkpoint: python tools/eval.py CHECKPOINT [--ann JSON --images DIR]
-[--sem-images DIR --sem-masks DIR] [--out FILE.json].
+[--sem-images DIR --sem-masks DIR] [--out FILE.json]
+[--save-json DIR [--conf-thresh 0.25]].
 
 --ann/--images score box AP, mask AP and mIoU on a COCO set; --sem-images/--sem-masks score mIoU,
 per-class IoU and pixel accuracy on a folder of images and PNG class maps (same file stem) whose
@@ -41,17 +42,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sem-images", help="image folder of a semantic PNG set")
     parser.add_argument("--sem-masks", help="its PNG class maps (same file stems)")
+    parser.add_argument(
+        "--save-json",
+        metavar="DIR",
+        help="also write files other tools read into DIR (created if needed): bbox_results.json "
+        "and segm_results.json (COCO results format: pycocotools' COCO.loadRes, "
+        "faster-coco-eval, FiftyOne; COCOeval of them against --ann gives the printed AP), "
+        "ground_truth.json when the data policy dropped or fixed annotations of --ann (AP is "
+        "scored on that cleaned ground truth), and confusion.json (detection and semantic "
+        "confusion matrices, ground truth in rows). Earlier results are never overwritten: "
+        "if DIR holds any of these files the tool stops before evaluating (exit code 2); "
+        "pass a new DIR per evaluation",
+    )
+    parser.add_argument(
+        "--conf-thresh",
+        type=float,
+        default=0.25,
+        help="score threshold of the detections in the confusion matrix (default 0.25, as "
+        "Ultralytics); the COCO results keep every detection, as AP needs",
+    )
     args = parser.parse_args(argv)
     if bool(args.ann) != bool(args.images):
         parser.error("--ann and --images go together")
     if bool(args.sem_images) != bool(args.sem_masks):
         parser.error("--sem-images and --sem-masks go together")
+    if not 0.0 <= args.conf_thresh <= 1.0:
+        parser.error(f"--conf-thresh must be in [0, 1], got {args.conf_thresh}")
 
     def run() -> None:
         import torch
 
         from visionmtl.config import ConfigError
         from visionmtl.engine.checkpoint import load_model
+        from visionmtl.evaluation.evaluate import combined_metrics
+        from visionmtl.evaluation.export import check_fresh, write_results
         from visionmtl.evaluation.report import format_metrics_table
         from visionmtl.evaluation.validation import (
             ValidationSets,
@@ -61,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             run_png_ids,
         )
 
+        if args.save_json:  # before the model loads: refuse at once, not after the evaluation
+            check_fresh(args.save_json)
         model, cfg = load_model(args.checkpoint, device=args.device)
         if args.amp:
             cfg = replace(cfg, eval=replace(cfg.eval, amp=args.amp))
@@ -79,12 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _check_config_paths(cfg)
             sets = build_validation_sets(cfg, model.classes)
-        metrics = sets.evaluate(model, cfg, torch.device(args.device))
+        evaluations = sets.run(model, cfg, torch.device(args.device))
+        metrics = combined_metrics(evaluations)
         print(format_metrics_table(metrics))
         out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {out}")
+        if args.save_json:
+            for path in write_results(args.save_json, evaluations, args.conf_thresh):
+                print(f"wrote {path}")
 
     return run_tool(run)
 

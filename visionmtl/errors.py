@@ -38,3 +38,8 @@ class TrainingError(VisionMTLError, RuntimeError):
 
 class InputError(VisionMTLError, ValueError):
     """An input image cannot be used (missing file, not an image, unsupported array)."""
+
+
+class OutputExistsError(VisionMTLError, FileExistsError):
+    """An output file exists already and is not overwritten (it holds earlier results); the
+    message names it and says how to write elsewhere."""

@@ -210,6 +210,19 @@ class CocoEvaluator:
             rle["counts"] = rle["counts"].decode("ascii")
         return rles
 
+    @property
+    def image_ids(self) -> list[int]:
+        """The JSON ids of the processed images, sorted: the images that are scored."""
+        return sorted(self._results)
+
+    def results(self, iou_type: str) -> list[dict[str, Any]]:
+        """The processed predictions in COCO results format (what ``COCO.loadRes`` reads), in
+        image id order: ``image_id``, ``category_id`` (JSON id), ``score`` and ``bbox`` [x, y, w,
+        h] for ``"bbox"``, ``segmentation`` (RLE, str counts) for ``"segm"``. Do not modify."""
+        if iou_type not in self.iou_types:
+            raise ValueError(f"iou_type {iou_type!r} is not evaluated here ({self.iou_types})")
+        return [r for image_id in self.image_ids for r in self._results[image_id][iou_type]]
+
     def evaluate(self, verbose: bool = False) -> dict[str, Any]:
         """Run COCOeval on the processed images.
 
@@ -221,7 +234,7 @@ class CocoEvaluator:
         """
         if not self._results:
             raise ValueError(f"evaluate() called before any process() call ({self.source})")
-        image_ids = sorted(self._results)
+        image_ids = self.image_ids
         unknown = [image_id for image_id in image_ids if image_id not in self.coco_gt.imgs]
         if unknown:
             raise ValueError(
@@ -231,8 +244,7 @@ class CocoEvaluator:
         metrics: dict[str, Any] = {}
         per_class: dict[str, dict[str, float | None]] = {name: {} for name in self.class_names}
         for iou_type in self.iou_types:
-            results = [r for image_id in image_ids for r in self._results[image_id][iou_type]]
-            coco_eval = self._run_cocoeval(results, image_ids, iou_type, verbose)
+            coco_eval = self._run_cocoeval(self.results(iou_type), image_ids, iou_type, verbose)
             for name, value in zip(
                 SUMMARY_NAMES, coco_eval.stats[: len(SUMMARY_NAMES)], strict=True
             ):

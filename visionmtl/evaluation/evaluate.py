@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,24 +19,59 @@ from visionmtl.precision import inference_autocast, inference_precision
 from visionmtl.structures import BACKGROUND, ClassSpec
 
 
-@torch.no_grad()
+@dataclass
+class Evaluation:
+    """The evaluators after one pass of a model over ``dataset``. AP and mIoU come from
+    :meth:`metrics`; result files and confusion matrices (``visionmtl.evaluation.export``) read
+    the same evaluators, so they describe exactly the predictions that were scored."""
+
+    dataset: CocoDataset | SemanticPngDataset
+    coco: CocoEvaluator | None = None
+    sem: SemSegEvaluator | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # how it was measured (_provenance)
+
+    def metrics(self) -> dict[str, Any]:
+        """Flat metrics and ``per_class`` of the evaluators, then ``info`` (see evaluate_model)."""
+        results = [e.evaluate() for e in (self.coco, self.sem) if e is not None]
+        return merge_metrics(*results, self.info)
+
+
+def combined_metrics(evaluations: Sequence[Evaluation]) -> dict[str, Any]:
+    """The metrics of several evaluations (e.g. AP on a COCO set, mIoU on a PNG set) as one dict."""
+    return merge_metrics(*(evaluation.metrics() for evaluation in evaluations))
+
+
 def evaluate_model(
+    model: nn.Module,
+    dataset: CocoDataset | SemanticPngDataset,
+    cfg: Config,
+    device: torch.device,
+    **options: Any,
+) -> dict[str, Any]:
+    """Box and mask AP (pycocotools, original image coordinates, JSON category ids) and mIoU (at the
+    original resolution, against the semantic map rasterised from the annotations).
+
+    ``dataset`` is a COCO set, or a semantic PNG set (mIoU only; its ids must be the semantic
+    head's); ``options`` are :func:`run_evaluation`'s ``num_workers`` and ``tasks``. Inference runs
+    in ``eval.amp``. Returns flat metrics (``bbox_AP``, ``bbox_AP50``, ..., ``segm_AP``, ...,
+    ``mIoU``, ``pixel_acc``), ``per_class``, ``eval_precision`` and, when AP is scored, the
+    ground-truth annotations the data policy dropped / fixed (``gt_annotations_dropped`` /
+    ``gt_annotations_fixed``: AP is scored on the cleaned set)."""
+    return run_evaluation(model, dataset, cfg, device, **options).metrics()
+
+
+@torch.no_grad()
+def run_evaluation(
     model: nn.Module,
     dataset: CocoDataset | SemanticPngDataset,
     cfg: Config,
     device: torch.device,
     num_workers: int = 0,
     tasks: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Box and mask AP (pycocotools, original image coordinates, JSON category ids) and mIoU (at the
-    original resolution, against the semantic map rasterised from the annotations).
+) -> Evaluation:
+    """The pass over ``dataset`` that :func:`evaluate_model` scores, with its evaluators filled.
 
-    ``dataset`` is a COCO set, or a semantic PNG set (mIoU only; its ids must be the semantic
-    head's). ``tasks`` limits what is scored (default: the model's tasks); inference runs in
-    ``eval.amp``. Returns flat metrics (``bbox_AP``, ``bbox_AP50``, ..., ``segm_AP``, ...,
-    ``mIoU``, ``pixel_acc``), ``per_class``, ``eval_precision`` and, when AP is scored, the
-    ground-truth annotations the data policy dropped / fixed (``gt_annotations_dropped`` /
-    ``gt_annotations_fixed``: AP is scored on the cleaned set)."""
+    ``num_workers``: of the data loader; ``tasks``: what is scored (default: the model's tasks)."""
     tasks = list(cfg.model.tasks if tasks is None else tasks)
     classes: ClassSpec = getattr(model, "module", model).classes  # the model, or it under DDP
     if isinstance(dataset, SemanticPngDataset):
@@ -91,8 +127,8 @@ def evaluate_model(
                 if truth is not None:  # images without segmentation are not scored for sem
                     sem_eval.process([prediction["sem_seg"]], [torch.from_numpy(truth)])
     model.train(was_training)
-    results = [e.evaluate() for e in (coco_eval, sem_eval) if e is not None]
-    return merge_metrics(*results, _provenance(dataset, coco_eval is not None, cfg, device))
+    info = _provenance(dataset, coco_eval is not None, cfg, device)
+    return Evaluation(dataset, coco_eval, sem_eval, info)
 
 
 def _provenance(

@@ -14,8 +14,7 @@ from visionmtl.config import Config
 from visionmtl.data import CocoDataset, SemanticPngDataset, Transform, build_transforms
 from visionmtl.data.records import cache_dir
 from visionmtl.data.sources import png_dataset
-from visionmtl.evaluation.evaluate import evaluate_model
-from visionmtl.evaluation.report import merge_metrics
+from visionmtl.evaluation.evaluate import Evaluation, combined_metrics, run_evaluation
 from visionmtl.models.backbone import input_normalization
 from visionmtl.structures import ClassSpec
 
@@ -32,14 +31,18 @@ class ValidationSets:
 
     def evaluate(self, model: nn.Module, cfg: Config, device: torch.device) -> dict[str, Any]:
         """Merged metrics of both sets (mIoU from the PNG set when it is configured)."""
-        results = []
+        return combined_metrics(self.run(model, cfg, device))
+
+    def run(self, model: nn.Module, cfg: Config, device: torch.device) -> list[Evaluation]:
+        """One :class:`Evaluation` per set that scores something (the COCO set first)."""
+        parts = []
         if self.coco is not None:
             tasks = [t for t in cfg.model.tasks if not (t == "sem" and self.sem_png is not None)]
             if tasks:
-                results.append(evaluate_model(model, self.coco, cfg, device, tasks=tasks))
+                parts.append(run_evaluation(model, self.coco, cfg, device, tasks=tasks))
         if self.sem_png is not None and "sem" in cfg.model.tasks:
-            results.append(evaluate_model(model, self.sem_png, cfg, device, tasks=["sem"]))
-        return merge_metrics(*results)
+            parts.append(run_evaluation(model, self.sem_png, cfg, device, tasks=["sem"]))
+        return parts
 
 
 def eval_transform(cfg: Config) -> Transform:

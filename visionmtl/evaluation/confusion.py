@@ -1,0 +1,129 @@
+"""Confusion matrices: detections matched to ground-truth boxes, and the semantic pixel matrix that
+:class:`SemSegEvaluator` accumulates, as plain data for ``confusion.json``.
+
+Both have ground truth in rows and predictions in columns (as ``SemSegEvaluator``). The detection
+matrix follows Ultralytics' ``ConfusionMatrix``: class-agnostic matching at IoU >= 0.5 of the
+detections scoring >= 0.25, with a background row and column as its last index.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_convert, box_iou
+
+from visionmtl.evaluation.coco_eval import CocoEvaluator
+from visionmtl.evaluation.semseg_eval import SemSegEvaluator
+from visionmtl.structures import BACKGROUND
+
+def match_detections(
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    pred_boxes: Tensor,
+    pred_labels: Tensor,
+    num_classes: int,
+    iou_thresh: float = 0.5,
+) -> Tensor:
+    """One image's detection confusion matrix.
+
+    Matching ignores classes, so a box found with the wrong class counts as a confusion rather
+    than as a miss plus a false positive. It is greedy: the pair with the highest IoU first, each
+    box in at most one pair, no pair below ``iou_thresh``.
+
+    Args:
+        gt_boxes: [G, 4] xyxy ground-truth boxes; gt_labels: [G] contiguous labels 0..K-1.
+        pred_boxes: [P, 4] xyxy detections (already filtered by score); pred_labels: [P].
+        num_classes: K.
+
+    Returns:
+        [K + 1, K + 1] int64 counts, rows ground truth, columns prediction, index K background:
+        a matched pair adds to (its GT label, its predicted label), a missed GT box to
+        (its label, K), an unmatched detection to (K, its label).
+    """
+    background = num_classes
+    matrix = torch.zeros(num_classes + 1, num_classes + 1, dtype=torch.int64)
+    iou = box_iou(gt_boxes.to(torch.float64), pred_boxes.to(torch.float64))  # [G, P]
+    gt_index, pred_index = torch.nonzero(iou >= iou_thresh, as_tuple=True)
+    order = iou[gt_index, pred_index].argsort(descending=True, stable=True)
+    gt_matched = torch.zeros(len(gt_boxes), dtype=torch.bool)
+    pred_matched = torch.zeros(len(pred_boxes), dtype=torch.bool)
+    for gt, pred in zip(gt_index[order].tolist(), pred_index[order].tolist(), strict=True):
+        if gt_matched[gt] or pred_matched[pred]:
+            continue
+        gt_matched[gt] = pred_matched[pred] = True
+        matrix[gt_labels[gt], pred_labels[pred]] += 1
+    matrix[:background, background] += torch.bincount(gt_labels[~gt_matched], minlength=num_classes)
+    matrix[background, :background] += torch.bincount(
+        pred_labels[~pred_matched], minlength=num_classes
+    )
+    return matrix
+
+
+def detection_confusion(
+    evaluator: CocoEvaluator, score_thresh: float = 0.25, iou_thresh: float = 0.5
+) -> Tensor:
+    """[K + 1, K + 1] (see :func:`match_detections`) summed over the images ``evaluator``
+    processed, against the ground truth it scores AP on (the cleaned data set), from its box
+    results with ``score >= score_thresh``.
+
+    Crowd regions are not boxes to find (training ignores them too), so a detection on one is
+    unmatched; COCOeval instead ignores it, which AP reflects."""
+    label_of = {category_id: k for k, category_id in enumerate(evaluator.category_ids)}
+    detections: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for result in evaluator.results("bbox"):
+        if result["score"] >= score_thresh:
+            detections[result["image_id"]].append(result)
+    num_classes = len(label_of)
+    matrix = torch.zeros(num_classes + 1, num_classes + 1, dtype=torch.int64)
+    for image_id in evaluator.image_ids:
+        truth = [
+            annotation
+            for annotation in evaluator.coco_gt.imgToAnns[image_id]
+            if not annotation.get("iscrowd", 0) and annotation["category_id"] in label_of
+        ]
+        gt_boxes, gt_labels = _boxes_and_labels(truth, label_of)
+        pred_boxes, pred_labels = _boxes_and_labels(detections[image_id], label_of)
+        matrix += match_detections(
+            gt_boxes, gt_labels, pred_boxes, pred_labels, num_classes, iou_thresh
+        )
+    return matrix
+
+
+def _boxes_and_labels(
+    entries: Sequence[dict[str, Any]], label_of: Mapping[int, int]
+) -> tuple[Tensor, Tensor]:
+    """COCO annotations or results -> boxes [N, 4] xyxy float64, contiguous labels [N] int64."""
+    boxes = torch.tensor([entry["bbox"] for entry in entries], dtype=torch.float64).reshape(-1, 4)
+    labels = [label_of[entry["category_id"]] for entry in entries]
+    return box_convert(boxes, "xywh", "xyxy"), torch.tensor(labels, dtype=torch.int64)
+
+
+def confusion_report(
+    coco: CocoEvaluator | None,
+    sem: SemSegEvaluator | None,
+    score_thresh: float = 0.25,
+    iou_thresh: float = 0.5,
+) -> dict[str, Any]:
+    """The content of ``confusion.json``: ``detection`` (from ``coco``'s box results) and
+    ``semantic`` (pixel counts of ``sem``), each ``class_names`` plus ``matrix`` as nested
+    lists, ground truth in rows; only the parts whose evaluator is given."""
+    report: dict[str, Any] = {"rows": "ground truth", "columns": "prediction"}
+    if coco is not None:
+        report["detection"] = {
+            "class_names": [*coco.class_names, BACKGROUND],
+            "score_thresh": score_thresh,
+            "iou_thresh": iou_thresh,
+            "matrix": detection_confusion(coco, score_thresh, iou_thresh).tolist(),
+        }
+    if sem is not None:
+        # Without a background class (sem.first_class 1) row and column 0 are never filled.
+        first = sem.first_class
+        report["semantic"] = {
+            "class_names": sem.class_names[first:],
+            "matrix": sem.confusion_matrix[first:, first:].tolist(),
+        }
+    return report
