@@ -24,5 +24,7 @@ setup(
         "dev": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"],
         # The peers of benchmarks/ (not used by the library): smp's FPN for semantic_benchmark.py.
         "bench": ["segmentation-models-pytorch>=0.3"],
+        # train.loggers: [tensorboard] (torch.utils.tensorboard writes through it).
+        "tensorboard": ["tensorboard>=2.14"],
     },
 )

@@ -91,7 +91,7 @@ def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
     from visionmtl.evaluation.validation import coco_val_set
 
     start = time.perf_counter()
-    metrics = train(cfg, out_dir)
+    metrics = train(cfg, out_dir, exist_ok=True)  # the benchmark reads out_dir/best.pt
     train_wall = time.perf_counter() - start
     model, saved_cfg = load_model(out_dir / "best.pt", device=device)
     # The run's own validation set: its input statistics, data policy and cleaned ground truth.

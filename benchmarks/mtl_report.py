@@ -265,7 +265,7 @@ def train_one(
     metrics_file = out_dir / "metrics.jsonl"
     previous = len(metrics_file.read_text().splitlines()) if metrics_file.is_file() else 0
     start = time.perf_counter()
-    metrics = train(cfg, out_dir)
+    metrics = train(cfg, out_dir, exist_ok=True)  # the report reads out_dir/best.pt
     wall = time.perf_counter() - start
     if metrics.get("interrupted"):
         raise ReportStopped(

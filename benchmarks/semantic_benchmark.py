@@ -87,7 +87,7 @@ def run_ours(cfg: Any, out_dir: Path, device: Any) -> dict[str, Any]:
     from visionmtl.evaluation.validation import semantic_png_val_set
 
     start = time.perf_counter()
-    train(cfg, out_dir)
+    train(cfg, out_dir, exist_ok=True)  # the benchmark reads out_dir/best.pt
     train_wall = time.perf_counter() - start
     model, saved_cfg = load_model(out_dir / "best.pt", device=device)
     val_set = semantic_png_val_set(saved_cfg, model.classes)

@@ -52,6 +52,7 @@ def test_defaults_load() -> None:
     assert cfg.model.tasks == ["det", "sem"]
     assert cfg.model.backbone.out_strides == [8, 16, 32]
     assert cfg.train.amp == "off"
+    assert cfg.train.loggers == ["jsonl", "csv"]
     assert cfg.model.backbone.weights is None
     assert cfg.mtl.method in MTL_METHODS
     assert load_config(None) is not load_config(None)  # no shared mutable defaults
@@ -205,6 +206,9 @@ def test_wrong_type_names_the_key(data: dict, expected: str) -> None:
         ("data.batch_size=0", "data.batch_size"),
         ("mtl.method=magic", "mtl.method"),
         ("mtl.weights.dett=1", "mtl.weights"),
+        ("train.loggers=[jsonl,wandb]", "train.loggers[1]"),
+        ("train.loggers=[csv,csv]", "train.loggers"),
+        ("train.loggers=tensorboard", "train.loggers"),
     ],
 )
 def test_bad_choice_rejected(override: str, key: str) -> None:

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = generate_shapes(Path(cfg.data.train_ann).parents[1])  # <dir>/annotations/train.json
         generated = time.perf_counter()
         output_dir = Path(cfg.train.output_dir)
-        metrics = train(cfg, output_dir)
+        # The demo's own folder, replaced at each run (`make clean` removes it).
+        metrics = train(cfg, output_dir, exist_ok=True)
         trained = time.perf_counter()
         predictor = Predictor.from_checkpoint(output_dir / "best.pt", score_thresh=0.5)
         images = sorted(Path(paths["val_images"]).iterdir())[:8]

@@ -1,4 +1,6 @@
-"""Train a multi-task model: python tools/train.py CONFIG [--set key=value ...] [--output-dir DIR] [--resume]."""
+"""Train a multi-task model: python tools/train.py CONFIG [--set key=value ...] [--output-dir DIR]
+[--resume | --exist-ok]. A run directory that already holds a run is never overwritten: a fresh
+training goes to the next free name (runs/exp -> runs/exp2), printed first."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
         "--output-dir", default=None, help="run directory (default: train.output_dir)"
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    parser.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="train into OUTPUT_DIR even if it holds a run (replacing it), not OUTPUT_DIR2, ...",
+    )
     args = parser.parse_args(argv)
 
     def run() -> None:
@@ -25,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         from visionmtl.engine.trainer import train
 
         cfg = load_config(args.config, args.set)
-        train(cfg, output_dir=args.output_dir, resume=args.resume)
+        train(cfg, output_dir=args.output_dir, resume=args.resume, exist_ok=args.exist_ok)
 
     return run_tool(run)
 

@@ -148,7 +148,9 @@ def test_a_stopped_training_stops_the_report_and_leaves_no_row(
     stale = tmp_path / "st_det" / "report_row.json"
     stale.parent.mkdir(parents=True)
     stale.write_text("{}")
-    monkeypatch.setattr(mtl_report, "train", lambda cfg, out: {"interrupted": True, "step": 3})
+    monkeypatch.setattr(
+        mtl_report, "train", lambda cfg, out, **options: {"interrupted": True, "step": 3}
+    )
     with pytest.raises(mtl_report.ReportStopped, match="stopped at step 3.*--reuse"):
         run_report(cfg, ["fixed"], ["hard"], tmp_path, reuse=True)
     assert not stale.exists()

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from visionmtl.engine.checkpoint import rng_state, set_rng_state
-from visionmtl.engine.distributed import DistInfo, gather_objects
+from visionmtl.engine.distributed import DistInfo, broadcast_from_main, gather_objects
 from visionmtl.engine.training_run import own_rng_state
 
 
@@ -50,3 +50,22 @@ def test_a_file_from_another_world_size_falls_back_to_rank_0(tmp_path: Path) -> 
     state = {"rng": {"r": 0}, "rng_per_rank": [{"r": 0}]}
     assert own_rng_state(state, DistInfo(1, 2, 1), tmp_path / "last.pt") == {"r": 0}
     assert own_rng_state({"rng": {"r": 0}}, DistInfo(), tmp_path / "last.pt") == {"r": 0}
+
+
+def _broadcast(rank: int, world_size: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        agreed = broadcast_from_main(
+            Path(folder) / f"decided-by-{rank}", DistInfo(rank, world_size)
+        )
+        (Path(folder) / f"rank{rank}.txt").write_text(str(agreed))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_gets_rank_0s_decision(tmp_path: Path) -> None:
+    mp.spawn(_broadcast, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    texts = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert texts == [str(tmp_path / "decided-by-0")] * 2
+    assert broadcast_from_main("alone", DistInfo()) == "alone"

@@ -137,7 +137,10 @@ def test_nan_skip_policy_keeps_batchnorm_statistics(
 def test_torchrun_two_processes_stay_in_sync(
     shapes_paths: dict, tmp_path: Path, resnet18_weights: Path, method: str, frozen: bool
 ) -> None:
-    overrides = tiny_train_overrides(shapes_paths, tmp_path) + [
+    """Also: with an earlier run in the output directory, the ranks agree on the next one."""
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "config.yaml").write_text("")
+    overrides = tiny_train_overrides(shapes_paths, tmp_path / "exp") + [
         "data.val_ann=",
         "data.num_workers=0",
         "data.batch_size=4",
@@ -164,4 +167,6 @@ def test_torchrun_two_processes_stay_in_sync(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "all 2 ranks hold identical weights" in done.stdout
     assert ("BatchNorm frozen, levels 1-2 frozen" in done.stdout) == frozen
-    assert (tmp_path / "last.pt").is_file()
+    assert done.stdout.count("run directory: ") == 1  # rank 0 prints
+    assert (tmp_path / "exp2" / "last.pt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "exp2"]

@@ -1,5 +1,6 @@
 """End to end: train -> checkpoints and run files -> eval tool -> resume; tool errors."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -69,6 +70,37 @@ def test_resume_continues_from_last_epoch(
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     epochs = [r["epoch"] for r in map(json.loads, lines) if "epoch" in r]
     assert epochs == [1, 2]
+
+
+def test_a_new_training_never_overwrites_an_earlier_run(
+    shapes_paths: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """runs/exp holds a run: the next one goes to runs/exp2, said first; --exist-ok reuses
+    runs/exp. train.log holds what was printed; results.csv the epoch records of metrics.jsonl."""
+    exp, exp2 = tmp_path / "exp", tmp_path / "exp2"
+    args = ["configs/shapes_demo.yaml", "--set", *tiny_train_overrides(shapes_paths, exp)]
+    args += ["train.epochs=1"]
+    assert train_tool.main(args) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"run directory: {exp}"
+    first = (exp / "last.pt").stat().st_mtime_ns
+    assert train_tool.main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"run directory: {exp2} ({exp} holds an earlier run")
+    assert "epoch 1/1: loss det " in printed and "bbox_AP" in printed
+    assert (exp2 / "train.log").read_text() == printed
+    assert (exp2 / "last.pt").is_file() and (exp / "last.pt").stat().st_mtime_ns == first
+
+    assert train_tool.main([*args, "--exist-ok"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == f"run directory: {exp}"
+    assert not (tmp_path / "exp3").exists() and (exp / "last.pt").stat().st_mtime_ns != first
+    assert (exp / "train.log").read_text() == printed  # the reused folder's log starts over
+    records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1]
+    with open(exp / "results.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == list(epochs[0]) and len(rows) == 2
 
 
 def test_tools_turn_bad_input_into_one_line_errors(

@@ -17,6 +17,7 @@ from visionmtl.config.loading import (
 from visionmtl.config.schema import (
     AMP_MODES,
     GRAD_TARGETS,
+    LOGGERS,
     MTL_METHODS,
     MTL_SHARING,
     NAN_POLICIES,
@@ -40,6 +41,7 @@ from visionmtl.structures import TASKS
 __all__ = [
     "AMP_MODES",
     "GRAD_TARGETS",
+    "LOGGERS",
     "MTL_METHODS",
     "MTL_SHARING",
     "NAN_POLICIES",

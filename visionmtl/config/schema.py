@@ -37,10 +37,11 @@ Sharing = Literal["hard", "adapters"]
 GradTarget = Literal["params", "features"]
 OnInvalid = Literal["error", "skip", "fix"]
 NanPolicy = Literal["stop", "skip"]
+Logger = Literal["jsonl", "csv", "tensorboard"]
 # The valid names, for tools and tests; the Literal types above are their one home.
-AMP_MODES, OPTIMIZERS, MTL_METHODS, MTL_SHARING, GRAD_TARGETS, ON_INVALID, NAN_POLICIES = (
+AMP_MODES, OPTIMIZERS, MTL_METHODS, MTL_SHARING, GRAD_TARGETS, ON_INVALID, NAN_POLICIES, LOGGERS = (
     typing.get_args(choice)
-    for choice in (AmpMode, Optimizer, MtlMethod, Sharing, GradTarget, OnInvalid, NanPolicy)
+    for choice in (AmpMode, Optimizer, MtlMethod, Sharing, GradTarget, OnInvalid, NanPolicy, Logger)
 )
 
 
@@ -346,8 +347,18 @@ class TrainConfig:
             "'auto', 'cpu', 'cuda' or 'cuda:N'",
         ),
     ] = "auto"  # auto: CUDA when available (torchrun: the local rank's GPU)
-    log_every: PositiveInt = 20  # steps between lines in metrics.jsonl
-    output_dir: Str = "runs/exp"  # run directory (checkpoints, config.yaml, metrics)
+    log_every: PositiveInt = 20  # steps between refreshes of the progress bar's losses
+    # Run directory (checkpoints, config.yaml, metrics); where it already holds a run, a fresh
+    # training goes to the next free name (runs/exp2, runs/exp3, ...; tools/train.py --exist-ok
+    # reuses it, --resume continues it).
+    output_dir: Str = "runs/exp"
+    # Metric files of the run directory: jsonl (metrics.jsonl: step and epoch records), csv
+    # (results.csv: one row per epoch), tensorboard (event files; needs the tensorboard package).
+    loggers: Annotated[
+        list[Logger],
+        Seq,
+        _rule(lambda names: len(set(names)) == len(names), "distinct logger names"),
+    ] = field(default_factory=lambda: ["jsonl", "csv"])
     threads: NonNegativeInt = 0  # torch CPU threads (0 keeps torch's default)
     nan_policy: NanPolicy = "stop"  # non-finite loss: stop (save nan_debug.pt) | skip the step
     max_nan_skips: NonNegativeInt = 10  # with nan_policy=skip, stop after this many skipped steps

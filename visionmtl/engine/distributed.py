@@ -106,3 +106,13 @@ def gather_objects(value: Any, info: DistInfo) -> list[Any]:
     gathered: list[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def broadcast_from_main(value: Any, info: DistInfo) -> Any:
+    """Rank 0's ``value`` on every rank (``value`` itself without distribution): a decision taken
+    once, e.g. the run directory; picklable plain data only."""
+    if not info.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

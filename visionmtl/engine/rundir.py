@@ -1,4 +1,5 @@
-"""The run directory: resolved config, package versions and git commit beside the outputs."""
+"""The run directory: which one a training writes to (never over an earlier run unless asked),
+and the resolved config, package versions and git commit beside the outputs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from visionmtl.config import Config, save_config
+from visionmtl.engine.distributed import DistInfo, broadcast_from_main
 
 
 def _git_commit() -> str | None:
@@ -56,6 +58,52 @@ def environment_info() -> dict[str, str | None]:
         "pycocotools": getattr(pycocotools, "__version__", "unknown"),
         "git_commit": _git_commit(),
     }
+
+
+# Files whose presence means a directory holds a run (a fresh training must not overwrite it).
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl")
+
+
+def holds_run(directory: Path) -> bool:
+    """Whether ``directory`` holds a training's outputs (any of :data:`RUN_FILES`)."""
+    return any((directory / name).exists() for name in RUN_FILES)
+
+
+def next_free_run_dir(output_dir: str | Path) -> Path:
+    """``output_dir`` if it holds no run, else the first of ``output_dir`` + 2, 3, ... that holds
+    none (``runs/exp`` -> ``runs/exp2``, as Ultralytics numbers its runs)."""
+    output_dir = Path(output_dir)
+    base = output_dir if output_dir.name else output_dir.resolve()  # "." has no name to number
+    candidate, number = output_dir, 2
+    while holds_run(candidate):
+        candidate, number = base.with_name(f"{base.name}{number}"), number + 1
+    return candidate
+
+
+def choose_run_dir(output_dir: str | Path, exist_ok: bool, resume: bool) -> Path:
+    """Where a training writes: ``output_dir`` itself when resuming it or with ``exist_ok`` (a fresh
+    run then replaces what is there), else :func:`next_free_run_dir`. Created at once: train.log
+    records from the first line."""
+    chosen = Path(output_dir) if exist_ok or resume else next_free_run_dir(output_dir)
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen
+
+
+def agree_on_run_dir(requested: Path, exist_ok: bool, resume: bool, dist_info: DistInfo) -> Path:
+    """:func:`choose_run_dir`, decided by rank 0 and the same on every rank: ranks looking for
+    themselves would race with rank 0's first files."""
+    chosen = choose_run_dir(requested, exist_ok, resume) if dist_info.is_main else None
+    return broadcast_from_main(chosen, dist_info)
+
+
+def run_dir_line(requested: Path, chosen: Path) -> str:
+    """A training's first printed line: where it writes, and why not where asked."""
+    if chosen == requested:
+        return f"run directory: {chosen}"
+    return (
+        f"run directory: {chosen} ({requested} holds an earlier run: --exist-ok reuses it, "
+        "--resume continues it)"
+    )
 
 
 def prepare_run_dir(output_dir: str | Path, cfg: Config) -> Path:

@@ -1,10 +1,8 @@
 """What one training step does per task: which tasks a batch labels (partial labels), and the
-``metrics.jsonl`` record of how the tasks interact (loss, weight, gradient norm, cosines)."""
+step record of how the tasks interact (loss, weight, gradient norm, cosines) for the loggers."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,17 +35,17 @@ def gradient_stats(
     return task_gradient_stats(scaled, shared, scale=scale)
 
 
-def log_interaction(
-    output_dir: Path,
+def interaction_record(
     step: int,
+    lr: float,
     task_losses: dict[str, torch.Tensor],
     weights: dict[str, float],
     grad_stats: dict[str, float],
-) -> None:
-    """One metrics.jsonl line on how the tasks interact at this step."""
-    record: dict[str, Any] = {"step": step}
+) -> dict[str, Any]:
+    """The step record of how the tasks interact at ``step`` (``RunLogger.log_step``): the lr,
+    each task's loss, weight and gradient norm, the pairwise gradient cosines."""
+    record: dict[str, Any] = {"step": step, "lr": lr}
     record.update({f"loss/{task}": round(float(v.detach()), 5) for task, v in task_losses.items()})
     record.update({f"weight/{task}": round(w, 5) for task, w in weights.items()})
     record.update({k: round(v, 5) for k, v in grad_stats.items()})
-    with open(output_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    return record

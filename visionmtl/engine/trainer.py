@@ -7,6 +7,7 @@ import json
 import random
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,12 @@ from visionmtl.engine.distributed import (
     shutdown_distributed,
     tensors_in_sync,
 )
-from visionmtl.engine.rundir import prepare_run_dir
-from visionmtl.engine.task_steps import (
-    gradient_stats,
-    labelled_only,
-    log_interaction,
-)
+from visionmtl.engine.loggers import LOG_FILE, RunLogger, check_loggers, copy_prints, epoch_line
+from visionmtl.engine.rundir import agree_on_run_dir, prepare_run_dir, run_dir_line
+from visionmtl.engine.task_steps import gradient_stats, interaction_record, labelled_only
 from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_stats
 from visionmtl.errors import ConfigError, DataError, TrainingError
-from visionmtl.evaluation.report import format_metrics_table
+from visionmtl.evaluation.report import MAIN_METRICS, format_metrics_table
 from visionmtl.evaluation.validation import build_validation_sets, train_transform
 from visionmtl.models.backbone import fill_backbone_defaults, resolve_backbone_defaults
 from visionmtl.models.summary import format_summary, model_summary
@@ -105,7 +103,7 @@ def dataset_classes(cfg: Config, dataset: CocoDataset | MixedDataset) -> ClassSp
 
 def selection_score(metrics: dict[str, Any]) -> float:
     """One number to pick ``best.pt``: mean of the main metric of each task present."""
-    values = [metrics[k] for k in ("bbox_AP", "segm_AP", "mIoU") if metrics.get(k) is not None]
+    values = [metrics[k] for k in MAIN_METRICS if metrics.get(k) is not None]
     return float(sum(values) / len(values)) if values else -1.0
 
 
@@ -148,14 +146,18 @@ def train(
     output_dir: str | Path | None = None,
     resume: bool = False,
     stop_after_steps: int | None = None,
+    exist_ok: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg`` and write ``config.yaml``, ``env.json``, ``last.pt``, ``best.pt``,
-    ``metrics.jsonl`` and ``eval.json`` into the output directory (rank 0 only under torchrun).
+    ``eval.json``, the metric files of ``train.loggers`` and ``train.log`` into the run directory
+    (rank 0 only under torchrun).
 
-    ``resume`` continues from ``last.pt`` at the exact step it was saved at (mid-epoch too).
+    The run directory is ``output_dir`` (default ``train.output_dir``) unless that holds an earlier
+    run: then the next free name (``runs/exp2``, ...), printed first; ``exist_ok`` reuses
+    ``output_dir`` (a fresh run replaces what is there). ``resume`` continues the run in
+    ``output_dir`` from ``last.pt`` at the exact step it was saved at (mid-epoch too).
     ``stop_after_steps`` saves ``last.pt`` and returns after that many steps in total (used to
     test resumption; SIGTERM does the same). Returns the final evaluation metrics."""
-    output_dir = Path(output_dir or cfg.train.output_dir)
     device = resolve_device(cfg.train.device)
     if cfg.train.sync_bn and device.type != "cuda":
         # One rule for one process and torchrun: DDP refuses SyncBatchNorm off CUDA.
@@ -163,18 +165,32 @@ def train(
             f"train.sync_bn: SyncBatchNorm needs CUDA, but this run trains on {device} "
             f"(train.device: {cfg.train.device}); set train.sync_bn: false, or train on GPUs"
         )
-    cfg = _resolve_run_defaults(cfg, output_dir, resume)
+    check_loggers(cfg.train.loggers)
     dist_info = init_distributed(device)
+    try:
+        requested = Path(output_dir or cfg.train.output_dir)
+        output_dir = agree_on_run_dir(requested, exist_ok, resume, dist_info)
+        log = copy_prints(output_dir / LOG_FILE, resume) if dist_info.is_main else nullcontext()
+        with _StopRequest() as stop, log:
+            if dist_info.is_main:
+                print(run_dir_line(requested, output_dir))
+            cfg, device = _start(cfg, output_dir, resume, device, dist_info)
+            return _train(cfg, output_dir, resume, stop_after_steps, device, dist_info, stop)
+    finally:
+        shutdown_distributed()
+
+
+def _start(
+    cfg: Config, output_dir: Path, resume: bool, device: torch.device, dist_info: DistInfo
+) -> tuple[Config, torch.device]:
+    """The run's config with its defaults resolved, this rank's device; threads and seeds set."""
+    cfg = _resolve_run_defaults(cfg, output_dir, resume)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
-    try:
-        with _StopRequest() as stop:
-            return _train(cfg, output_dir, resume, stop_after_steps, device, dist_info, stop)
-    finally:
-        shutdown_distributed()
+    return cfg, device
 
 
 def _resolve_run_defaults(cfg: Config, output_dir: Path, resume: bool) -> Config:
@@ -230,10 +246,22 @@ def _train(
         _report_data_problems(output_dir, *train_set.coco_sets, val_sets.coco)
     run = TrainingRun(cfg, classes, train_set, val_sets, output_dir, resume, device, dist_info)
     progress = run.restore(resume)
-    if run.is_main and not resume and (output_dir / "metrics.jsonl").exists():
-        (output_dir / "metrics.jsonl").unlink()  # a fresh run does not append to an old log
     if run.is_main:
         _print_start(run, len(train_set))
+        run.logger = RunLogger(output_dir, cfg.train.loggers, progress.step)
+    try:
+        return _run_epochs(run, progress, stop, stop_after_steps)
+    finally:
+        if run.logger is not None:
+            run.logger.close()
+
+
+def _run_epochs(
+    run: TrainingRun, progress: Progress, stop: _StopRequest, stop_after_steps: int | None
+) -> dict[str, Any]:
+    """Epochs from ``progress`` to ``train.epochs``, then the final checks and files; the final
+    metrics, or ``interrupted`` and the step reached."""
+    cfg = run.cfg
     metrics: dict[str, Any] = {}
     while progress.epoch < cfg.train.epochs:
         epoch_start = time.perf_counter()
@@ -361,9 +389,10 @@ def _optimize(
     if run.ema is not None:
         run.ema.update(run.model, step=progress.step + 1)
     _accumulate(progress.epoch_stats, losses, task_losses, labelled)
-    if not (log_grads and run.is_main):
+    if not log_grads or run.logger is None:
         return None
-    log_interaction(run.output_dir, progress.step, task_losses, weights, grad_stats)
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.logger.log_step(interaction_record(progress.step, lr, task_losses, weights, grad_stats))
     return interaction_summary(weights, grad_stats)
 
 
@@ -401,8 +430,9 @@ def host_floats(values: dict[str, float | torch.Tensor]) -> dict[str, float]:
 
 
 def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str, Any] | None:
-    """The balancer's epoch hook, validation when due (``best.pt`` on a better score), a line of
-    ``metrics.jsonl`` and ``last.pt`` at the next epoch. Returns the validation metrics, None
+    """The balancer's epoch hook, validation when due (``best.pt`` on a better score), the epoch's
+    record to the loggers and a printed line, ``last.pt`` at the next epoch. Returns the
+    validation metrics, None
     where there was no validation on this rank."""
     cfg, epoch = run.cfg, progress.epoch
     task_sums = progress.epoch_stats["task_sums"]
@@ -421,11 +451,11 @@ def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str
     if run.val_sets and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
         if run.is_main:
             metrics = _validate(run, progress)
-            record.update({k: v for k, v in metrics.items() if k != "per_class"})
         barrier(run.dist_info)
-    if run.is_main:
-        with open(run.output_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+    if run.logger is not None:
+        flat = {k: v for k, v in (metrics or {}).items() if k != "per_class"}
+        run.logger.log_epoch(record, flat)
+        print(epoch_line(record, flat, cfg.train.epochs))
     progress.epoch, progress.batch = epoch + 1, 0
     run.save_last(progress)
     return metrics

@@ -25,6 +25,7 @@ from visionmtl.engine.checkpoint import (
 )
 from visionmtl.engine.distributed import DistInfo, gather_objects
 from visionmtl.engine.finetune import init_from_checkpoint
+from visionmtl.engine.loggers import RunLogger
 from visionmtl.engine.nan_guard import NanGuard
 from visionmtl.engine.optim import build_optimizer, build_scheduler
 from visionmtl.engine.sampler import EpochSampler, SeededDataset
@@ -117,6 +118,8 @@ class TrainingRun:
         self.nan_guard = NanGuard(
             cfg.train.nan_policy, cfg.train.max_nan_skips, output_dir, train_set.file_names()
         )
+        # Rank 0's metric loggers, opened by the loop once the step it starts from is known.
+        self.logger: RunLogger | None = None
 
     @property
     def is_main(self) -> bool:

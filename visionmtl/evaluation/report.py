@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 MISSING = "-"
+# Each task's headline metric: best.pt is chosen on their mean, and the epoch lines print them.
+MAIN_METRICS = ("bbox_AP", "segm_AP", "mIoU")
 
 
 def merge_metrics(*metric_dicts: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""Run directories: a fresh training never writes over an earlier run."""
+
+from pathlib import Path
+
+import pytest
+
+from visionmtl.engine.rundir import RUN_FILES, choose_run_dir
+
+
+def _earlier_run(directory: Path, marker: str = "config.yaml") -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / marker).write_text("")
+
+
+@pytest.mark.parametrize("marker", RUN_FILES)
+def test_a_directory_holding_a_run_gives_the_next_free_name(tmp_path: Path, marker: str) -> None:
+    exp = tmp_path / "runs" / "exp"
+    assert choose_run_dir(exp, exist_ok=False, resume=False) == exp  # new: used and created
+    assert exp.is_dir()
+    assert choose_run_dir(exp, exist_ok=False, resume=False) == exp  # created, but no run yet
+    _earlier_run(exp, marker)
+    assert choose_run_dir(exp, exist_ok=False, resume=False) == tmp_path / "runs" / "exp2"
+    _earlier_run(tmp_path / "runs" / "exp2")
+    unrelated = tmp_path / "runs" / "exp3"  # a folder without a run's files is free
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("")
+    assert choose_run_dir(exp, exist_ok=False, resume=False) == unrelated
+
+
+def test_exist_ok_and_resume_keep_the_directory(tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    _earlier_run(exp, "last.pt")
+    assert choose_run_dir(exp, exist_ok=True, resume=False) == exp
+    assert choose_run_dir(exp, exist_ok=False, resume=True) == exp
+    assert not (tmp_path / "exp2").exists()
+
+
+def test_the_current_directory_is_numbered_by_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _earlier_run(tmp_path / "exp")
+    monkeypatch.chdir(tmp_path / "exp")
+    assert choose_run_dir(Path("."), exist_ok=False, resume=False) == tmp_path.resolve() / "exp2"
