@@ -20,6 +20,7 @@ from visionmtl.evaluation.coco_eval import CocoEvaluator
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
 from visionmtl.structures import BACKGROUND
 
+
 def match_detections(
     gt_boxes: Tensor,
     gt_labels: Tensor,
