@@ -163,3 +163,22 @@ def test_a_training_logs_losses_task_signals_and_metrics_to_tensorboard(
     assert [step for step, _ in scalars["lr"]] == [0, 1, 2]
     assert {"val/bbox_AP", "val/segm_AP", "val/mIoU"} <= set(scalars)
     assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "results.csv").exists()
+
+
+def test_resume_without_a_checkpoint_keeps_the_earlier_logs(
+    shapes_paths: dict, tmp_path: Path
+) -> None:
+    """--resume in a directory whose run died before its first last.pt starts from step 0, and
+    must not delete what that run logged."""
+    from tests.conftest import tiny_train_overrides
+    from visionmtl.config import load_config
+    from visionmtl.engine.trainer import train
+
+    earlier = json.dumps({"epoch": 0, "note": "an earlier run"})
+    (tmp_path / "metrics.jsonl").write_text(earlier + "\n")
+    overrides = tiny_train_overrides(shapes_paths, tmp_path) + ["train.epochs=1"]
+    train(load_config(None, overrides), tmp_path, resume=True, stop_after_steps=1)
+    assert (tmp_path / "metrics.jsonl").read_text().splitlines()[0] == earlier
+    with RunLogger(tmp_path, ["jsonl"], start_step=0, fresh=True):
+        pass  # a fresh run (--exist-ok) does start the files over
+    assert not (tmp_path / "metrics.jsonl").exists()

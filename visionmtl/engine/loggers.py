@@ -47,14 +47,17 @@ class RunLogger:
       keys (``|`` written ``-``: TensorBoard's tag characters), epoch records as ``epoch/<key>``
       and validation metrics as ``val/<key>``.
 
-    ``start_step`` 0 is a fresh run: these loggers' files of an earlier run in ``output_dir``
-    (reused with ``--exist-ok``) are removed. Otherwise a resumed run appends, and TensorBoard
+    ``fresh`` (not ``--resume``) at ``start_step`` 0: these loggers' files of an earlier run in
+    ``output_dir`` (reused with ``--exist-ok``) are removed. Otherwise the run appends (a
+    ``--resume`` without ``last.pt`` starts at step 0 but keeps what is there), and TensorBoard
     hides the events an interrupted run wrote from ``start_step`` on (``purge_step``), which the
     resumed run writes again."""
 
-    def __init__(self, output_dir: Path, names: Sequence[str], start_step: int) -> None:
+    def __init__(
+        self, output_dir: Path, names: Sequence[str], start_step: int, fresh: bool = True
+    ) -> None:
         self.output_dir, self.names = output_dir, set(names)
-        if start_step == 0:
+        if fresh and start_step == 0:
             for path in [output_dir / METRICS_FILE, output_dir / CSV_FILE]:
                 path.unlink(missing_ok=True)
             for path in output_dir.glob(EVENTS_GLOB):

@@ -248,7 +248,8 @@ def _train(
     progress = run.restore(resume)
     if run.is_main:
         _print_start(run, len(train_set))
-        run.logger = RunLogger(output_dir, cfg.train.loggers, progress.step)
+        # --resume never deletes what is there, even without a last.pt to resume from
+        run.logger = RunLogger(output_dir, cfg.train.loggers, progress.step, fresh=not resume)
     try:
         return _run_epochs(run, progress, stop, stop_after_steps)
     finally:
