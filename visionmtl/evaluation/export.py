@@ -72,7 +72,13 @@ def write_results(
     paths = []
     for name, content in contents.items():
         path = directory / name
-        with path.open("x") as file:  # "x": fails rather than overwrite a file made meanwhile
-            json.dump(content, file)
+        try:
+            with path.open("x") as file:  # "x": fails rather than overwrite a file made meanwhile
+                json.dump(content, file)
+        except FileExistsError:
+            raise OutputExistsError(
+                f"{path} appeared while the results were written (another evaluation into "
+                f"{directory}?); it was left as it is: pass a new --save-json directory"
+            ) from None
         paths.append(path)
     return paths
