@@ -19,8 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output-dir", default=None, help="run directory (default: train.output_dir)"
     )
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
-    parser.add_argument(
+    # Either continue the run there or replace it, not both.
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    where.add_argument(
         "--exist-ok",
         action="store_true",
         help="train into OUTPUT_DIR even if it holds a run (replacing it), not OUTPUT_DIR2, ...",

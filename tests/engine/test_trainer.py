@@ -90,6 +90,9 @@ def test_a_new_training_never_overwrites_an_earlier_run(
     assert (exp2 / "train.log").read_text() == printed
     assert (exp2 / "last.pt").is_file() and (exp / "last.pt").stat().st_mtime_ns == first
 
+    with pytest.raises(SystemExit) as both:  # continue the run or replace it, not both
+        train_tool.main([*args, "--exist-ok", "--resume"])
+    assert both.value.code == 2 and "not allowed with" in capsys.readouterr().err
     assert train_tool.main([*args, "--exist-ok"]) == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0] == f"run directory: {exp}"
