@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         "--images", help="image folder for --ann (default: the config's data.val_images)"
     )
     parser.add_argument(
-        "--out", help="write the metrics JSON here (default: eval.json beside the checkpoint)"
+        "--out",
+        help="write the metrics JSON here (default: eval.json beside the checkpoint, or "
+        "eval2.json, ... when it exists: the training's own eval.json is kept)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument(
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluations = sets.run(model, cfg, torch.device(args.device))
         metrics = combined_metrics(evaluations)
         print(format_metrics_table(metrics))
-        out = Path(args.out) if args.out else Path(args.checkpoint).with_name("eval.json")
+        out = Path(args.out) if args.out else _free_name(Path(args.checkpoint).parent)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {out}")
@@ -117,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path}")
 
     return run_tool(run)
+
+
+def _free_name(run_dir: Path) -> Path:
+    """``run_dir/eval.json``, or ``eval2.json``, ... when it exists: the training's own
+    ``eval.json`` (and earlier evaluations) are kept."""
+    out, number = run_dir / "eval.json", 2
+    while out.exists():
+        out, number = run_dir / f"eval{number}.json", number + 1
+    return out
 
 
 def _check_config_paths(cfg: Config) -> None:

@@ -322,3 +322,8 @@ def test_training_from_weights_freezes_batchnorm_and_stem(
     out = tmp_path / "again.json"
     assert eval_tool.main([str(tmp_path / "best.pt"), "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == json.loads((tmp_path / "eval.json").read_text())
+    # without --out: the training's eval.json is kept, the evaluation goes to eval2.json
+    before = (tmp_path / "eval.json").read_text()
+    assert eval_tool.main([str(tmp_path / "best.pt")]) == 0
+    assert (tmp_path / "eval.json").read_text() == before
+    assert json.loads((tmp_path / "eval2.json").read_text()) == json.loads(before)
