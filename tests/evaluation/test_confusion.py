@@ -64,13 +64,13 @@ def test_detection_confusion_on_two_images() -> None:
         ([0, 0, 20, 12], 1, 0.9),  # IoU 0.6 with dog 4 ...
         ([0, 0, 20, 20], 0, 0.3),  # ... IoU 1 as cat: greedy by IoU, so 4 is a dog seen as cat
         ([50, 0, 10, 10], 1, 0.9),  # dog found as dog
-        ([30, 30, 20, 20], 0, 0.6),  # on the crowd region: not an object to find
+        ([30, 30, 20, 20], 0, 0.6),  # on the crowd region: ignored, as COCOeval does
     ]
     evaluator.process([1, 2], [_prediction(image_1), _prediction(image_2)])
     expected = [
         [1, 0, 1],  # cats: one found, one missed
         [2, 1, 0],  # dogs: two seen as cats, one found
-        [1, 2, 0],  # background: one cat and two dogs predicted on nothing
+        [0, 2, 0],  # background: two dogs predicted on nothing (the crowd cat is ignored)
     ]
     assert detection_confusion(evaluator).tolist() == expected
     # A looser score threshold lets the low-scoring cat find the missed one.
@@ -92,6 +92,12 @@ def test_one_class_detection_confusion() -> None:
     empty = torch.zeros(0, 4)
     no_labels = torch.zeros(0, dtype=torch.int64)
     assert match_detections(empty, no_labels, empty, no_labels, 1).tolist() == [[0, 0], [0, 0]]
+    # a crowd region over the third detection: ignored, as COCOeval does, not a false positive
+    crowd = torch.tensor([[45.0, 45, 70, 70]])
+    matrix = match_detections(
+        gt_boxes, gt_labels, pred_boxes, pred_labels, num_classes=1, crowd_boxes=crowd
+    )
+    assert matrix.tolist() == [[1, 1], [1, 0]]
 
 
 def test_semantic_confusion_leaves_out_a_background_the_model_does_not_predict() -> None:

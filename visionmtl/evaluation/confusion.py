@@ -28,6 +28,7 @@ def match_detections(
     pred_labels: Tensor,
     num_classes: int,
     iou_thresh: float = 0.5,
+    crowd_boxes: Tensor | None = None,
 ) -> Tensor:
     """One image's detection confusion matrix.
 
@@ -39,6 +40,9 @@ def match_detections(
         gt_boxes: [G, 4] xyxy ground-truth boxes; gt_labels: [G] contiguous labels 0..K-1.
         pred_boxes: [P, 4] xyxy detections (already filtered by score); pred_labels: [P].
         num_classes: K.
+        crowd_boxes: [C, 4] xyxy crowd regions: an unmatched detection that lies on one
+            (intersection >= ``iou_thresh`` of its own area) is no false positive, as COCOeval
+            ignores it.
 
     Returns:
         [K + 1, K + 1] int64 counts, rows ground truth, columns prediction, index K background:
@@ -58,10 +62,21 @@ def match_detections(
         gt_matched[gt] = pred_matched[pred] = True
         matrix[gt_labels[gt], pred_labels[pred]] += 1
     matrix[:background, background] += torch.bincount(gt_labels[~gt_matched], minlength=num_classes)
-    matrix[background, :background] += torch.bincount(
-        pred_labels[~pred_matched], minlength=num_classes
-    )
+    false = ~pred_matched & ~_on_crowd(pred_boxes, crowd_boxes, iou_thresh)
+    matrix[background, :background] += torch.bincount(pred_labels[false], minlength=num_classes)
     return matrix
+
+
+def _on_crowd(boxes: Tensor, crowd: Tensor | None, thresh: float) -> Tensor:
+    """[N] bool: boxes [N, 4] covered by a crowd box [C, 4] to at least ``thresh`` of their area."""
+    if crowd is None or not len(crowd) or not len(boxes):
+        return torch.zeros(len(boxes), dtype=torch.bool)
+    boxes, crowd = boxes.to(torch.float64), crowd.to(torch.float64)
+    top_left = torch.maximum(boxes[:, None, :2], crowd[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], crowd[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)  # [N, C]
+    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1).clamp(min=1e-9)
+    return (inter / area[:, None] >= thresh).any(dim=1)
 
 
 def detection_confusion(
@@ -71,8 +86,8 @@ def detection_confusion(
     processed, against the ground truth it scores AP on (the cleaned data set), from its box
     results with ``score >= score_thresh``.
 
-    Crowd regions are not boxes to find (training ignores them too), so a detection on one is
-    unmatched; COCOeval instead ignores it, which AP reflects."""
+    Crowd regions are not boxes to find (training ignores them too); a detection left on one
+    is not counted, as COCOeval ignores it."""
     label_of = {category_id: k for k, category_id in enumerate(evaluator.category_ids)}
     detections: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for result in evaluator.results("bbox"):
@@ -81,15 +96,15 @@ def detection_confusion(
     num_classes = len(label_of)
     matrix = torch.zeros(num_classes + 1, num_classes + 1, dtype=torch.int64)
     for image_id in evaluator.image_ids:
-        truth = [
-            annotation
-            for annotation in evaluator.coco_gt.imgToAnns[image_id]
-            if not annotation.get("iscrowd", 0) and annotation["category_id"] in label_of
+        annotations = [
+            a for a in evaluator.coco_gt.imgToAnns[image_id] if a["category_id"] in label_of
         ]
+        truth = [a for a in annotations if not a.get("iscrowd", 0)]
+        crowd, _ = _boxes_and_labels([a for a in annotations if a.get("iscrowd", 0)], label_of)
         gt_boxes, gt_labels = _boxes_and_labels(truth, label_of)
         pred_boxes, pred_labels = _boxes_and_labels(detections[image_id], label_of)
         matrix += match_detections(
-            gt_boxes, gt_labels, pred_boxes, pred_labels, num_classes, iou_thresh
+            gt_boxes, gt_labels, pred_boxes, pred_labels, num_classes, iou_thresh, crowd
         )
     return matrix
 
