@@ -120,8 +120,11 @@ def run_peer(cfg: Any, out_dir: Path, device: Any, recipe: Any) -> dict[str, Any
     source = next(s for s in data.extra_sources if s.sem_masks)
     classes = ClassSpec.from_data([], [], cfg.model.sem.class_names, sem_background=False)
     ids = {"class_names": source.class_names, "ids": source.ids, "ignore_ids": source.ignore_ids}
-    train_set = png_eval_set(cfg, classes, source.images, source.sem_masks, **ids)
-    train_set.transform = train_transform(cfg)  # the augmentation ours trains with
+    # the augmentation ours trains with
+    train_tf = train_transform(cfg)
+    train_set = png_eval_set(
+        cfg, classes, source.images, source.sem_masks, **ids, transform=train_tf
+    )
     val_set = png_eval_set(
         cfg, classes, data.val_sem_images, data.val_sem_masks, **run_png_ids(cfg)
     )

@@ -73,15 +73,7 @@ def semantic_png_val_set(cfg: Config, classes: ClassSpec) -> SemanticPngDataset 
     data = cfg.data
     if not data.val_sem_masks:
         return None
-    return png_eval_set(
-        cfg,
-        classes,
-        data.val_sem_images,
-        data.val_sem_masks,
-        class_names=data.val_sem_class_names,
-        ids=data.val_sem_ids,
-        ignore_ids=data.val_sem_ignore_ids,
-    )
+    return png_eval_set(cfg, classes, data.val_sem_images, data.val_sem_masks, **run_png_ids(cfg))
 
 
 def png_eval_set(
@@ -92,10 +84,11 @@ def png_eval_set(
     class_names: Sequence[str] = (),
     ids: Mapping[int, str] | None = None,
     ignore_ids: Sequence[int] = (),
+    transform: Transform | None = None,
 ) -> SemanticPngDataset:
     """A PNG label set (ids declared as in ``SourceConfig``; none: the model's own semantic ids,
-    0 background, k = ``classes.sem_names[k - 1]``, 255 ignore) with the evaluation
-    preprocessing of ``cfg``, in the ids of the semantic head of ``classes``."""
+    0 background, k = ``classes.sem_names[k - 1]``, 255 ignore) with ``transform`` (default:
+    the evaluation preprocessing of ``cfg``), in the ids of the semantic head of ``classes``."""
     where = "model.sem.class_names" if classes.has_own_sem_classes else "the training categories"
     if not class_names and not ids:
         ids = classes.sem_ids
@@ -108,7 +101,7 @@ def png_eval_set(
         ids=ids,
         ignore_ids=ignore_ids,
         background=classes.sem_background,
-        transform=eval_transform(cfg),
+        transform=transform if transform is not None else eval_transform(cfg),
     )
 
 
