@@ -12,11 +12,11 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[dev,bench,tensorboard]"
+	$(PY) -m pip install -q -e ".[dev,bench,tensorboard,plot]"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tools/demo.py
+	$(PY) -m visionmtl demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

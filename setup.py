@@ -26,5 +26,8 @@ setup(
         "bench": ["segmentation-models-pytorch>=0.3"],
         # train.loggers: [tensorboard] (torch.utils.tensorboard writes through it).
         "tensorboard": ["tensorboard>=2.14"],
+        # visionmtl plot (training curves).
+        "plot": ["matplotlib>=3.7"],
     },
+    entry_points={"console_scripts": ["visionmtl = visionmtl.commands:main"]},
 )

@@ -317,14 +317,14 @@ class CocoDataset(Dataset):
                 file_name=info["file_name"],
                 entity="image",
                 action="skipped",
-                fix_hint="replace the file or remove the image (tools/check_data.py lists all)",
+                fix_hint="replace the file or remove the image (`visionmtl check` lists all)",
             )
         )
         if failed > self.max_bad_fraction * total:
             raise DataError(
                 f"{self.ann_file}: more than {self.max_bad_fraction:.1%} of images failed to load "
                 f"({failed} of {total} in this process), last: {error}; fix the files "
-                "(tools/check_data.py lists them) or raise data.max_bad_image_fraction"
+                "(`visionmtl check` lists them) or raise data.max_bad_image_fraction"
             )
         warnings.warn(f"{error} (skipped: {failed} of {total} images failed)", stacklevel=3)
 

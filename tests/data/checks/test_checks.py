@@ -275,7 +275,7 @@ def test_policies_keep_the_expected_annotations(tmp_path: Path) -> None:
     ann_file = _policy_set(tmp_path)
     with pytest.raises(DataError, match=r"3 error\(s\): annotation 2 .*outside") as error:
         CocoDataset(ann_file, tmp_path / "images", on_invalid="error")
-    assert str(ann_file) in str(error.value) and "check_data.py" in str(error.value)
+    assert str(ann_file) in str(error.value) and "visionmtl check" in str(error.value)
     skipped = CocoDataset(ann_file, tmp_path / "images", on_invalid="skip")
     assert skipped[0][1]["boxes"].tolist() == [[5, 5, 15, 15]]
     assert {

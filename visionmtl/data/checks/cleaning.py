@@ -33,7 +33,7 @@ def clean_annotations(
         if report.errors:
             raise DataError(
                 _error_listing(report, report.errors)
-                + f". List them all with `python tools/check_data.py {report.ann_file} IMAGE_DIR`, "
+                + f". List them all with `visionmtl check {report.ann_file} IMAGE_DIR`, "
                 "or set data.on_invalid to skip or fix"
             )
         return data, [_acted(problem, "kept") for problem in report.problems]
