@@ -440,3 +440,9 @@ def test_bad_extra_source_names_its_index(source: object, expected: str) -> None
 def test_extra_sources_override_of_an_element_key_is_explained() -> None:
     with pytest.raises(ConfigError, match=r"'data\.extra_sources' is a list; set it whole"):
         apply_overrides(Config(), ["data.extra_sources.tasks=[det]"])
+
+
+def test_sem_dice_weight_must_not_be_negative() -> None:
+    assert load_config(None, ["model.sem.dice_weight=0.5"]).model.sem.dice_weight == 0.5
+    with pytest.raises(ConfigError, match=r"model\.sem\.dice_weight"):
+        load_config(None, ["model.sem.dice_weight=-1"])

@@ -280,6 +280,42 @@ def test_semantic_loss_ignores_255_and_postprocess_sizes() -> None:
     assert results[0]["sem_seg"].max() < 4
 
 
+def test_soft_dice_is_zero_when_right_and_ignores_unlabelled_pixels() -> None:
+    target = torch.randint(0, 3, (2, 8, 8))
+    target[:, :2] = 255
+    right = F.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2).float() * 50
+    assert semantic_module.soft_dice_loss(right, target) < 0.01
+    wrong = right.roll(1, dims=1)  # every labelled pixel gets another class
+    assert semantic_module.soft_dice_loss(wrong, target) > 0.9
+    # Logits at unlabelled pixels count for nothing.
+    changed = right.clone()
+    changed[:, :, :2] = torch.randn(2, 3, 2, 8) * 50
+    assert semantic_module.soft_dice_loss(changed, target) < 0.01
+
+
+def test_soft_dice_weighs_a_rare_class_like_a_common_one() -> None:
+    """A 1-pixel class predicted wrong: cross-entropy hardly notices (1 pixel in 256), the Dice
+    loss counts that class as much as the common one (its term is 1: the mean of 2 is ~0.5)."""
+    target = torch.zeros(1, 16, 16, dtype=torch.int64)
+    target[0, 0, 0] = 1  # one pixel of class 1
+    logits = torch.zeros(1, 2, 16, 16)
+    logits[:, 0] = 20  # class 0 everywhere: only the rare pixel is wrong
+    assert F.cross_entropy(logits, target) < 0.1
+    assert semantic_module.soft_dice_loss(logits, target) > 0.45
+
+
+def test_semantic_head_adds_dice_with_its_weight() -> None:
+    head = SemanticFPNHead(16, num_classes=4, strides=[8, 16, 32], channels=16, dice_weight=0.5)
+    outputs = head(pyramid())
+    targets = [{"sem_seg": torch.randint(0, 4, (128, 128))}, {}]
+    losses = head.loss(outputs, targets, (128, 128))
+    assert set(losses) == {"sem/ce", "sem/dice"} and 0 < losses["sem/dice"] <= 0.5
+    unlabelled = head.loss(outputs, [{}, {}], (128, 128))
+    assert set(unlabelled) == {"sem/ce", "sem/dice"} and unlabelled["sem/dice"] == 0
+    plain = SemanticFPNHead(16, num_classes=4, strides=[8, 16, 32], channels=16)
+    assert set(plain.loss(plain(pyramid()), targets, (128, 128))) == {"sem/ce"}
+
+
 def test_semantic_postprocess_resizes_labels_not_logits(monkeypatch: pytest.MonkeyPatch) -> None:
     head = SemanticFPNHead(16, num_classes=80, strides=[8, 16, 32], channels=16)
     outputs = head(pyramid())

@@ -153,6 +153,11 @@ class SemConfig:
             "distinct, non-empty names other than 'background' (id 0 is background)",
         ),
     ] = field(default_factory=list)
+    # Weight of a soft Dice loss (``sem/dice``) added to the pixel cross-entropy: each class present
+    # in the batch counts equally, whatever its pixel count, so thin and rare classes (pole,
+    # bicyclist) are not drowned by road and sky (Milletari et al. 2016; smp's and MMSeg's CE+Dice).
+    # 0: cross-entropy alone.
+    dice_weight: NonNegativeFloat = 0.0
 
 
 @dataclass(config=_CONFIG)

@@ -60,6 +60,7 @@ def build_model(
             sem_strides,
             cfg.sem.channels,
             background=classes.sem_background,
+            dice_weight=cfg.sem.dice_weight,
         )
     if "inst" in cfg.tasks:
         heads["inst"] = MaskHead(

@@ -22,6 +22,7 @@ class SemanticFPNHead(nn.Module):
         channels: width of the head.
         background: whether index 0 is predicted; without it (no training source labels
             background, e.g. CamVid) the argmax is over classes 1.. only.
+        dice_weight: weight of the soft Dice loss beside the cross-entropy (0: none).
     """
 
     def __init__(
@@ -31,8 +32,10 @@ class SemanticFPNHead(nn.Module):
         strides: list[int],
         channels: int = 64,
         background: bool = True,
+        dice_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        self.dice_weight = dice_weight
         self.strides = list(strides)
         self.num_classes = num_classes
         self.first_class = 0 if background else 1
@@ -62,18 +65,27 @@ class SemanticFPNHead(nn.Module):
         targets: list[dict[str, Tensor]],
         padded_shape: tuple[int, int],
     ) -> dict[str, Tensor]:
-        """Pixel cross-entropy (``sem/ce``) at the padded input resolution over images with ``sem_seg``."""
+        """Pixel cross-entropy (``sem/ce``), and with ``dice_weight`` the soft Dice loss
+        (``sem/dice``), at the padded input resolution over images with ``sem_seg``."""
         logits = outputs["sem_logits"]
         labelled = [i for i, t in enumerate(targets) if "sem_seg" in t]
         if not labelled:
-            return {"sem/ce": logits.sum() * 0}
+            return self._zero(logits)
         logits = F.interpolate(
             logits[labelled].float(), size=padded_shape, mode="bilinear", align_corners=False
         )
         target = torch.stack([_pad_to(targets[i]["sem_seg"], padded_shape) for i in labelled])
         if (target != IGNORE_INDEX).sum() == 0:
-            return {"sem/ce": logits.sum() * 0}
-        return {"sem/ce": F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)}
+            return self._zero(logits)
+        losses = {"sem/ce": F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)}
+        if self.dice_weight > 0:
+            losses["sem/dice"] = self.dice_weight * soft_dice_loss(logits, target)
+        return losses
+
+    def _zero(self, logits: Tensor) -> dict[str, Tensor]:
+        """The loss keys at zero, still connected to the graph (every rank's graph the same)."""
+        zero = logits.sum() * 0
+        return {"sem/ce": zero, **({"sem/dice": zero} if self.dice_weight > 0 else {})}
 
     @torch.no_grad()
     def postprocess(
@@ -102,6 +114,24 @@ class SemanticFPNHead(nn.Module):
                 labels = resize_labels(labels, tuple(output_sizes[i]))
             results.append({"sem_seg": labels})
         return results
+
+
+def soft_dice_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """1 - the mean soft Dice coefficient over the classes present in ``target``.
+
+    logits: [B, C, H, W]; target: [B, H, W] int64 class ids, ``IGNORE_INDEX`` where unlabelled
+    (those pixels count for nothing). Each class's Dice is 2|P*T| / (|P| + |T|) over the batch,
+    with P the softmax probabilities and T the one-hot target."""
+    valid = (target != IGNORE_INDEX).unsqueeze(1)  # [B, 1, H, W]
+    probs = logits.softmax(1) * valid
+    one_hot = F.one_hot(target.where(valid[:, 0], 0), logits.shape[1]).permute(0, 3, 1, 2)
+    one_hot = one_hot * valid
+    dims = (0, 2, 3)
+    overlap = (probs * one_hot).sum(dims)
+    total = probs.sum(dims) + one_hot.sum(dims)
+    present = one_hot.sum(dims) > 0
+    dice = 2 * overlap / total.clamp(min=1e-7)  # no smoothing (smp's default)
+    return ((1 - dice) * present).sum() / present.sum().clamp(min=1)
 
 
 def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
