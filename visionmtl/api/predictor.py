@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from visionmtl.api.io import ImageInput, load_rgb
 from visionmtl.api.result import Result
+from visionmtl.api.sources import Frame, iter_frames
 from visionmtl.config import Config
 from visionmtl.data import Collator
 from visionmtl.data.classes import semantic_ids
@@ -64,7 +66,7 @@ class Predictor:
         score_thresh: float | None = None,
         batch_size: int | None = None,
     ) -> Predictor:
-        """Build the model from a checkpoint written by ``tools/train.py`` (no other file needed)."""
+        """Build the model from a checkpoint written by ``visionmtl train`` (no other file needed)."""
         model, cfg = load_model(path, device=device)
         return cls(model, cfg, device=device, score_thresh=score_thresh, batch_size=batch_size)
 
@@ -82,6 +84,20 @@ class Predictor:
                 arrays = [load_rgb(source) for source in images[start : start + self.batch_size]]
                 results.extend(self._predict_batch(arrays, thresh))
         return results
+
+    def stream(
+        self, sources: ImageInput | Iterable[ImageInput], score_thresh: float | None = None
+    ) -> Iterator[tuple[Frame, Result]]:
+        """(frame, result) for every image and video frame of ``sources`` (files, folders, glob
+        patterns, videos, PIL images, arrays: :func:`~visionmtl.api.sources.iter_frames`), as
+        each batch of ``batch_size`` frames is done: only one batch is held in memory, so a long
+        video streams in flat memory."""
+        thresh = self.score_thresh if score_thresh is None else float(score_thresh)
+        frames = iter_frames(sources)
+        while batch := list(itertools.islice(frames, self.batch_size)):
+            with self._det_score_thresh(thresh):  # not held while the caller has the results
+                results = self._predict_batch([frame.image for frame in batch], thresh)
+            yield from zip(batch, results, strict=True)
 
     @contextlib.contextmanager
     def _det_score_thresh(self, thresh: float) -> Iterator[None]:

@@ -51,7 +51,8 @@ class Result:
             "label_names": list(self.label_names),
         }
         if self.masks is not None:
-            out["mask_areas"] = self.masks.reshape(len(self.masks), -1).sum(axis=1).tolist()
+            # Summed per mask over its pixels (reshape(0, -1) fails with no detection).
+            out["mask_areas"] = self.masks.sum(axis=(1, 2)).tolist()
         if self.sem_seg is not None:
             ids, counts = np.unique(self.sem_seg, return_counts=True)
             out["sem_seg_pixels"] = {int(i): int(c) for i, c in zip(ids, counts, strict=True)}

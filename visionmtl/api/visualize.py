@@ -41,7 +41,7 @@ def draw_result(
 
     image: [H, W, 3] uint8 RGB at the result's original size. Returns a new uint8 array
     [H, W, 3], or [H, W + legend width, 3] with a legend."""
-    canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    canvas = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a copy: PIL arrays are read-only
     shown: list[tuple[str, tuple[int, int, int]]] = []
     if sem and result.sem_seg is not None:
         ids = [int(i) for i in np.unique(result.sem_seg) if result.sem_class_names.get(int(i))]
