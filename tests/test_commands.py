@@ -9,6 +9,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -101,3 +102,38 @@ def test_read_records_keeps_the_resumed_runs_record(tmp_path: Path) -> None:
     steps, epochs = read_records(tmp_path)
     assert [(r["step"], r["loss/det"]) for r in steps] == [(1, 3.0), (2, 1.5)]
     assert [r["bbox_AP"] for r in epochs] == [0.2]
+
+
+def test_check_draw_coco_ground_truth_never_overwrites(shapes_paths: dict, tmp_path: Path) -> None:
+    args = ["check", str(shapes_paths["val_ann"]), str(shapes_paths["val_images"])]
+    out = tmp_path / "gt"
+    assert main([*args, "--draw", str(out), "--draw-limit", "3"]) == 0
+    first = sorted(out.iterdir())
+    assert len(first) == 3 and all(p.name.endswith("_gt.png") for p in first)
+    drawn = np.asarray(Image.open(first[0]).convert("RGB"))
+    source = Path(shapes_paths["val_images"]) / first[0].name.replace("_gt.png", ".png")
+    plain = np.asarray(Image.open(source).convert("RGB"))
+    assert drawn.shape == plain.shape and (drawn != plain).any()  # boxes/masks drawn, no legend
+    before = {p: p.read_bytes() for p in first}
+    assert main([*args, "--draw", str(out), "--draw-limit", "3"]) == 0
+    assert len(list(out.iterdir())) == 6 and all(p.read_bytes() == b for p, b in before.items())
+
+
+def test_check_draw_png_set_with_its_class_names(street: dict, tmp_path: Path) -> None:
+    out = tmp_path / "gt"
+    args = ["check", "--sem-images", street["val"]["images"], "--sem-masks"]
+    args += [street["val"]["sem_masks"], "--ids", "0=sky,1=ground,2=shape", "--ignore-ids", "3"]
+    assert main([*args, "--draw", str(out)]) == 0
+    pictures = sorted(out.iterdir())
+    assert len(pictures) == 4
+    with Image.open(pictures[0]) as picture:
+        image = Image.open(next(Path(street["val"]["images"]).iterdir()))
+        assert picture.width > image.width  # the legend strip of the classes drawn
+
+
+def test_check_draw_needs_one_set(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        from visionmtl.commands.check import main as check_main
+
+        check_main(["--config", "x.yaml", "--draw", str(tmp_path)])
+    assert exit_.value.code == 2

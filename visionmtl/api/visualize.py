@@ -35,9 +35,11 @@ def draw_result(
     masks: bool = True,
     boxes: bool = True,
     legend: bool = True,
+    scores: bool = True,
 ) -> np.ndarray:
-    """The semantic map (background left clear), instance masks and boxes (class name and score
-    on a filled label) drawn on ``image``, with a legend of the semantic classes shown.
+    """The semantic map (background left clear), instance masks and boxes (class name and, with
+    ``scores``, score on a filled label) drawn on ``image``, with a legend of the semantic classes
+    shown.
 
     image: [H, W, 3] uint8 RGB at the result's original size. Returns a new uint8 array
     [H, W, 3], or [H, W + legend width, 3] with a legend."""
@@ -56,7 +58,9 @@ def draw_result(
         instances = torch.from_numpy(np.ascontiguousarray(result.masks, dtype=bool))
         canvas = draw_segmentation_masks(canvas, instances, alpha=0.55, colors=colours)
     if boxes and len(result):
-        labels = [f"{n} {s:.2f}" for n, s in zip(result.label_names, result.scores, strict=True)]
+        labels = list(result.label_names)  # ground truth (scores=False): names only
+        if scores:
+            labels = [f"{n} {s:.2f}" for n, s in zip(labels, result.scores, strict=True)]
         canvas = draw_bounding_boxes(
             canvas,
             torch.from_numpy(result.boxes.astype(np.float32)),

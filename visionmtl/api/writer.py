@@ -76,14 +76,8 @@ class PredictionWriter:
         self._video.write(np.ascontiguousarray(picture[:, :, ::-1]))
 
     def _free(self, frame: Frame, suffix: str) -> Path:
-        """``<stem>_pred<suffix>``, or ``<stem>_pred2<suffix>``, ... when two sources share a
-        stem (or the folder holds the name already)."""
         stem = frame.path.stem if frame.path is not None else "image"
-        name, number = f"{stem}_pred{suffix}", 2
-        while name in self._taken or (self.out_dir / name).exists():
-            name, number = f"{stem}_pred{number}{suffix}", number + 1
-        self._taken.add(name)
-        return self.out_dir / name
+        return free_path(self.out_dir, f"{stem}_pred", suffix, self._taken)
 
     def _close_video(self) -> None:
         if self._video is not None:
@@ -93,3 +87,14 @@ class PredictionWriter:
     def close(self) -> None:
         self._close_video()
         self.records.close()
+
+
+def free_path(out_dir: Path, stem: str, suffix: str, taken: set[str]) -> Path:
+    """``out_dir/<stem><suffix>``, or ``<stem>2<suffix>``, ... where that name is in ``taken``
+    (written by this run: two sources may share a stem) or exists (never overwritten); the name
+    is added to ``taken``."""
+    name, number = f"{stem}{suffix}", 2
+    while name in taken or (out_dir / name).exists():
+        name, number = f"{stem}{number}{suffix}", number + 1
+    taken.add(name)
+    return out_dir / name

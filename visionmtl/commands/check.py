@@ -5,6 +5,9 @@
         [--class-names a,b,... | --ids 0=sky,1=building,...] [--ignore-ids 11,...]
   visionmtl check --config CONFIG [--set KEY=VALUE]  every set a training config names
 
+--draw DIR (with JSON IMAGES or --sem-images/--sem-masks) also renders the ground truth of the
+first --draw-limit images into DIR/<stem>_gt.png with the drawer the predictions use.
+
 Exit codes: 0 no errors (warnings and info allowed), 1 errors found, 2 could not run.
 """
 
@@ -38,6 +41,10 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-images", action="store_true", help="COCO: check the JSON only, not the image files"
     )
+    parser.add_argument("--draw", metavar="DIR", help="also draw the ground truth into DIR")
+    parser.add_argument(
+        "--draw-limit", type=int, default=16, help="images drawn by --draw (0: all; default 16)"
+    )
     return parser
 
 
@@ -55,6 +62,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         parser.error("declare the PNG ids with one of --class-names or --ids, not both")
     if args.ignore_ids and not (args.class_names or args.ids):
         parser.error("--ignore-ids needs the declared ids: --class-names or --ids")
+    if args.draw and args.config:
+        parser.error("--draw draws one set: give JSON IMAGES or --sem-images/--sem-masks")
     declared = _declared(args, parser) if modes[1] else None
     reports = []
 
@@ -74,6 +83,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             except OSError as error:
                 raise DataError(f"{args.json}: cannot write the report ({error})") from None
             print(f"wrote {args.json}")
+        if args.draw:
+            written = _draw(args, declared)
+            print(f"drew the ground truth of {len(written)} images into {args.draw}")
 
     code = run_tool(run)
     if code:
@@ -104,6 +116,17 @@ def _reports(args: argparse.Namespace, declared: dict | None) -> list:
 
     cfg = load_config(args.config, args.set)
     return check_data_sources(cfg.data, check_images=not args.no_images)
+
+
+def _draw(args: argparse.Namespace, declared: dict | None) -> list:
+    """Render the ground truth of the checked set into ``args.draw``."""
+    from visionmtl.api.ground_truth import coco_ground_truth, draw_ground_truth, png_ground_truth
+
+    if args.ann_file:
+        items = coco_ground_truth(args.ann_file, args.image_dir)
+    else:
+        items = png_ground_truth(args.sem_images, args.sem_masks, declared)
+    return draw_ground_truth(items, args.draw, args.draw_limit)
 
 
 def _names(text: str | None) -> list[str]:

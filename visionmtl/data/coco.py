@@ -250,6 +250,14 @@ class CocoDataset(Dataset):
             sem_seg[crowd_mask > 0] = IGNORE_INDEX
         return box_array, label_array, mask_array, sem_seg
 
+    def original_instances(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Boxes ``[N, 4]`` float32 xyxy, labels ``[N]`` (contiguous; ``category_ids[label]`` is
+        the JSON id) and masks ``[N, H, W]`` uint8 (None when an annotation has no
+        segmentation) of image ``index`` at its original size, crowd regions left out."""
+        info = self.image_info(index)
+        boxes, labels, masks, _ = self._instances(index, info["height"], info["width"], True)
+        return boxes, labels, masks
+
     def ground_truth(self) -> dict[str, Any]:
         """The COCO data evaluation scores against: the cleaned data this set trains on (after
         ``on_invalid``), without zero-size boxes; a new copy (pycocotools writes into it)."""
