@@ -182,3 +182,39 @@ def test_resume_without_a_checkpoint_keeps_the_earlier_logs(
     with RunLogger(tmp_path, ["jsonl"], start_step=0, fresh=True):
         pass  # a fresh run (--exist-ok) does start the files over
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def _interrupted_run(directory: Path, names: list[str]) -> None:
+    """Epoch 1 ends at step 3 (last.pt), then steps 3..4 and epoch 2 at step 6 before the kill
+    (whose last.pt write did not happen)."""
+    with RunLogger(directory, names, start_step=0) as logger:
+        for step in range(3):
+            logger.log_step(_step(step))
+        logger.log_epoch(_epoch(1, 3), {"bbox_AP": 0.25})
+        for step in range(3, 5):
+            logger.log_step(_step(step))
+        logger.log_epoch(_epoch(2, 6), {"bbox_AP": 0.5})
+
+
+def test_a_resumed_run_drops_the_records_written_after_its_checkpoint(tmp_path: Path) -> None:
+    _interrupted_run(tmp_path, ["jsonl", "csv"])
+    with RunLogger(tmp_path, ["jsonl", "csv"], start_step=3, fresh=False) as logger:
+        logger.log_step(_step(3))
+    records = _jsonl(tmp_path)
+    assert [(r.get("epoch"), r["step"]) for r in records] == [
+        (None, 0), (None, 1), (None, 2), (1, 3), (None, 3)
+    ]  # fmt: skip
+    columns, rows = _csv(tmp_path)
+    assert [row["epoch"] for row in rows] == ["1"] and "bbox_AP" in columns
+
+
+def test_tensorboard_of_a_resumed_run_keeps_the_epoch_boundary_points(tmp_path: Path) -> None:
+    """The purge from step 3 on would hide epoch 1's points at step 3: they are written again."""
+    pytest.importorskip("tensorboard")
+    _interrupted_run(tmp_path, ["jsonl", "tensorboard"])
+    with RunLogger(tmp_path, ["jsonl", "tensorboard"], start_step=3, fresh=False) as logger:
+        logger.log_step(_step(3))
+    scalars = _scalars(tmp_path)
+    assert scalars["val/bbox_AP"] == [(3, pytest.approx(0.25))]
+    assert [step for step, _ in scalars["epoch/loss/det"]] == [3]
+    assert [step for step, _ in scalars["loss/det"]] == [0, 1, 2, 3]

@@ -49,9 +49,11 @@ class RunLogger:
 
     ``fresh`` (not ``--resume``) at ``start_step`` 0: these loggers' files of an earlier run in
     ``output_dir`` (reused with ``--exist-ok``) are removed. Otherwise the run appends (a
-    ``--resume`` without ``last.pt`` starts at step 0 but keeps what is there), and TensorBoard
-    hides the events an interrupted run wrote from ``start_step`` on (``purge_step``), which the
-    resumed run writes again."""
+    ``--resume`` without ``last.pt`` starts at step 0 but keeps what is there). A run resumed at
+    ``start_step`` S > 0 first drops what the interrupted run wrote after its ``last.pt``, which
+    the resumed run writes again: step records from step S on and epoch records after S, from
+    ``metrics.jsonl`` and ``results.csv``; TensorBoard hides those events (``purge_step``) and the
+    epoch record at S (an epoch boundary) is written to it again, as the purge hid it too."""
 
     def __init__(
         self, output_dir: Path, names: Sequence[str], start_step: int, fresh: bool = True
@@ -62,11 +64,17 @@ class RunLogger:
                 path.unlink(missing_ok=True)
             for path in output_dir.glob(EVENTS_GLOB):
                 path.unlink()
+        boundary = drop_superseded(output_dir, start_step) if start_step > 0 else None
         self.writer = None
         if "tensorboard" in self.names:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(output_dir), purge_step=start_step or None)
+            if boundary is not None:
+                record = {k: v for k, v in boundary.items() if _is_epoch_key(k)}
+                metrics = {k: v for k, v in boundary.items() if k not in record}
+                self._add_scalars(record, "epoch/", start_step)
+                self._add_scalars(metrics, "val/", start_step)
 
     def __enter__(self) -> RunLogger:
         return self
@@ -110,6 +118,56 @@ class RunLogger:
                 self.writer.add_scalar(prefix + key.replace("|", "-"), value, step)
 
 
+def _is_epoch_key(key: str) -> bool:
+    """Whether a key of an epoch row (``metrics.jsonl``) is the training's record rather than a
+    validation metric (see :meth:`RunLogger.log_epoch`)."""
+    return key in ("epoch", "step", "lr", "epoch_seconds") or key.startswith("loss/")
+
+
+def drop_superseded(output_dir: Path, start_step: int) -> dict[str, Any] | None:
+    """Remove from ``metrics.jsonl`` and ``results.csv`` in ``output_dir`` the records an
+    interrupted run wrote after the checkpoint a resumed run starts from (``start_step`` steps
+    done): step records of step >= ``start_step``, epoch rows of step > ``start_step``. Returns
+    the epoch row at ``start_step`` (None: not an epoch boundary, or no ``metrics.jsonl``)."""
+    boundary = None
+    jsonl = output_dir / METRICS_FILE
+    if jsonl.is_file():
+        kept = []
+        for line in jsonl.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the kill
+            step, epoch = record.get("step", 0), "epoch" in record
+            if step < start_step or (epoch and step == start_step):
+                kept.append(line)
+                boundary = record if epoch and step == start_step else boundary
+        _replace_text(jsonl, "".join(line + "\n" for line in kept))
+    table = output_dir / CSV_FILE
+    if table.is_file():
+        with open(table, newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns, rows = reader.fieldnames or [], list(reader)
+        rows = [row for row in rows if float(row.get("step") or 0) <= start_step]
+        _write_csv(table, columns, rows)
+    return boundary
+
+
+def _replace_text(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text)
+    os.replace(partial, path)  # never a half-written file
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    partial = path.with_name(path.name + ".tmp")
+    with open(partial, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(partial, path)  # never a half-written table
+
+
 def append_csv_row(path: Path, row: dict[str, Any]) -> None:
     """Append ``row`` to the CSV file ``path`` (header: its keys). Where it brings keys the file has
     no column for (validation metrics from the first validated epoch on, with ``eval_every``
@@ -128,12 +186,7 @@ def append_csv_row(path: Path, row: dict[str, Any]) -> None:
         with open(path, newline="") as handle:
             earlier = list(csv.DictReader(handle))
     columns += [key for key in row if key not in columns]
-    partial = path.with_name(path.name + ".tmp")
-    with open(partial, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns)
-        writer.writeheader()
-        writer.writerows([*earlier, row])
-    os.replace(partial, path)  # never a half-written table
+    _write_csv(path, columns, [*earlier, row])
 
 
 def epoch_line(record: dict[str, Any], metrics: dict[str, Any], epochs: int) -> str:
