@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from visionmtl.engine.rundir import RUN_FILES, choose_run_dir
+from visionmtl.engine.rundir import CLAIM_FILE, RUN_FILES, choose_run_dir
 
 
 def _earlier_run(directory: Path, marker: str = "config.yaml") -> None:
@@ -15,9 +15,6 @@ def _earlier_run(directory: Path, marker: str = "config.yaml") -> None:
 @pytest.mark.parametrize("marker", RUN_FILES)
 def test_a_directory_holding_a_run_gives_the_next_free_name(tmp_path: Path, marker: str) -> None:
     exp = tmp_path / "runs" / "exp"
-    assert choose_run_dir(exp, exist_ok=False, resume=False) == exp  # new: used and created
-    assert exp.is_dir()
-    assert choose_run_dir(exp, exist_ok=False, resume=False) == exp  # created, but no run yet
     _earlier_run(exp, marker)
     assert choose_run_dir(exp, exist_ok=False, resume=False) == tmp_path / "runs" / "exp2"
     _earlier_run(tmp_path / "runs" / "exp2")
@@ -25,6 +22,16 @@ def test_a_directory_holding_a_run_gives_the_next_free_name(tmp_path: Path, mark
     unrelated.mkdir()
     (unrelated / "notes.txt").write_text("")
     assert choose_run_dir(exp, exist_ok=False, resume=False) == unrelated
+
+
+def test_two_trainings_started_at_once_take_two_directories(tmp_path: Path) -> None:
+    """The first claims runs/exp before writing anything else; the second goes to exp2."""
+    exp = tmp_path / "runs" / "exp"
+    exp.mkdir(parents=True)  # an empty folder is free
+    assert choose_run_dir(exp, exist_ok=False, resume=False) == exp
+    assert (exp / CLAIM_FILE).is_file() and not (exp / "config.yaml").exists()
+    assert choose_run_dir(exp, exist_ok=False, resume=False) == tmp_path / "runs" / "exp2"
+    assert choose_run_dir(exp, exist_ok=False, resume=False) == tmp_path / "runs" / "exp3"
 
 
 def test_exist_ok_and_resume_keep_the_directory(tmp_path: Path) -> None:

@@ -60,8 +60,11 @@ def environment_info() -> dict[str, str | None]:
     }
 
 
+# Created (exclusively) by the training that takes a directory, before any other file: two
+# trainings started at once into runs/exp cannot both take runs/exp2.
+CLAIM_FILE = ".visionmtl_run"
 # Files whose presence means a directory holds a run (a fresh training must not overwrite it).
-RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl")
+RUN_FILES = (CLAIM_FILE, "config.yaml", "last.pt", "best.pt", "metrics.jsonl")
 
 
 def holds_run(directory: Path) -> bool:
@@ -84,9 +87,19 @@ def choose_run_dir(output_dir: str | Path, exist_ok: bool, resume: bool) -> Path
     """Where a training writes: ``output_dir`` itself when resuming it or with ``exist_ok`` (a fresh
     run then replaces what is there), else :func:`next_free_run_dir`. Created at once: train.log
     records from the first line."""
-    chosen = Path(output_dir) if exist_ok or resume else next_free_run_dir(output_dir)
-    chosen.mkdir(parents=True, exist_ok=True)
-    return chosen
+    if exist_ok or resume:
+        chosen = Path(output_dir)
+        chosen.mkdir(parents=True, exist_ok=True)
+        (chosen / CLAIM_FILE).touch()
+        return chosen
+    while True:
+        chosen = next_free_run_dir(output_dir)
+        chosen.mkdir(parents=True, exist_ok=True)
+        try:
+            (chosen / CLAIM_FILE).open("x").close()  # atomic: only one process creates it
+        except FileExistsError:
+            continue  # another training took it a moment ago: it now holds a run, try the next
+        return chosen
 
 
 def agree_on_run_dir(requested: Path, exist_ok: bool, resume: bool, dist_info: DistInfo) -> Path:
