@@ -48,3 +48,15 @@ def test_the_current_directory_is_numbered_by_its_name(
     _earlier_run(tmp_path / "exp")
     monkeypatch.chdir(tmp_path / "exp")
     assert choose_run_dir(Path("."), exist_ok=False, resume=False) == tmp_path.resolve() / "exp2"
+
+
+def test_a_run_directory_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    """A TrainingError naming the path (the CLI's exit code 2), also sent to the other ranks."""
+    from visionmtl.engine.distributed import DistInfo
+    from visionmtl.engine.rundir import agree_on_run_dir
+    from visionmtl.errors import TrainingError
+
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the runs folder should be")
+    with pytest.raises(TrainingError, match=r"runs/exp: cannot create the run directory"):
+        agree_on_run_dir(blocker / "exp", exist_ok=False, resume=False, dist_info=DistInfo())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from visionmtl.config import Config, save_config
 from visionmtl.engine.distributed import DistInfo, broadcast_from_main
+from visionmtl.errors import TrainingError
 
 
 def _git_commit() -> str | None:
@@ -105,8 +106,16 @@ def choose_run_dir(output_dir: str | Path, exist_ok: bool, resume: bool) -> Path
 def agree_on_run_dir(requested: Path, exist_ok: bool, resume: bool, dist_info: DistInfo) -> Path:
     """:func:`choose_run_dir`, decided by rank 0 and the same on every rank: ranks looking for
     themselves would race with rank 0's first files."""
-    chosen = choose_run_dir(requested, exist_ok, resume) if dist_info.is_main else None
-    return broadcast_from_main(chosen, dist_info)
+    chosen: Path | str | None = None
+    if dist_info.is_main:
+        try:
+            chosen = choose_run_dir(requested, exist_ok, resume)
+        except OSError as error:  # sent on: the other ranks must not wait for a path forever
+            chosen = f"{requested}: cannot create the run directory ({error})"
+    chosen = broadcast_from_main(chosen, dist_info)
+    if isinstance(chosen, str):
+        raise TrainingError(chosen)
+    return chosen
 
 
 def run_dir_line(requested: Path, chosen: Path) -> str:
