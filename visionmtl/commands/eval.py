@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"wrote {out}")
         if args.save_json:
             for path in write_results(args.save_json, evaluations, args.conf_thresh):
-                print(f"wrote {path}")
+                empty = path.name.endswith("_results.json") and path.stat().st_size <= 2
+                # pycocotools' loadRes fails on an empty list (it reads the first result).
+                note = " (no detections: an empty list, which COCO.loadRes cannot read)"
+                print(f"wrote {path}{note if empty else ''}")
 
     return run_tool(run)
 
