@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from visionmtl.commands import COMMANDS, main
-from visionmtl.engine.curves import read_records
+from visionmtl.engine.curves import panel_keys, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,14 +76,28 @@ def test_plot_draws_a_run(trained_run: Path, tmp_path: Path) -> None:
     assert main(["plot", str(trained_run), "--out", str(out)]) == 0
     with Image.open(out) as picture:
         assert picture.size == (1500, 800)
-        # Not a blank canvas: the panels hold lines and text.
-        assert len(picture.convert("L").getcolors(maxcolors=1 << 16) or []) > 20
+    panels = {title: keys for title, _, keys in panel_keys(*read_records(trained_run))}
+    assert panels["loss per task"] == ["loss/det", "loss/sem", "loss/inst"]
+    assert {"bbox_AP", "segm_AP", "mIoU"} <= set(panels["validation"])
+    assert panels["gradient cosine per task pair"]  # the tiny run logs step 0
+    assert main(["plot", str(trained_run), "--out", str(out)]) == 2  # never replaced
+
+
+def test_plot_losses_from_epochs_without_step_records(tmp_path: Path) -> None:
+    """mtl.log_every: 0 logs no steps: the loss panel draws the epoch means instead; a last
+    line cut short by a kill is left out."""
+    lines = [json.dumps({"epoch": k, "step": 3 * k, "loss/det": 1 / k}) for k in (1, 2)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"epoch": 3, "st')
+    steps, epochs = read_records(tmp_path)
+    assert not steps and [r["epoch"] for r in epochs] == [1, 2]
+    title, x, keys = panel_keys(steps, epochs)[0]
+    assert (x, keys) == ("epoch", ["loss/det"]) and "epoch" in title
 
 
 def test_plot_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["plot", str(tmp_path)]) == 2
     assert "metrics.jsonl: not found" in capsys.readouterr().err
-    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lr": 0.1}\nnot json\n')
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
     assert main(["plot", str(tmp_path)]) == 2
     assert "metrics.jsonl:2: not a JSON record" in capsys.readouterr().err
     assert not (tmp_path / "curves.png").exists()
@@ -127,7 +141,7 @@ def test_check_draw_png_set_with_its_class_names(street: dict, tmp_path: Path) -
     pictures = sorted(out.iterdir())
     assert len(pictures) == 4
     with Image.open(pictures[0]) as picture:
-        image = Image.open(next(Path(street["val"]["images"]).iterdir()))
+        image = Image.open(sorted(Path(street["val"]["images"]).iterdir())[0])
         assert picture.width > image.width  # the legend strip of the classes drawn
 
 

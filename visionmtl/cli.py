@@ -9,13 +9,14 @@ from visionmtl.errors import VisionMTLError
 
 
 def run_tool(function: Callable[[], object]) -> int:
-    """Call ``function``; print a one-line ``error: ...`` and return 2 for user errors, else 0."""
+    """Call ``function``; print a one-line ``error: ...`` and return 2 for user errors and files
+    that cannot be read or written (OSError), else 0."""
     try:
         function()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (VisionMTLError, FileNotFoundError) as error:
+    except (VisionMTLError, OSError) as error:  # OSError: names the file (permission, ...)
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

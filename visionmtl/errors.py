@@ -1,7 +1,7 @@
 """Errors for users: every one subclasses :class:`VisionMTLError`, so a command line catches one type.
 
 Messages name the file, key or id at fault and say what to change; library code raises them and
-``tools/`` prints them as one line with exit code 2.
+the `visionmtl` command (visionmtl/cli.py) prints them as one line with exit code 2.
 """
 
 from __future__ import annotations

@@ -44,7 +44,11 @@ def test_expand_sources_folders_patterns_and_errors(media: Path) -> None:
     files = expand_sources([media])
     assert [p.suffix for p in files] == [".png", ".png", ".mp4"]  # sorted; notes.txt skipped
     assert expand_sources([str(media / "*.mp4")]) == [media / "zclip.mp4"]
-    with pytest.raises(InputError, match="matches no file"):
+    assert expand_sources([str(media / "*")]) == files  # a pattern skips notes.txt too
+    literal = media / "frame[1].png"  # a file whose name looks like a pattern
+    shutil.copy(files[0], literal)
+    assert expand_sources([literal]) == [literal]
+    with pytest.raises(InputError, match="matches no image or video file"):
         expand_sources([str(media / "*.jpg")])
     with pytest.raises(InputError, match="no such file"):
         expand_sources([media / "missing.png"])
@@ -110,6 +114,20 @@ def test_predict_command_limit_and_bad_source(trained_run: Path, media: Path) ->
     assert not list(out.glob("*.mp4"))
     assert main(["predict", ckpt, str(media / "nothing.png"), "--out-dir", str(out / "x")]) == 2
     assert not (out / "x").exists()  # failed before writing anything
+    assert main(["predict", ckpt, str(media), "--out-dir", str(out / "y"), "--limit", "-1"]) == 2
+    grid = media / "grid.png"
+    grid.write_bytes(b"an earlier picture")
+    assert (
+        main(["predict", ckpt, str(media), "--out-dir", str(out / "y"), "--grid", str(grid)]) == 2
+    )
+    assert grid.read_bytes() == b"an earlier picture"
+
+
+def test_the_same_video_twice_gives_two_videos(trained_run: Path, media: Path) -> None:
+    out = media.parent / "twice"
+    clip = str(media / "zclip.mp4")
+    assert main(["predict", str(trained_run / "best.pt"), clip, clip, "--out-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["zclip_pred.mp4", "zclip_pred2.mp4"]
 
 
 def test_result_to_dict_with_masks_and_no_detection() -> None:

@@ -15,6 +15,7 @@ from visionmtl.api.writer import free_path
 from visionmtl.data import CocoDataset, DataError
 from visionmtl.data.semantic_png import png_pairs, read_class_ids
 from visionmtl.errors import InputError
+from visionmtl.structures import IGNORE_INDEX
 
 Item = tuple[Path, np.ndarray, Result]  # image path, image [H, W, 3] uint8 RGB, its ground truth
 
@@ -52,7 +53,7 @@ def png_ground_truth(
 ) -> Iterator[Item]:
     """An item per image of a semantic PNG set whose image and class map can be read and have one
     size (the check report lists the others). ``names``: PNG id -> class name (None: ignored,
-    not drawn); without it every id is drawn as ``id <k>``."""
+    not drawn); without it every id but 0 (background) and 255 (ignored) is drawn as ``id <k>``."""
     images, masks = png_pairs(Path(image_dir), Path(mask_dir))
     for path, mask in zip(images, masks, strict=True):
         try:
@@ -61,8 +62,8 @@ def png_ground_truth(
             continue
         if image.shape[:2] != ids.shape:
             continue
-        if names is None:
-            shown = {int(k): f"id {int(k)}" for k in np.unique(ids)}
+        if names is None:  # the default convention: 0 background, 255 ignored
+            shown = {int(k): f"id {int(k)}" for k in np.unique(ids) if k not in (0, IGNORE_INDEX)}
         else:
             shown = {int(k): name for k, name in names.items() if name is not None}
         yield (

@@ -86,7 +86,8 @@ class Result:
     def plot(self, image: np.ndarray, **options: Any) -> np.ndarray:
         """The image [H, W, 3] uint8 with the semantic map, instance masks and boxes drawn on it,
         and a legend of the semantic classes shown on its right. ``options`` switch parts off
-        (``sem=``, ``masks=``, ``boxes=``, ``legend=``) or set ``alpha``; see ``draw_result``."""
+        (``sem=``, ``masks=``, ``boxes=``, ``legend=``, ``scores=``) or set ``alpha`` and
+        ``legend_all``; see ``draw_result``."""
         from visionmtl.api.visualize import draw_result
 
         return draw_result(image, self, **options)

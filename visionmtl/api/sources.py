@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 
 from visionmtl.api.io import ImageInput, load_rgb
+from visionmtl.data.semantic_png import IMAGE_SUFFIXES
 from visionmtl.errors import InputError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 
@@ -47,10 +47,11 @@ def expand_sources(sources: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for source in sources:
         text = str(source)
-        if glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if glob.has_magic(text) and not Path(text).exists():  # img[1].jpg may be a file
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            matches = [p for p in matches if _readable_suffix(p)]
             if not matches:
-                raise InputError(f"{text}: the pattern matches no file")
+                raise InputError(f"{text}: the pattern matches no image or video file")
             files.extend(matches)
         elif Path(text).is_dir():
             found = sorted(p for p in Path(text).iterdir() if _readable_suffix(p))

@@ -36,10 +36,12 @@ def draw_result(
     boxes: bool = True,
     legend: bool = True,
     scores: bool = True,
+    legend_all: bool = False,
 ) -> np.ndarray:
     """The semantic map (background left clear), instance masks and boxes (class name and, with
     ``scores``, score on a filled label) drawn on ``image``, with a legend of the semantic classes
-    shown.
+    shown (``legend_all``: every semantic class of the result, shown or not, so that the picture
+    has one size for every frame of a video).
 
     image: [H, W, 3] uint8 RGB at the result's original size. Returns a new uint8 array
     [H, W, 3], or [H, W + legend width, 3] with a legend."""
@@ -70,6 +72,9 @@ def draw_result(
             fill_labels=True,
         )
     picture = canvas.permute(1, 2, 0).numpy()
+    if legend_all and result.sem_seg is not None:
+        names = result.sem_class_names.items()
+        shown = [(name, colour_for(i)) for i, name in names if name != BACKGROUND]
     return _with_legend(picture, shown) if legend and shown else picture
 
 

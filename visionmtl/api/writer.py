@@ -28,13 +28,12 @@ class PredictionWriter:
     def __init__(self, out_dir: str | Path, overlays: bool = True, **plot_options: Any) -> None:
         self.out_dir = Path(out_dir)
         records = self.out_dir / PREDICTIONS_FILE
-        if records.exists():
-            raise OutputExistsError(
-                f"{records} already exists (an earlier prediction); pass a new --out-dir"
-            )
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:  # "x": fails rather than overwrite, also against a prediction started meanwhile
+            self.records: IO[str] = open(records, "x")  # noqa: SIM115 - closed by close()
+        except FileExistsError:
+            raise _exists(records) from None
         self.overlays, self.plot_options = overlays, plot_options
-        self.records: IO[str] = open(records, "w")  # noqa: SIM115 - closed by close()
         self.count = 0
         self._video: Any = None  # cv2.VideoWriter of the video being written
         self._video_source: Path | None = None
@@ -54,24 +53,27 @@ class PredictionWriter:
         self.count += 1
         if not self.overlays:
             return None
-        picture = result.plot(frame.image, **self.plot_options)
         if frame.index is None:
+            picture = result.plot(frame.image, **self.plot_options)
             Image.fromarray(picture).save(self._free(frame, ".png"))
-        else:
+        else:  # every class in the legend: one frame size for the whole video
+            picture = result.plot(frame.image, **{"legend_all": True, **self.plot_options})
             self._video_frame(frame, picture)
         return picture
 
     def _video_frame(self, frame: Frame, picture: np.ndarray) -> None:
         import cv2
 
-        if frame.path != self._video_source:
+        if frame.path != self._video_source or frame.index == 0:  # a new video (or again)
             self._close_video()
             size = (picture.shape[1], picture.shape[0])
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
             path = self._free(frame, ".mp4")
             self._video = cv2.VideoWriter(str(path), fourcc, frame.fps or 25.0, size)
+            if not self._video.isOpened():
+                raise OSError(f"{path}: OpenCV cannot write an mp4v video here")
             self._video_source, self._size = frame.path, size
-        if (picture.shape[1], picture.shape[0]) != self._size:  # a taller legend, rarely
+        if (picture.shape[1], picture.shape[0]) != self._size:  # frames of another size
             picture = cv2.resize(picture, self._size)
         self._video.write(np.ascontiguousarray(picture[:, :, ::-1]))
 
@@ -87,6 +89,19 @@ class PredictionWriter:
     def close(self) -> None:
         self._close_video()
         self.records.close()
+
+
+def check_fresh(out_dir: str | Path) -> None:
+    """OutputExistsError if ``out_dir`` holds a prediction: checked before a model loads."""
+    records = Path(out_dir) / PREDICTIONS_FILE
+    if records.exists():
+        raise _exists(records)
+
+
+def _exists(records: Path) -> OutputExistsError:
+    return OutputExistsError(
+        f"{records} already exists (an earlier prediction); pass a new --out-dir"
+    )
 
 
 def free_path(out_dir: Path, stem: str, suffix: str, taken: set[str]) -> Path:

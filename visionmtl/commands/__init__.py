@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``visionmtl SUBCOMMAND ...``; returns the subcommand's exit code (2 for bad usage)."""
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help"):
-        print(_usage())
+        print(_usage(), file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
@@ -52,4 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[name].main(rest, prog=f"visionmtl {name}")
     except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
-        return exit_.code if isinstance(exit_.code, int) else 2
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)  # sys.exit("message")
+        return 1

@@ -127,10 +127,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def _free_name(run_dir: Path) -> Path:
     """``run_dir/eval.json``, or ``eval2.json``, ... when it exists: the training's own
     ``eval.json`` (and earlier evaluations) are kept."""
-    out, number = run_dir / "eval.json", 2
-    while out.exists():
-        out, number = run_dir / f"eval{number}.json", number + 1
-    return out
+    from visionmtl.api.writer import free_path
+
+    return free_path(run_dir, "eval", ".json", set())
 
 
 def _check_config_paths(cfg: Config) -> None:

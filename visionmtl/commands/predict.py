@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from pathlib import Path
 
 from visionmtl.cli import run_tool
 
@@ -33,23 +34,30 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     if args.grid and args.no_overlays:
         parser.error("--grid draws overlays: not with --no-overlays")
+    if args.limit < 0:
+        parser.error(f"--limit must be >= 0, got {args.limit}")
+    if args.grid and Path(args.grid).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        parser.error(f"--grid {args.grid}: a .png or .jpg file")
+    if args.grid and Path(args.grid).exists():
+        parser.error(f"--grid {args.grid} already exists: choose a new file")
 
     def run() -> None:
         from PIL import Image
 
         from visionmtl.api import Predictor, image_grid
         from visionmtl.api.sources import expand_sources
-        from visionmtl.api.writer import PredictionWriter
+        from visionmtl.api.writer import PredictionWriter, check_fresh
 
+        pictures = []
         expand_sources(args.sources)  # a wrong path fails before the model loads
+        check_fresh(args.out_dir)  # and so does an earlier prediction in --out-dir
         predictor = Predictor.from_checkpoint(
             args.checkpoint, device=args.device, score_thresh=args.score_thresh
         )
-        stream = predictor.stream(args.sources)
-        if args.limit:
-            stream = itertools.islice(stream, args.limit)
-        pictures = []
         with PredictionWriter(args.out_dir, overlays=not args.no_overlays) as writer:
+            stream = predictor.stream(args.sources)
+            if args.limit:
+                stream = itertools.islice(stream, args.limit)
             for frame, result in stream:
                 picture = writer.write(frame, result)
                 if args.grid and len(pictures) < GRID_MAX:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from visionmtl.engine.loggers import METRICS_FILE
-from visionmtl.errors import ConfigError, VisionMTLError
+from visionmtl.errors import ConfigError, OutputExistsError, VisionMTLError
 
 CURVES_FILE = "curves.png"
 
@@ -41,12 +41,15 @@ def read_records(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
         )
     steps: dict[int, dict[str, Any]] = {}
     epochs: dict[int, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
+            if number == len(lines):
+                continue  # the last line of a killed run, cut short: drawn without it
             raise RunFileError(f"{path}:{number}: not a JSON record ({error.msg})") from None
         if "epoch" in record:
             epochs[record["epoch"]] = record
@@ -69,19 +72,37 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    out_path = Path(out) if out else Path(run_dir) / CURVES_FILE
+    if out and out_path.exists():  # curves.png is redrawn; a file the user names is not replaced
+        raise OutputExistsError(f"{out_path} already exists: choose a new --out file")
+    if out_path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
+        raise ConfigError(f"--out {out_path}: a .png, .jpg, .pdf or .svg file")
     steps, epochs = read_records(run_dir)
     if not steps and not epochs:
         raise RunFileError(f"{Path(run_dir) / METRICS_FILE}: no records yet")
     figure, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
-    panels = list(axes.flat)
-    for axis, (title, prefix) in zip(panels[:2] + panels[3:], STEP_PANELS, strict=True):
-        _draw(axis, title, steps, "step", [k for k in _keys(steps) if k.startswith(prefix)])
-    _draw(panels[2], "validation", epochs, "epoch", [k for k in VAL_METRICS if _has(epochs, k)])
+    for axis, (title, x, keys) in zip(axes.flat, panel_keys(steps, epochs), strict=True):
+        _draw(axis, title, steps if x == "step" else epochs, x, keys)
     figure.suptitle(str(run_dir))
-    out_path = Path(out) if out else Path(run_dir) / CURVES_FILE
     figure.savefig(out_path, dpi=100)
     plt.close(figure)
     return out_path
+
+
+def panel_keys(
+    steps: list[dict[str, Any]], epochs: list[dict[str, Any]]
+) -> list[tuple[str, str, list[str]]]:
+    """(title, x axis "step" or "epoch", keys drawn) of the six panels. Losses come from the step
+    records, or from the epoch records where the run logged no steps (``mtl.log_every: 0``)."""
+    panels = [
+        (title, "step", [k for k in _keys(steps) if k.startswith(prefix)])
+        for title, prefix in STEP_PANELS
+    ]
+    if not panels[0][2]:
+        losses = [k for k in _keys(epochs) if k.startswith("loss/")]
+        panels[0] = ("loss per task (epoch mean)", "epoch", losses)
+    validation = ("validation", "epoch", [k for k in VAL_METRICS if _has(epochs, k)])
+    return [*panels[:2], validation, *panels[2:]]
 
 
 def _keys(records: list[dict[str, Any]]) -> list[str]:

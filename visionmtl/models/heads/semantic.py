@@ -122,14 +122,18 @@ def soft_dice_loss(logits: Tensor, target: Tensor) -> Tensor:
     logits: [B, C, H, W]; target: [B, H, W] int64 class ids, ``IGNORE_INDEX`` where unlabelled
     (those pixels count for nothing). Each class's Dice is 2|P*T| / (|P| + |T|) over the batch,
     with P the softmax probabilities and T the one-hot target."""
-    valid = (target != IGNORE_INDEX).unsqueeze(1)  # [B, 1, H, W]
-    probs = logits.softmax(1) * valid
-    one_hot = F.one_hot(target.where(valid[:, 0], 0), logits.shape[1]).permute(0, 3, 1, 2)
-    one_hot = one_hot * valid
-    dims = (0, 2, 3)
-    overlap = (probs * one_hot).sum(dims)
-    total = probs.sum(dims) + one_hot.sum(dims)
-    present = one_hot.sum(dims) > 0
+    valid = target != IGNORE_INDEX  # [B, H, W]
+    classes = target.where(valid, 0)
+    probs = logits.softmax(1) * valid.unsqueeze(1)
+    # Per-class sums by index_add over the pixels, not a [B, C, H, W] one-hot (memory); an
+    # unlabelled pixel adds 0 to class 0. No boolean indexing: no host-device sync.
+    true_prob = probs.gather(1, classes.unsqueeze(1)).flatten()
+    overlap = torch.zeros(logits.shape[1], device=logits.device).index_add_(
+        0, classes.flatten(), true_prob
+    )
+    counts = torch.zeros_like(overlap).index_add_(0, classes.flatten(), valid.flatten().float())
+    total = probs.sum((0, 2, 3)) + counts
+    present = counts > 0
     dice = 2 * overlap / total.clamp(min=1e-7)  # no smoothing (smp's default)
     return ((1 - dice) * present).sum() / present.sum().clamp(min=1)
 
