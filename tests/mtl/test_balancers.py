@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from visionmtl.config import MtlConfig
+from visionmtl.config import MTL_METHODS, MtlConfig
 from visionmtl.mtl import (
     CAGrad,
     DynamicWeightAverage,
@@ -21,7 +21,7 @@ from visionmtl.mtl import (
 )
 
 TASKS = ["det", "sem"]
-METHODS = ["fixed", "uncertainty", "dwa", "gradnorm", "pcgrad", "cagrad"]
+METHODS = list(MTL_METHODS)
 
 
 def train_steps(balancer, toy, steps=20, grad_on="params", scales=None, lr=0.05):
@@ -168,3 +168,31 @@ def test_every_configurable_method_has_a_balancer() -> None:
     from visionmtl.mtl import BALANCERS
 
     assert set(BALANCERS) == set(MTL_METHODS)
+
+
+def test_famo_raises_the_weight_of_the_task_whose_loss_stalls() -> None:
+    """det's loss falls every step, sem's stalls: FAMO moves the weight to sem (its logit rises)
+    and the weights stay K = 2 in sum."""
+    from visionmtl.mtl.famo import FAMO
+
+    balancer = FAMO(TASKS, lr=0.05)
+    p = torch.tensor(2.0, requires_grad=True)
+    optimizer = torch.optim.SGD([p], lr=0.05)
+    for _ in range(30):
+        optimizer.zero_grad()
+        used = balancer.backward({"det": p**2, "sem": 1.0 + 0 * p}, [], scaler=None)
+        optimizer.step()
+    z = balancer.task_weights()
+    assert z["sem"] > 0.6 > 0.4 > z["det"]
+    assert used["det"] + used["sem"] == pytest.approx(2.0)
+
+
+def test_famo_weights_equalise_log_loss_progress() -> None:
+    """Before any update (equal logits) the weight of each task is inversely proportional to its
+    loss: the step descends the sum of log losses, so no task dominates by its scale alone."""
+    from visionmtl.mtl.famo import FAMO
+
+    p = torch.tensor(1.0, requires_grad=True)
+    used = FAMO(TASKS).backward({"det": 10.0 * p, "sem": 1.0 * p}, [], scaler=None)
+    assert used["sem"] == pytest.approx(10 * used["det"], rel=1e-4)
+    assert p.grad == pytest.approx(used["det"] * 10 + used["sem"] * 1)

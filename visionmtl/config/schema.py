@@ -32,7 +32,7 @@ Probability = Annotated[Float, Field(ge=0, le=1)]
 
 AmpMode = Literal["off", "bf16", "fp16"]
 Optimizer = Literal["adamw", "sgd"]
-MtlMethod = Literal["fixed", "uncertainty", "dwa", "gradnorm", "pcgrad", "cagrad"]
+MtlMethod = Literal["fixed", "uncertainty", "dwa", "gradnorm", "pcgrad", "cagrad", "famo"]
 Sharing = Literal["hard", "adapters"]
 GradTarget = Literal["params", "features"]
 OnInvalid = Literal["error", "skip", "fix"]
@@ -389,7 +389,7 @@ class EvalConfig:
 class MtlConfig:
     """How task losses and gradients are combined, and how the tasks share the network."""
 
-    method: MtlMethod = "fixed"  # fixed | uncertainty | dwa | gradnorm | pcgrad | cagrad
+    method: MtlMethod = "fixed"  # fixed | uncertainty | dwa | gradnorm | pcgrad | cagrad | famo
     # Task -> loss weight (missing tasks: 1.0); the fixed weights of fixed, pcgrad and cagrad.
     weights: Annotated[
         dict[Str, Float],
@@ -404,6 +404,8 @@ class MtlConfig:
     gradnorm_alpha: NonNegativeFloat = 1.5  # GradNorm restoring force
     gradnorm_lr: PositiveFloat = 0.025  # learning rate of GradNorm's task weights
     cagrad_c: NonNegativeFloat = 0.4  # CAGrad conflict-averse radius (0: plain average)
+    famo_lr: PositiveFloat = 0.025  # FAMO: Adam learning rate of the task-weight logits
+    famo_gamma: NonNegativeFloat = 0.01  # FAMO: weight decay of those logits
     log_every: NonNegativeInt = 50  # steps between per-task gradient statistics (0: never)
 
 

@@ -5,6 +5,7 @@ from visionmtl.mtl.build import BALANCERS, build_balancer
 from visionmtl.mtl.cagrad import CAGrad
 from visionmtl.mtl.diagnostics import task_gradient_stats
 from visionmtl.mtl.dwa import DynamicWeightAverage
+from visionmtl.mtl.famo import FAMO
 from visionmtl.mtl.fixed import FixedWeighting
 from visionmtl.mtl.gradnorm import GradNorm
 from visionmtl.mtl.pcgrad import PCGrad
@@ -14,6 +15,7 @@ __all__ = [
     "BALANCERS",
     "CAGrad",
     "DynamicWeightAverage",
+    "FAMO",
     "FixedWeighting",
     "GradNorm",
     "PCGrad",

@@ -11,6 +11,7 @@ from visionmtl.config import MtlConfig
 from visionmtl.mtl.base import TaskBalancer
 from visionmtl.mtl.cagrad import CAGrad
 from visionmtl.mtl.dwa import DynamicWeightAverage
+from visionmtl.mtl.famo import FAMO
 from visionmtl.mtl.fixed import FixedWeighting
 from visionmtl.mtl.gradnorm import GradNorm
 from visionmtl.mtl.pcgrad import PCGrad
@@ -23,6 +24,7 @@ BALANCERS: dict[str, type[TaskBalancer]] = {
     "gradnorm": GradNorm,
     "pcgrad": PCGrad,
     "cagrad": CAGrad,
+    "famo": FAMO,
 }
 
 
@@ -44,6 +46,7 @@ def build_balancer(
         "dwa": {"temperature": cfg.dwa_temperature},
         "gradnorm": {"alpha": cfg.gradnorm_alpha, "lr": cfg.gradnorm_lr},
         "cagrad": {"c": cfg.cagrad_c},
+        "famo": {"lr": cfg.famo_lr, "gamma": cfg.famo_gamma},
     }
     balancer = BALANCERS[cfg.method](list(tasks), **hyper.get(cfg.method, {}))
     return balancer.to(device) if device is not None else balancer
