@@ -21,6 +21,7 @@ from visionmtl.engine.trainer import train
         ("pcgrad", "params", "hard"),
         ("pcgrad", "features", "adapters"),
         ("cagrad", "params", "adapters"),
+        ("famo", "params", "hard"),
     ],
 )
 def test_method_trains_and_logs_task_interaction(

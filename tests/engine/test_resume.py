@@ -131,7 +131,7 @@ def test_nan_skip_policy_keeps_batchnorm_statistics(
 
 @pytest.mark.parametrize(
     ("method", "frozen"),
-    [(m, False) for m in ("pcgrad", "cagrad", "gradnorm", "uncertainty", "dwa")]
+    [(m, False) for m in ("pcgrad", "cagrad", "gradnorm", "uncertainty", "dwa", "famo")]
     + [("fixed", True)],  # DDP with frozen BatchNorm and stages (no gradient, no SyncBN on CPU)
 )
 def test_torchrun_two_processes_stay_in_sync(
