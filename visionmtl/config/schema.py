@@ -33,7 +33,7 @@ Probability = Annotated[Float, Field(ge=0, le=1)]
 AmpMode = Literal["off", "bf16", "fp16"]
 Optimizer = Literal["adamw", "sgd"]
 MtlMethod = Literal["fixed", "uncertainty", "dwa", "gradnorm", "pcgrad", "cagrad", "famo"]
-Sharing = Literal["hard", "adapters"]
+Sharing = Literal["hard", "adapters", "cross_stitch"]
 GradTarget = Literal["params", "features"]
 OnInvalid = Literal["error", "skip", "fix"]
 NanPolicy = Literal["stop", "skip"]
@@ -398,7 +398,9 @@ class MtlConfig:
             f"task names from {list(TASKS)} mapped to weights >= 0",
         ),
     ] = field(default_factory=dict)
-    sharing: Sharing = "hard"  # hard: shared backbone + FPN; adapters: per-task adapters on the FPN
+    # hard: shared backbone + FPN; adapters: per-task adapters on the FPN; cross_stitch: an FPN
+    # per task on the shared backbone, mixed at every level by learned cross-stitch weights.
+    sharing: Sharing = "hard"
     grad_on: GradTarget = "params"  # gradient methods act on shared parameters or shared features
     dwa_temperature: PositiveFloat = 2.0  # DWA softmax temperature
     gradnorm_alpha: NonNegativeFloat = 1.5  # GradNorm restoring force
@@ -407,6 +409,14 @@ class MtlConfig:
     famo_lr: PositiveFloat = 0.025  # FAMO: Adam learning rate of the task-weight logits
     famo_gamma: NonNegativeFloat = 0.01  # FAMO: weight decay of those logits
     log_every: NonNegativeInt = 50  # steps between per-task gradient statistics (0: never)
+
+    def __post_init__(self) -> None:
+        if self.sharing == "cross_stitch" and self.grad_on == "features":
+            _fail(
+                "grad_on",
+                "'features' needs one pyramid that every task reads, and mtl.sharing: "
+                "cross_stitch gives each task its own; use mtl.grad_on: params",
+            )
 
 
 @dataclass(config=_CONFIG)

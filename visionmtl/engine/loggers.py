@@ -121,7 +121,7 @@ class RunLogger:
 def _is_epoch_key(key: str) -> bool:
     """Whether a key of an epoch row (``metrics.jsonl``) is the training's record rather than a
     validation metric (see :meth:`RunLogger.log_epoch`)."""
-    return key in ("epoch", "step", "lr", "epoch_seconds") or key.startswith("loss/")
+    return key in ("epoch", "step", "lr", "epoch_seconds") or key.startswith(("loss/", "stitch/"))
 
 
 def drop_superseded(output_dir: Path, start_step: int) -> dict[str, Any] | None:

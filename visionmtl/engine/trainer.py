@@ -38,6 +38,7 @@ from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_sta
 from visionmtl.errors import ConfigError, DataError, TrainingError
 from visionmtl.evaluation.report import MAIN_METRICS, format_metrics_table
 from visionmtl.evaluation.validation import build_validation_sets, train_transform
+from visionmtl.models import CrossStitchNeck, MultiTaskModel
 from visionmtl.models.backbone import fill_backbone_defaults, resolve_backbone_defaults
 from visionmtl.models.summary import format_summary, model_summary
 from visionmtl.mtl.diagnostics import interaction_summary
@@ -430,6 +431,20 @@ def host_floats(values: dict[str, float | torch.Tensor]) -> dict[str, float]:
     return dict(zip(values, stacked.tolist(), strict=True))
 
 
+def stitch_weights(model: MultiTaskModel) -> dict[str, float]:
+    """The learned cross-stitch weights as epoch-record keys: ``stitch/P3/det<-sem`` is how much
+    of the sem branch det's P3 maps hold (empty without ``mtl.sharing: cross_stitch``)."""
+    neck = model.neck
+    if not isinstance(neck, CrossStitchNeck):
+        return {}
+    return {
+        f"stitch/{level}/{task}<-{source}": round(weight, 4)
+        for level, matrix in neck.mixing().items()
+        for task, row in zip(neck.tasks, matrix, strict=True)
+        for source, weight in zip(neck.tasks, row, strict=True)
+    }
+
+
 def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str, Any] | None:
     """The balancer's epoch hook, validation when due (``best.pt`` on a better score), the epoch's
     record to the loggers and a printed line, ``last.pt`` at the next epoch. Returns the
@@ -447,6 +462,7 @@ def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str
         "lr": run.optimizer.param_groups[0]["lr"],
         "epoch_seconds": round(seconds, 2),
         **{f"loss/{k}": round(v, 5) for k, v in running.items()},
+        **stitch_weights(run.model),
     }
     metrics = None
     if run.val_sets and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
@@ -492,6 +508,8 @@ def _finish(run: TrainingRun, metrics: dict[str, Any]) -> None:
         if run.is_main:
             print(f"all {run.dist_info.world_size} ranks hold identical weights")
     if run.is_main:
+        if isinstance(run.model.neck, CrossStitchNeck):  # how much each task drew on the others
+            print("\n".join(run.model.neck.describe_mixing()))
         if not run.val_sets:
             save_checkpoint(
                 run.output_dir / "best.pt", run.cfg, run.eval_model, epoch=run.cfg.train.epochs

@@ -75,8 +75,8 @@ class TrainingRun:
     order in which random numbers are drawn is part of an exact resume).
 
     ``train_model`` is ``model``, or ``model`` wrapped in DistributedDataParallel under torchrun;
-    ``shared_params`` are the backbone's and neck's trainable parameters, where task gradients
-    meet."""
+    ``shared_params`` are the trainable parameters where task gradients meet (the backbone's and
+    neck's; the backbone's and the mixing weights with cross-stitch)."""
 
     def __init__(
         self,
@@ -110,8 +110,7 @@ class TrainingRun:
             self.optimizer.add_param_group(
                 {"params": self.balancer.parameters(), "weight_decay": 0.0}
             )
-        backbone_and_neck = (*self.model.backbone.parameters(), *self.model.neck.parameters())
-        self.shared_params = [p for p in backbone_and_neck if p.requires_grad]
+        self.shared_params = [p for p in self.model.shared_parameters() if p.requires_grad]
         self.scheduler = build_scheduler(
             self.optimizer, cfg.train, cfg.train.epochs * self.iters_per_epoch
         )

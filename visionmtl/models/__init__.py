@@ -2,7 +2,15 @@
 
 from visionmtl.models.backbone import BackboneError, TimmBackbone
 from visionmtl.models.build import build_model
+from visionmtl.models.cross_stitch import CrossStitchNeck
 from visionmtl.models.multitask import MultiTaskModel
 from visionmtl.models.neck import PyramidNeck
 
-__all__ = ["BackboneError", "MultiTaskModel", "PyramidNeck", "TimmBackbone", "build_model"]
+__all__ = [
+    "BackboneError",
+    "CrossStitchNeck",
+    "MultiTaskModel",
+    "PyramidNeck",
+    "TimmBackbone",
+    "build_model",
+]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from visionmtl.config import EvalConfig, ModelConfig
+from visionmtl.config import MTL_SHARING, EvalConfig, ModelConfig
 from visionmtl.models.adapters import TaskAdapters
 from visionmtl.models.backbone import TimmBackbone, backbone_freezing
+from visionmtl.models.cross_stitch import CrossStitchNeck
 from visionmtl.models.heads import FCOSHead, MaskHead, SemanticFPNHead
 from visionmtl.models.multitask import MultiTaskModel
 from visionmtl.models.neck import PyramidNeck
@@ -22,8 +23,11 @@ def build_model(
     """Backbone -> FPN (P3-P7) -> the heads named in ``cfg.tasks``, for ``classes`` (made from the
     training data; the model keeps them as ``model.classes``, checkpoints store them).
 
-    ``sharing`` is ``mtl.sharing``: "hard" (every head reads the shared pyramid) or "adapters"
-    (each task reads it through its own residual adapters)."""
+    ``sharing`` is ``mtl.sharing``: "hard" (every head reads the shared pyramid), "adapters"
+    (each task reads it through its own residual adapters) or "cross_stitch" (each task has its
+    own pyramid over the shared backbone, mixed with the others' at every level)."""
+    if sharing not in MTL_SHARING:
+        raise ValueError(f"mtl.sharing: unknown sharing {sharing!r} ({', '.join(MTL_SHARING)})")
     eval_cfg = eval_cfg or EvalConfig()
     freeze_bn, freeze_at = backbone_freezing(cfg)
     backbone = TimmBackbone(
@@ -34,7 +38,13 @@ def build_model(
         freeze_bn=freeze_bn,
         freeze_at=freeze_at,
     )
-    neck = PyramidNeck(backbone.channels, backbone.strides, cfg.fpn_channels, extra_levels=2)
+    neck: PyramidNeck | CrossStitchNeck
+    if sharing == "cross_stitch":
+        neck = CrossStitchNeck(
+            backbone.channels, backbone.strides, cfg.fpn_channels, tasks=list(cfg.tasks)
+        )
+    else:
+        neck = PyramidNeck(backbone.channels, backbone.strides, cfg.fpn_channels, extra_levels=2)
     heads: dict[str, nn.Module] = {}
     # Detection reads P3 and coarser (FCOS); semantic segmentation the finest levels up to P5,
     # which includes P2 when the backbone is asked for stride 4.
@@ -78,6 +88,4 @@ def build_model(
     adapters: dict[str, nn.Module] = {}
     if sharing == "adapters":
         adapters = {t: TaskAdapters(cfg.fpn_channels, len(head_strides[t])) for t in heads}
-    elif sharing != "hard":
-        raise ValueError(f"mtl.sharing: unknown sharing {sharing!r} (hard, adapters)")
     return MultiTaskModel(backbone, neck, heads, head_strides, adapters, classes)

@@ -1,4 +1,4 @@
-"""The multi-task network: shared backbone + pyramid, one head per task."""
+"""The multi-task network: shared backbone + pyramid (or per-task pyramids), one head per task."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import torch
 from torch import Tensor, nn
 
 from visionmtl.models.backbone import TimmBackbone
+from visionmtl.models.cross_stitch import CrossStitchNeck
 from visionmtl.models.heads.detection import scale_boxes
 from visionmtl.models.neck import PyramidNeck
 from visionmtl.structures import ClassSpec, Prediction, Target
 
+# The neck's output: one pyramid (maps by ascending stride), or task -> that task's pyramid.
+Features = list[Tensor] | dict[str, list[Tensor]]
+
 
 class MultiTaskModel(nn.Module):
-    """Hard parameter sharing: every task head reads the same pyramid.
+    """Hard parameter sharing: every task head reads the same pyramid; soft sharing where the
+    neck returns one pyramid per task (cross-stitch) or adapters sit before the heads.
 
     The mask head (``inst``) predicts inside boxes: ground truth (and jittered copies of it) in
     training, the detection head's boxes at inference.
@@ -23,7 +28,7 @@ class MultiTaskModel(nn.Module):
 
     Args:
         backbone: feature extractor returning maps at ascending strides.
-        neck: pyramid over the backbone maps.
+        neck: pyramid over the backbone maps (a list of maps), or per-task pyramids (a dict).
         heads: task name (as in ``model.tasks``) -> head with forward / loss / postprocess.
         head_strides: task name -> the pyramid strides its head reads (default: all levels).
         adapters: task name -> module applied to that task's pyramid maps (soft sharing).
@@ -33,7 +38,7 @@ class MultiTaskModel(nn.Module):
     def __init__(
         self,
         backbone: TimmBackbone,
-        neck: PyramidNeck,
+        neck: PyramidNeck | CrossStitchNeck,
         heads: dict[str, nn.Module],
         head_strides: dict[str, list[int]] | None = None,
         adapters: dict[str, nn.Module] | None = None,
@@ -53,17 +58,27 @@ class MultiTaskModel(nn.Module):
         # Soft sharing: optional task-specific adapters between the shared pyramid and each head.
         self.adapters = nn.ModuleDict(adapters or {})
 
-    def _head_features(self, task: str, features: list[Tensor]) -> list[Tensor]:
-        selected = [features[i] for i in self.head_levels[task]]
+    def _head_features(self, task: str, features: Features) -> list[Tensor]:
+        """The pyramid maps ``task``'s head reads: its levels of the shared pyramid, or of its own
+        pyramid where the neck makes one per task, through its adapters if any."""
+        pyramid = features[task] if isinstance(features, dict) else features
+        selected = [pyramid[i] for i in self.head_levels[task]]
         return self.adapters[task](selected) if task in self.adapters else selected
 
     @property
     def tasks(self) -> list[str]:
         return list(self.heads.keys())
 
-    def features(self, images: Tensor) -> list[Tensor]:
-        """images [B, 3, H, W] -> shared pyramid maps (ascending stride)."""
+    def features(self, images: Tensor) -> Features:
+        """images [B, 3, H, W] -> shared pyramid maps (ascending stride), or task -> its pyramid
+        maps with per-task pyramids (cross-stitch)."""
         return self.neck(self.backbone(images))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Where the task gradients meet: the backbone's and the neck's parameters, or with
+        cross-stitch the backbone's and the mixing weights (each FPN branch is its task's own)."""
+        neck = self.neck.alphas if isinstance(self.neck, CrossStitchNeck) else self.neck
+        return [*self.backbone.parameters(), *neck.parameters()]
 
     def forward(
         self,
@@ -72,7 +87,7 @@ class MultiTaskModel(nn.Module):
         image_sizes: list[tuple[int, int]] | None = None,
         output_sizes: list[tuple[int, int]] | None = None,
         return_features: bool = False,
-    ) -> dict[str, Tensor] | list[Prediction] | tuple[dict[str, Tensor], list[Tensor]]:
+    ) -> dict[str, Tensor] | list[Prediction] | tuple[dict[str, Tensor], Features]:
         """images [B, 3, H, W] padded batch; targets per the data contract (training).
 
         In eval, ``image_sizes`` (h, w) are the unpadded sizes (default: the padded size) and
@@ -83,7 +98,8 @@ class MultiTaskModel(nn.Module):
             if targets is None:
                 raise ValueError("targets are required in training mode")
             losses = self._losses(features, targets, padded_shape)
-            # Gradient methods acting on the shared features need the pyramid maps too.
+            # Gradient methods acting on the shared features need the pyramid maps too (with
+            # cross-stitch, per-task maps: none is shared, so mtl.grad_on: features is refused).
             return (losses, features) if return_features else losses
         if image_sizes is None:
             image_sizes = [padded_shape] * images.shape[0]
@@ -91,7 +107,7 @@ class MultiTaskModel(nn.Module):
 
     def _losses(
         self,
-        features: list[Tensor],
+        features: Features,
         targets: list[Target],
         padded_shape: tuple[int, int],
     ) -> dict[str, Tensor]:
@@ -101,7 +117,7 @@ class MultiTaskModel(nn.Module):
             if task == "inst":
                 # Ground-truth boxes (and the head's jittered copies) are the RoIs; images without
                 # masks get none. Jittered RoIs stay inside the unpadded image where it is known.
-                device = features[0].device
+                device = task_features[0].device
                 no_boxes = torch.zeros((0, 4), dtype=torch.float32, device=device)
                 no_labels = torch.zeros(0, dtype=torch.int64, device=device)
                 boxes = [t["boxes"] if "masks" in t else no_boxes for t in targets]
@@ -115,7 +131,7 @@ class MultiTaskModel(nn.Module):
 
     def _predict(
         self,
-        features: list[Tensor],
+        features: Features,
         image_sizes: list[tuple[int, int]],
         output_sizes: list[tuple[int, int]] | None,
     ) -> list[Prediction]:
