@@ -407,6 +407,7 @@ def run_report(
     reuse: bool = False,
     baselines: Sequence[Sequence[str]] | None = None,
     seeds: int = 1,
+    seeds_model: str | None = None,
 ) -> dict[str, Any]:
     """Train the single-task baselines (``baselines``, default one per task) and one multi-task
     model per method x sharing (or per ``models`` entry, ``method/sharing``), then write
@@ -414,7 +415,8 @@ def run_report(
 
     With ``seeds`` > 1 every baseline is trained with that many seeds (``train.seed``, + 1, ...)
     and compared by its mean, and so is the multi-task model with the best delta_m once all are
-    trained (its spread against the baselines' shows what is noise). The report files are
+    trained, or ``seeds_model`` (``method/sharing``) when given (its spread against the
+    baselines' shows what is noise). The report files are
     rewritten after every multi-task model, so a long report that is stopped keeps what it
     finished (``"complete": false``); ``reuse`` skips every model whose ``report_row.json`` was
     saved for the identical config. A multi-task training that fails (e.g. a sharing mode the
@@ -430,6 +432,8 @@ def run_report(
     device = resolve_device(cfg.train.device)
     if seeds < 1:
         raise ConfigError(f"--seeds: at least 1, got {seeds}")
+    if seeds_model is not None and seeds_model not in multi_cfgs:
+        raise ConfigError(f"--seeds-model: {seeds_model!r} is not one of {list(multi_cfgs)}")
     seed_list = [cfg.train.seed + k for k in range(seeds)]
     single: dict[str, dict[str, Any]] = {}
     for name, st_cfg in single_cfgs.items():
@@ -452,8 +456,11 @@ def run_report(
         report["notes"] = [*NOTES, *_sharing_notes(multi)]
         write_report(report, out_dir)
     best = max(multi, key=lambda n: _finite(multi[n]["delta_m"]), default=None)
+    best = seeds_model if seeds_model in multi else best
     if seeds > 1 and best is not None:
-        print(f"== multi-task {best} (best delta_m): seeds {seed_list}")
+        print(
+            f"== multi-task {best} ({'chosen' if seeds_model else 'best delta_m'}): seeds {seed_list}"
+        )
         row = train_seeds(multi_cfgs[best], _mt_dir(out_dir, best), device, True, seed_list)
         multi[best] = _scored(best, row, report)
     report["complete"] = True
@@ -557,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="seeds for every baseline and for the multi-task model with the best delta_m",
     )
+    parser.add_argument(
+        "--seeds-model",
+        metavar="METHOD/SHARING",
+        help="the multi-task model trained with every seed (default: the best delta_m)",
+    )
     parser.add_argument("--epochs", type=int, help="epochs for every model (train.epochs)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--out", default="runs/mtl_report", help="output directory")
@@ -575,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             reuse=args.reuse,
             baselines=parse_baselines(args.baselines) if args.baselines else None,
             seeds=args.seeds,
+            seeds_model=args.seeds_model,
         )
         print(format_report(report))
         print(f"wrote {out / 'mtl_report.json'} and {out / 'mtl_report.md'}")

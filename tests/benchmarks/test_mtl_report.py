@@ -219,3 +219,12 @@ def test_cross_domain_report_with_seeds(shapes_paths: dict, street: dict, tmp_pa
         again["multi_task"]["fixed/hard"]["metrics"]
         == report["multi_task"]["fixed/hard"]["metrics"]
     )
+
+
+def test_seeds_model_must_be_one_of_the_models(shapes_paths: dict, street: dict, tmp_path: Path):
+    """--seeds-model names the row trained with every seed; a model not in the report is refused
+    before anything trains."""
+    cfg = _cross_domain_config(shapes_paths, street, tmp_path / "cfg")
+    with pytest.raises(ConfigError, match=r"--seeds-model: 'cagrad/hard' is not one of"):
+        run_report(cfg, ["fixed"], out_dir=tmp_path / "r", seeds=2, seeds_model="cagrad/hard")
+    assert not (tmp_path / "r").exists()
