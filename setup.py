@@ -27,7 +27,7 @@ setup(
         # train.loggers: [tensorboard] (torch.utils.tensorboard writes through it).
         "tensorboard": ["tensorboard>=2.14"],
         # visionmtl plot (training curves).
-        "plot": ["matplotlib>=3.7"],
+        "plots": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["visionmtl = visionmtl.commands:main"]},
 )

@@ -72,6 +72,7 @@ def test_check_exit_codes_through_the_command(shapes_paths: dict, tmp_path: Path
 
 
 def test_plot_draws_a_run(trained_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")  # the [plots] extra
     out = tmp_path / "curves.png"
     assert main(["plot", str(trained_run), "--out", str(out)]) == 0
     with Image.open(out) as picture:

@@ -1,6 +1,6 @@
 """Training curves of a run directory as one picture (``visionmtl plot RUN_DIR``): read from its
 ``metrics.jsonl`` (:class:`~visionmtl.engine.loggers.RunLogger`), drawn with matplotlib (the
-optional ``visionmtl[plot]`` extra)."""
+optional ``visionmtl[plots]`` extra)."""
 
 from __future__ import annotations
 
@@ -63,15 +63,6 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     it only shows ``metrics.jsonl``); returns the path. Panels: loss per task, learning rate,
     validation metrics per epoch, task weights, gradient norms and pairwise gradient cosines over
     steps; a panel the run did not log says so."""
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError(
-            "visionmtl plot needs matplotlib: pip install matplotlib (or visionmtl[plot])"
-        )
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
     out_path = Path(out) if out else Path(run_dir) / CURVES_FILE
     if out and out_path.exists():  # curves.png is redrawn; a file the user names is not replaced
         raise OutputExistsError(f"{out_path} already exists: choose a new --out file")
@@ -80,6 +71,15 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     steps, epochs = read_records(run_dir)
     if not steps and not epochs:
         raise RunFileError(f"{Path(run_dir) / METRICS_FILE}: no records yet")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(
+            "visionmtl plot needs matplotlib: pip install matplotlib (or visionmtl[plots])"
+        )
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     for axis, (title, x, keys) in zip(axes.flat, panel_keys(steps, epochs), strict=True):
         _draw(axis, title, steps if x == "step" else epochs, x, keys)
