@@ -89,13 +89,17 @@ def any_rank(flag: bool | torch.Tensor, info: DistInfo, device: torch.device) ->
 
 
 def tensors_in_sync(tensors: list[torch.Tensor], info: DistInfo, device: torch.device) -> bool:
-    """Whether every rank holds exactly the same tensors (compares float64 checksums)."""
+    """Whether every rank holds exactly the same tensors (compares float64 checksums; NaN equals
+    NaN: state such as FAMO's last losses marks an absent task with NaN on every rank)."""
     if not info.enabled or not tensors:
         return True
     checksum = torch.stack([t.detach().double().sum().to(device) for t in tensors])
     gathered = [torch.zeros_like(checksum) for _ in range(info.world_size)]
     dist.all_gather(gathered, checksum)
-    return all(torch.equal(gathered[0], other) for other in gathered[1:])
+    return all(
+        torch.allclose(gathered[0], other, rtol=0, atol=0, equal_nan=True)
+        for other in gathered[1:]
+    )
 
 
 def gather_objects(value: Any, info: DistInfo) -> list[Any]:
