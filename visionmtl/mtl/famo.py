@@ -25,7 +25,8 @@ class FAMO(TaskBalancer):
 
     The decrease of step s is measured with step s+1's losses (the next batch), as LibMTL does,
     instead of a second forward of batch s as in the paper's code. A task without a loss in either
-    step (partial labels) keeps its logit. Under torchrun the loss vector is averaged over the
+    step (partial labels) counts a decrease of 0 (its logit still moves with the others' through
+    the softmax, and with the weight decay). Under torchrun the loss vector is averaged over the
     ranks first (one small all-reduce), so every rank holds the same weights.
 
     Args:
