@@ -11,6 +11,7 @@ from typing import Any
 
 from visionmtl.engine.loggers import METRICS_FILE
 from visionmtl.errors import ConfigError, OutputExistsError, VisionMTLError
+from visionmtl.evaluation.report import MAIN_METRICS
 
 CURVES_FILE = "curves.png"
 
@@ -23,7 +24,8 @@ STEP_PANELS = (
     ("gradient cosine per task pair", "grad_cos/"),
 )
 # Epoch records' keys drawn in the validation panel, where the run has them.
-VAL_METRICS = ("bbox_AP", "bbox_AP50", "segm_AP", "mIoU", "pixel_acc")
+# The main metrics (one home: evaluation.report) and two a user watches beside them.
+VAL_METRICS = (*MAIN_METRICS, "bbox_AP50", "pixel_acc")
 
 
 class RunFileError(VisionMTLError):
