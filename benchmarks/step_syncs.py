@@ -89,7 +89,7 @@ def count_step_syncs(batch_size: int, steps: int = 3) -> dict[str, Any]:
     ]
     cfg = load_config(None, overrides)
     per_step: list[collections.Counter[str]] = []
-    original = trainer._train_step
+    original = trainer.train_step
 
     def counted(run, progress, images, targets):  # noqa: ANN001, ANN202
         step = run.optimizer.step
@@ -108,11 +108,11 @@ def count_step_syncs(batch_size: int, steps: int = 3) -> dict[str, Any]:
         per_step.append(counter.counts)
         return result
 
-    trainer._train_step = counted
+    trainer.train_step = counted
     try:
         trainer.train(cfg, output_dir=root / "run", stop_after_steps=steps)
     finally:
-        trainer._train_step = original
+        trainer.train_step = original
     last = per_step[-1]
     return {"batch_size": batch_size, "syncs": sum(last.values()), "by_op": dict(last)}
 

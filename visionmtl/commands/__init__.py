@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-from visionmtl.commands import check, demo, eval, plot, predict, train
+from visionmtl.commands import advise, check, demo, eval, plot, predict, train
 
 # The one table of subcommands: name -> module with ``main(argv, prog) -> int``; the first words of
 # its docstring (up to ":") are its line in ``visionmtl --help``.
@@ -21,6 +21,7 @@ COMMANDS: dict[str, ModuleType] = {
     "check": check,
     "plot": plot,
     "demo": demo,
+    "advise": advise,
 }
 
 

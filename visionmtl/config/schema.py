@@ -409,6 +409,8 @@ class MtlConfig:
     famo_lr: PositiveFloat = 0.025  # FAMO: Adam learning rate of the task-weight logits
     famo_gamma: NonNegativeFloat = 0.01  # FAMO: weight decay of those logits
     log_every: NonNegativeInt = 50  # steps between per-task gradient statistics (0: never)
+    # Steps between lookahead task affinities (TAG: T backwards and T + 1 forwards; 0: never).
+    affinity_every: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         if self.sharing == "cross_stitch" and self.grad_on == "features":

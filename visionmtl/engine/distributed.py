@@ -97,8 +97,7 @@ def tensors_in_sync(tensors: list[torch.Tensor], info: DistInfo, device: torch.d
     gathered = [torch.zeros_like(checksum) for _ in range(info.world_size)]
     dist.all_gather(gathered, checksum)
     return all(
-        torch.allclose(gathered[0], other, rtol=0, atol=0, equal_nan=True)
-        for other in gathered[1:]
+        torch.allclose(gathered[0], other, rtol=0, atol=0, equal_nan=True) for other in gathered[1:]
     )
 
 

@@ -7,6 +7,7 @@ import json
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from visionmtl.config import Config, save_config
@@ -73,13 +74,13 @@ def holds_run(directory: Path) -> bool:
     return any((directory / name).exists() for name in RUN_FILES)
 
 
-def next_free_run_dir(output_dir: str | Path) -> Path:
-    """``output_dir`` if it holds no run, else the first of ``output_dir`` + 2, 3, ... that holds
-    none (``runs/exp`` -> ``runs/exp2``, as Ultralytics numbers its runs)."""
+def next_free_run_dir(output_dir: str | Path, taken: Callable[[Path], bool] = holds_run) -> Path:
+    """``output_dir`` if it holds no run (``taken`` is False), else the first of ``output_dir`` +
+    2, 3, ... that holds none (``runs/exp`` -> ``runs/exp2``, as Ultralytics numbers its runs)."""
     output_dir = Path(output_dir)
     base = output_dir if output_dir.name else output_dir.resolve()  # "." has no name to number
     candidate, number = output_dir, 2
-    while holds_run(candidate):
+    while taken(candidate):
         candidate, number = base.with_name(f"{base.name}{number}"), number + 1
     return candidate
 

@@ -3,11 +3,16 @@ step record of how the tasks interact (loss, weight, gradient norm, cosines) for
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch.func import functional_call
 
 from visionmtl.mtl import task_gradient_stats
+from visionmtl.mtl.affinity import lookahead_affinity
+from visionmtl.precision import autocast
+from visionmtl.structures import group_by_task
 
 
 def labelled_only(
@@ -33,6 +38,39 @@ def gradient_stats(
     scale = scaler.get_scale() if scaler.is_enabled() else 1.0
     scaled = {task: scaler.scale(loss) for task, loss in task_losses.items()}
     return task_gradient_stats(scaled, shared, scale=scale)
+
+
+def task_affinity(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    task_losses: dict[str, torch.Tensor],
+    shared: list[torch.Tensor],
+    scaler: Any,
+    step_size: float,
+    amp: str,
+) -> dict[str, float]:
+    """Lookahead affinity ``affinity/i>j`` of the labelled tasks on this batch ``[B, 3, H, W]``
+    (:mod:`visionmtl.mtl.affinity`), a step of ``step_size`` (``train.lr``) on the shared
+    parameters; ``model`` is the unwrapped model (these forwards must not reach DDP)."""
+    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+
+    devices = [images.device] if images.device.type == "cuda" else []
+
+    def losses_at(replaced: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        # Copies of the buffers take the BatchNorm updates; the generators are restored after
+        # each call, so every call and the training after them draw the same numbers.
+        buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            with autocast(images.device, amp):
+                inputs = {**buffers, **replaced}
+                losses = group_by_task(functional_call(model, inputs, (images, targets)))
+        return {task: float(losses[task]) for task in task_losses if task in losses}
+
+    names = {id(param): name for name, param in model.named_parameters()}
+    named = {names[id(param)]: param for param in shared}
+    scaled = {task: scaler.scale(loss) for task, loss in task_losses.items()}
+    return lookahead_affinity(scaled, named, losses_at, step_size, scale=scale)
 
 
 def interaction_record(

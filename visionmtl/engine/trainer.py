@@ -33,7 +33,12 @@ from visionmtl.engine.distributed import (
 )
 from visionmtl.engine.loggers import LOG_FILE, RunLogger, check_loggers, copy_prints, epoch_line
 from visionmtl.engine.rundir import agree_on_run_dir, prepare_run_dir, run_dir_line
-from visionmtl.engine.task_steps import gradient_stats, interaction_record, labelled_only
+from visionmtl.engine.task_steps import (
+    gradient_stats,
+    interaction_record,
+    labelled_only,
+    task_affinity,
+)
 from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_stats
 from visionmtl.errors import ConfigError, DataError, TrainingError
 from visionmtl.evaluation.report import MAIN_METRICS, format_metrics_table
@@ -309,7 +314,7 @@ def _train_epoch(
         disable=not run.is_main,
     )
     for batch, (images, targets) in enumerate(bar, start=progress.batch):
-        logged = _train_step(run, progress, images, targets)
+        logged = train_step(run, progress, images, targets)
         interaction = interaction if logged is None else logged
         progress.batch = batch + 1
         if run.is_main and batch % max(cfg.train.log_every, 1) == 0:
@@ -330,7 +335,7 @@ def _train_epoch(
     return True
 
 
-def _train_step(
+def train_step(
     run: TrainingRun,
     progress: Progress,
     images: torch.Tensor,
@@ -359,7 +364,7 @@ def _train_step(
             run.dist_info.rank,
         )
     else:
-        interaction = _optimize(run, progress, losses, features, targets)
+        interaction = _optimize(run, progress, losses, features, images, targets)
     run.scheduler.step()
     progress.step += 1
     return interaction
@@ -370,17 +375,26 @@ def _optimize(
     progress: Progress,
     losses: dict[str, torch.Tensor],
     features: Any,
+    images: torch.Tensor,
     targets: list[dict[str, torch.Tensor]],
 ) -> dict[str, str] | None:
     """Task losses of the labelled tasks through the balancer to gradients (on the shared
     parameters or ``features``), clipping, the optimizer step and the epoch's loss statistics.
-    Returns the task-interaction summary where this step logs it (``mtl.log_every``)."""
+    Returns the task-interaction summary where this step logs it (``mtl.log_every``; the
+    lookahead affinity at ``mtl.affinity_every``)."""
     cfg = run.cfg
     labelled = labelled_tasks(targets)
     task_losses = labelled_only(group_by_task(losses), labelled)
     shared = features if cfg.mtl.grad_on == "features" else run.shared_params
     log_grads = cfg.mtl.log_every > 0 and progress.step % cfg.mtl.log_every == 0
     grad_stats = gradient_stats(task_losses, shared, run.scaler) if log_grads else {}
+    if cfg.mtl.affinity_every > 0 and progress.step % cfg.mtl.affinity_every == 0:
+        real = {task: loss for task, loss in task_losses.items() if task in labelled}
+        step = cfg.train.lr  # the configured lr, not the scheduled one: warm-up starts at 0
+        grad_stats |= task_affinity(
+            run.model, images, targets, real, run.shared_params, run.scaler, step, cfg.train.amp
+        )
+        log_grads = True
     weights = run.balancer.backward(task_losses, shared, run.scaler)
     average_gradients(run.balancer.parameters(), run.dist_info)
     if cfg.train.clip_grad_norm > 0:
