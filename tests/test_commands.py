@@ -81,6 +81,7 @@ def test_plot_draws_a_run(trained_run: Path, tmp_path: Path) -> None:
     assert panels["loss per task"] == ["loss/det", "loss/sem", "loss/inst"]
     assert {"bbox_AP", "segm_AP", "mIoU"} <= set(panels["validation"])
     assert panels["gradient cosine per task pair"]  # the tiny run logs step 0
+    assert len(panels) == 7 and not panels["lookahead affinity i>j (mtl.affinity_every)"]
     assert main(["plot", str(trained_run), "--out", str(out)]) == 2  # never replaced
 
 
@@ -152,3 +153,11 @@ def test_check_draw_needs_one_set(tmp_path: Path) -> None:
 
         check_main(["--config", "x.yaml", "--draw", str(tmp_path)])
     assert exit_.value.code == 2
+
+
+def test_plot_has_an_affinity_panel_for_runs_that_log_it(tmp_path: Path) -> None:
+    records = [{"step": k, "affinity/det>sem": 0.1 * k, "affinity/sem>sem": 0.5} for k in (0, 5)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    panels = {title: keys for title, _, keys in panel_keys(*read_records(tmp_path))}
+    affinity = panels["lookahead affinity i>j (mtl.affinity_every)"]
+    assert affinity == ["affinity/det>sem", "affinity/sem>sem"]

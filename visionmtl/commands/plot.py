@@ -2,7 +2,8 @@
 
 Reads RUN_DIR/metrics.jsonl and writes RUN_DIR/curves.png (redrawn each time: it only shows the
 records): loss per task, learning rate, validation metrics per epoch, and over steps each task's
-weight, gradient norm and the pairwise gradient cosines. Needs matplotlib (visionmtl[plots]).
+weight, gradient norm, the pairwise gradient cosines and, where logged (mtl.affinity_every), the
+lookahead task affinities. Needs matplotlib (visionmtl[plots]).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ STEP_PANELS = (
     ("task weight", "weight/"),
     ("gradient norm per task", "grad_norm/"),
     ("gradient cosine per task pair", "grad_cos/"),
+    ("lookahead affinity i>j (mtl.affinity_every)", "affinity/"),
 )
 # Epoch records' keys drawn in the validation panel, where the run has them.
 # The main metrics (one home: evaluation.report) and two a user watches beside them.
@@ -63,8 +64,8 @@ def read_records(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
 def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw ``run_dir``'s curves into ``out`` (default ``run_dir/curves.png``, redrawn each call:
     it only shows ``metrics.jsonl``); returns the path. Panels: loss per task, learning rate,
-    validation metrics per epoch, task weights, gradient norms and pairwise gradient cosines over
-    steps; a panel the run did not log says so."""
+    validation metrics per epoch, task weights, gradient norms, pairwise gradient cosines and
+    lookahead task affinities over steps; a panel the run did not log says so."""
     out_path = Path(out) if out else Path(run_dir) / CURVES_FILE
     if out and out_path.exists():  # curves.png is redrawn; a file the user names is not replaced
         raise OutputExistsError(f"{out_path} already exists: choose a new --out file")
@@ -82,9 +83,12 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
-    for axis, (title, x, keys) in zip(axes.flat, panel_keys(steps, epochs), strict=True):
+    figure, axes = plt.subplots(2, 4, figsize=(15, 8), constrained_layout=True)
+    panels = panel_keys(steps, epochs)
+    for axis, (title, x, keys) in zip(axes.flat, panels, strict=False):
         _draw(axis, title, steps if x == "step" else epochs, x, keys)
+    for axis in axes.flat[len(panels) :]:
+        axis.axis("off")
     figure.suptitle(str(run_dir))
     figure.savefig(out_path, dpi=100)
     plt.close(figure)
@@ -94,7 +98,7 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
 def panel_keys(
     steps: list[dict[str, Any]], epochs: list[dict[str, Any]]
 ) -> list[tuple[str, str, list[str]]]:
-    """(title, x axis "step" or "epoch", keys drawn) of the six panels. Losses come from the step
+    """(title, x axis "step" or "epoch", keys drawn) of the seven panels. Losses come from the step
     records, or from the epoch records where the run logged no steps (``mtl.log_every: 0``)."""
     panels = [
         (title, "step", [k for k in _keys(steps) if k.startswith(prefix)])
