@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The torch build pinned for this project; override e.g. TORCH_SPEC="torch torchvision".
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format docs clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+# docs/config_reference.md from the config classes' field comments (a test checks it is current).
+docs: $(STAMP)
+	$(PY) -m visionmtl config --help-fields --out docs/config_reference.md
 
 clean:
 	rm -rf runs/demo data/shapes

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-from visionmtl.commands import advise, check, demo, eval, plot, predict, train
+from visionmtl.commands import advise, check, config, demo, eval, plot, predict, train
 
 # The one table of subcommands: name -> module with ``main(argv, prog) -> int``; the first words of
 # its docstring (up to ":") are its line in ``visionmtl --help``.
@@ -22,6 +22,7 @@ COMMANDS: dict[str, ModuleType] = {
     "plot": plot,
     "demo": demo,
     "advise": advise,
+    "config": config,
 }
 
 

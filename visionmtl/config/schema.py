@@ -53,6 +53,7 @@ def _rule(ok: Callable[[Any], bool], expected: str) -> AfterValidator:
             raise ValueError(f"expected {expected}, got {value!r}")
         return value
 
+    check.expected = expected  # shown by the config reference (visionmtl/config/reference.py)
     return AfterValidator(check)
 
 
@@ -171,7 +172,7 @@ class InstConfig:
     # In training, jittered copies of each ground-truth box (IoU >= jitter_min_iou with it) the
     # mask head also learns on, as it sees detections, not exact boxes, at inference (0: none).
     jitter_copies: NonNegativeInt = 1
-    jitter_min_iou: Annotated[Float, Field(gt=0, le=1)] = 0.5
+    jitter_min_iou: Annotated[Float, Field(gt=0, le=1)] = 0.5  # least IoU of a copy with its box
 
 
 @dataclass(config=_CONFIG)
@@ -230,12 +231,13 @@ class DataConfig:
     train_ann: Str = ""
     train_images: Str = ""  # its image folder
     val_ann: Str = ""  # COCO JSON of the validation set ("" = no validation)
-    val_images: Str = ""
+    val_images: Str = ""  # its image folder
     image_size: Annotated[Int, Field(ge=32)] = 512  # longest side in pixels after resizing
     # Input normalisation (RGB, on pixels / 255). null: the backbone's own (timm pretrained_cfg
     # of model.backbone.name and its tag); training writes the resolved values into the run's
     # config.yaml and checkpoints (a checkpoint of format < 3 without them: ImageNet's).
     mean: RGB | None = None
+    # Input standard deviation (RGB, on pixels / 255); null: the backbone's own, as mean.
     std: Annotated[RGB, _rule(lambda s: min(s) > 0, "three positive numbers")] | None = None
     # Random rescale factors [low, high] of image_size during training.
     scale_range: Annotated[
@@ -265,7 +267,7 @@ class DataConfig:
     # Semantic validation from PNG class maps (e.g. stuff classes a COCO val set cannot label):
     # when set, mIoU comes from this set and val_ann gives AP only.
     val_sem_images: Str = ""
-    val_sem_masks: Str = ""
+    val_sem_masks: Str = ""  # its PNG class maps (same file stems as val_sem_images)
     val_sem_class_names: Names = field(default_factory=list)  # PNG id k = name k - 1
     val_sem_ids: PngIdNames | None = None  # or its own ids, as extra_sources[].ids
     val_sem_ignore_ids: PngIgnoreIds = field(default_factory=list)  # as extra_sources[].ignore_ids
