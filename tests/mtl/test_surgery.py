@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from visionmtl.mtl import CAGrad, FixedWeighting, GradNorm, PCGrad, task_gradient_stats
+from visionmtl.mtl.base import combine_gradients, gram_matrix, task_gradients
 from visionmtl.mtl.cagrad import cagrad_coefficients
 from visionmtl.mtl.pcgrad import project_conflicting
 
@@ -167,3 +168,26 @@ def test_interaction_summary_names_the_most_conflicting_pair():
     assert summary["|g|/det"] == "3" and summary["|g|/sem"] == "0.5"
     assert summary["cos_min"] == "-0.40 (det|inst)"
     assert "cos_min" not in interaction_summary({"det": 1.0}, {"grad_norm/det": 1.0})
+
+
+def test_task_gradients_fill_one_buffer_that_combines_back_per_tensor():
+    weight, bias, unused = (nn.Parameter(torch.randn(s)) for s in ((2, 3), (3,), (4,)))
+    shared = [weight, bias, unused]
+    x = torch.randn(5, 2)
+    losses = {"det": (x @ weight + bias).square().sum(), "sem": (x @ weight).sin().sum()}
+    flat = task_gradients(losses, shared, scaler=None)
+    assert flat.shape == (2, 6 + 3 + 4)
+    for row, loss in enumerate(losses.values()):
+        grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+        expected = torch.cat(
+            [
+                torch.zeros(t.numel()) if g is None else g.reshape(-1)
+                for g, t in zip(grads, shared, strict=True)
+            ]
+        )
+        torch.testing.assert_close(flat[row], expected)
+    torch.testing.assert_close(gram_matrix(flat), (flat @ flat.T).double())
+    combined = combine_gradients(flat, torch.tensor([2.0, -1.0]), shared)
+    assert [c.shape for c in combined] == [t.shape for t in shared]
+    torch.testing.assert_close(combined[0], (2 * flat[0] - flat[1])[:6].view(2, 3))
+    assert not combined[2].any()  # no loss reaches the unused tensor

@@ -135,40 +135,40 @@ def trainable(shared: Sequence[Tensor]) -> list[Tensor]:
 
 def task_gradients(
     task_losses: Mapping[str, Tensor], shared: Sequence[Tensor], scaler: LossScaler | None
-) -> list[Tensor]:
-    """Scaled gradient of each loss on each shared tensor, as float32 ``[T, numel]`` per tensor.
+) -> Tensor:
+    """Scaled gradient of each loss on all shared tensors as one float32 buffer ``[T, N]``.
 
-    Row t of every matrix belongs to the t-th loss of ``task_losses`` (zeros where a loss does not reach
-    a tensor, or has no graph). The graph is retained for a later backward."""
-    matrices = [
-        torch.zeros(len(task_losses), tensor.numel(), device=tensor.device) for tensor in shared
-    ]
+    Row t holds the t-th loss's gradients on ``shared``, flattened and concatenated in order
+    (``N`` = total number of elements; zeros where a loss does not reach a tensor or has no
+    graph). One buffer makes the Gram matrix and the combined gradient one matmul each instead
+    of one per shared tensor (hundreds of small kernels on a GPU). The graph is retained for a
+    later backward."""
+    sizes = [tensor.numel() for tensor in shared]
+    device = shared[0].device if shared else None
+    flat = torch.zeros(len(task_losses), sum(sizes), device=device)
     for row, loss in enumerate(task_losses.values()):
         if not loss.requires_grad or not shared:
             continue
         grads = torch.autograd.grad(
             scale_loss(loss, scaler), shared, retain_graph=True, allow_unused=True
         )
-        for matrix, grad in zip(matrices, grads, strict=True):
+        for view, grad in zip(flat[row].split(sizes), grads, strict=True):
             if grad is not None:
-                matrix[row] = grad.reshape(-1).float()
-    return matrices
+                view.copy_(grad.reshape(-1))
+    return flat
 
 
-def gram_matrix(matrices: Sequence[Tensor]) -> Tensor:
-    """Per-tensor ``[T, n]`` gradients -> float64 Gram matrix ``[T, T]`` of the flattened task gradients."""
-    gram = sum((matrix @ matrix.T).double() for matrix in matrices)
-    return gram if isinstance(gram, Tensor) else torch.zeros(0, 0, dtype=torch.float64)
+def gram_matrix(flat: Tensor) -> Tensor:
+    """Task gradients ``[T, N]`` -> float64 Gram matrix ``[T, T]``."""
+    return (flat @ flat.T).double()
 
 
-def combine_gradients(
-    matrices: Sequence[Tensor], coefficients: Tensor, shared: Sequence[Tensor]
-) -> list[Tensor]:
-    """``sum_t coefficients[t] * g_t`` reshaped to each shared tensor (coefficients ``[T]``)."""
-    return [
-        (coefficients.to(matrix) @ matrix).reshape(tensor.shape)
-        for matrix, tensor in zip(matrices, shared, strict=True)
-    ]
+def combine_gradients(flat: Tensor, coefficients: Tensor, shared: Sequence[Tensor]) -> list[Tensor]:
+    """``sum_t coefficients[t] * g_t`` (coefficients ``[T]``, gradients ``[T, N]``) split and
+    reshaped to each shared tensor (views of one ``[N]`` buffer)."""
+    combined = coefficients.to(flat) @ flat
+    pieces = combined.split([tensor.numel() for tensor in shared])
+    return [piece.view(tensor.shape) for piece, tensor in zip(pieces, shared, strict=True)]
 
 
 def _replace_gradient(new: Tensor, grad: Tensor) -> Tensor:
@@ -213,14 +213,14 @@ def surgery_backward(
     if len(active) < 2 or not shared:
         weighted_backward(active, dict.fromkeys(active, 1.0), scaler)
         return {**weights, **dict.fromkeys(active, 1.0)}
-    matrices = task_gradients(active, shared, scaler)
-    gram = gram_matrix(matrices)
+    flat = task_gradients(active, shared, scaler)
+    gram = gram_matrix(flat)
     if not torch.isfinite(gram).all():
         coefficients = torch.ones(len(active), dtype=torch.float64)
     else:
         coefficients = coefficients_of(gram)
-    combined = combine_gradients(matrices, coefficients, shared)
-    del matrices
+    combined = combine_gradients(flat, coefficients, shared)
+    del flat
     backward_with_shared_gradients(active, shared, combined, scaler)
     weights.update(zip(active, coefficients.tolist(), strict=True))
     return weights
