@@ -28,6 +28,8 @@ setup(
         "tensorboard": ["tensorboard>=2.14"],
         # visionmtl plot (training curves).
         "plots": ["matplotlib>=3.7"],
+        # eval.coco_engine: faster_coco_eval (pycocotools stays the reference engine).
+        "fasteval": ["faster-coco-eval>=1.6"],
     },
     entry_points={"console_scripts": ["visionmtl = visionmtl.commands:main"]},
 )

@@ -301,3 +301,90 @@ def test_zero_size_boxes_are_not_scored(ann_file: Path) -> None:
     dataset = CocoDataset(ann_file, ann_file.parent, on_invalid="error")
     assert 1 not in {a["id"] for a in coco_ground_truth(dataset).dataset["annotations"]}
     assert dataset.annotation_changes() == {"dropped": 1, "fixed": 0}
+
+
+def _noisy_predictions(coco: COCO, image_ids: list[int], category_ids: list[int], seed: int = 0):
+    """Ground truth moved by a few pixels, with random scores and a false positive per image."""
+    generator = torch.Generator().manual_seed(seed)
+    predictions = _gt_as_predictions(coco, image_ids, category_ids, with_masks=True)
+    for prediction, image_id in zip(predictions, image_ids, strict=True):
+        info = coco.imgs[image_id]
+        height, width = info["height"], info["width"]
+        boxes = (
+            prediction["boxes"] + torch.randn(prediction["boxes"].shape, generator=generator) * 3
+        )
+        boxes = torch.cat([boxes, torch.tensor([[0.0, 0.0, width / 2, height / 2]])])
+        masks = torch.cat([prediction["masks"], torch.zeros(1, height, width, dtype=torch.uint8)])
+        masks[-1, : height // 2, : width // 2] = 1
+        masks[:-1] = masks[:-1].roll(2, dims=-1)  # masks off by two pixels
+        prediction.update(
+            boxes=boxes.clamp_min(0),
+            masks=masks,
+            scores=torch.rand(len(boxes), generator=generator),
+            labels=torch.cat([prediction["labels"], torch.tensor([0])]),
+        )
+    return predictions
+
+
+def _both_engines(ann_file: Path, category_ids: list[int], class_names: list[str]):
+    pytest.importorskip("faster_coco_eval")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(ann_file))
+    image_ids = sorted(coco_gt.getImgIds())
+    predictions = _noisy_predictions(coco_gt, image_ids, category_ids)
+    metrics = {}
+    for engine in ("pycocotools", "faster_coco_eval"):
+        evaluator = CocoEvaluator(
+            coco_gt, category_ids, class_names, ("bbox", "segm"), engine=engine
+        )
+        evaluator.process(image_ids, predictions)
+        metrics[engine] = evaluator.evaluate()
+    return metrics["pycocotools"], metrics["faster_coco_eval"]
+
+
+def _assert_agree(reference: dict, other: dict) -> None:
+    per_class, other_per_class = reference.pop("per_class"), other.pop("per_class")
+    assert reference == pytest.approx(other, abs=1e-4)
+    assert any(0.05 < value < 0.95 for value in reference.values() if value is not None)
+    for name, values in per_class.items():
+        assert values == pytest.approx(other_per_class[name], abs=1e-4), name
+
+
+def test_faster_coco_eval_agrees_with_pycocotools(ann_file: Path) -> None:
+    _assert_agree(*_both_engines(ann_file, CATEGORY_IDS, CLASS_NAMES))
+
+
+@pytest.mark.skipif(not COCO_TINY_VAL.is_file(), reason="../shared/data/coco_tiny is absent")
+def test_faster_coco_eval_agrees_with_pycocotools_on_coco_tiny() -> None:
+    coco = COCO(str(COCO_TINY_VAL))
+    category_ids = sorted(coco.getCatIds())
+    names = [coco.cats[cid]["name"] for cid in category_ids]
+    _assert_agree(*_both_engines(COCO_TINY_VAL, category_ids, names))
+
+
+def test_faster_coco_eval_scores_no_predictions_as_zero(ann_file: Path) -> None:
+    pytest.importorskip("faster_coco_eval")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(ann_file))
+    evaluator = CocoEvaluator(coco_gt, CATEGORY_IDS, CLASS_NAMES, engine="faster_coco_eval")
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0).long()}
+    evaluator.process([1], [empty])
+    assert evaluator.evaluate()["bbox_AP"] == 0.0
+
+
+def test_missing_faster_coco_eval_is_a_clear_error(
+    ann_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from visionmtl.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # import fails as if absent
+    with pytest.raises(ConfigError, match=r"eval.coco_engine.*visionmtl\[fasteval\]"):
+        _evaluator_with_engine(ann_file, "faster_coco_eval")
+
+
+def _evaluator_with_engine(ann_file: Path, engine: str) -> CocoEvaluator:
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(ann_file))
+    return CocoEvaluator(coco_gt, CATEGORY_IDS, CLASS_NAMES, engine=engine)

@@ -78,3 +78,28 @@ def test_evaluation_runs_in_eval_amp_not_train_amp(
     metrics = evaluate_model(model, dataset, cfg, torch.device("cpu"))
     assert seen and set(seen) == {"off"}
     assert metrics["eval_precision"] == "fp32"
+
+
+def test_eval_coco_engine_faster_coco_eval_gives_the_same_ap(
+    trained_run: Path, shapes_paths: dict
+) -> None:
+    """``eval.coco_engine: faster_coco_eval`` scores the same model to within 1e-4 of
+    pycocotools, through the same evaluate_model call validation and tools/eval.py make."""
+    pytest.importorskip("faster_coco_eval")
+    from dataclasses import replace
+
+    model, cfg = load_model(trained_run / "best.pt")
+    dataset = CocoDataset(
+        shapes_paths["val_ann"],
+        shapes_paths["val_images"],
+        build_transforms(cfg.data.image_size, train=False),
+    )
+    metrics = {}
+    for engine in ("pycocotools", "faster_coco_eval"):
+        engine_cfg = replace(cfg, eval=replace(cfg.eval, coco_engine=engine))
+        metrics[engine] = evaluate_model(model, dataset, engine_cfg, torch.device("cpu"))
+    reference, faster = metrics["pycocotools"], metrics["faster_coco_eval"]
+    scored = [key for key in reference if key.startswith(("bbox_", "segm_"))]
+    assert "bbox_AP" in scored
+    for key in scored:
+        assert faster[key] == pytest.approx(reference[key], abs=1e-4), key

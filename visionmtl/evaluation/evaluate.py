@@ -99,7 +99,11 @@ def run_evaluation(
         collate_fn=Collator(32),
     )
     iou_types = ("bbox", "segm") if "inst" in tasks else ("bbox",)
-    coco_eval = CocoEvaluator.for_dataset(dataset, iou_types) if coco_tasks else None
+    coco_eval = (
+        CocoEvaluator.for_dataset(dataset, iou_types, engine=cfg.eval.coco_engine)
+        if coco_tasks
+        else None
+    )
     sem_eval = None
     if "sem" in tasks:
         names = [BACKGROUND, *sem_names]
