@@ -14,7 +14,7 @@ from visionmtl.api.io import ImageInput, load_rgb
 from visionmtl.api.result import Result
 from visionmtl.api.sources import Frame, iter_frames
 from visionmtl.config import Config
-from visionmtl.data import Collator
+from visionmtl.data import SIZE_DIVISOR, Collator
 from visionmtl.data.classes import semantic_ids
 from visionmtl.engine.checkpoint import load_model
 from visionmtl.evaluation.validation import eval_transform
@@ -48,7 +48,7 @@ class Predictor:
         self.score_thresh = cfg.eval.score_thresh if score_thresh is None else score_thresh
         self.batch_size = cfg.eval.batch_size if batch_size is None else batch_size
         self.transform = eval_transform(cfg)
-        self.collate = Collator(32)
+        self.collate = Collator(SIZE_DIVISOR)
         classes = getattr(model, "classes", None)
         if classes is None:
             raise ValueError("the model has no classes: build it with build_model or load_model")
