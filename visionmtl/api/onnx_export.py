@@ -30,7 +30,7 @@ from visionmtl.config import Config
 from visionmtl.data import SIZE_DIVISOR
 from visionmtl.data.classes import semantic_ids
 from visionmtl.engine.checkpoint import load_model
-from visionmtl.errors import OutputExistsError
+from visionmtl.errors import ExportError, OutputExistsError
 from visionmtl.models.backbone import input_normalization
 from visionmtl.models.postprocess import DET_OUTPUTS, MASK_FEATURES, PostprocessSettings
 
@@ -73,6 +73,12 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, opset: int = OPSET)
     where ``out_dir`` holds any file of an export: nothing written is ever replaced."""
     out_dir = Path(out_dir)
     _check_fresh(out_dir)
+    try:
+        import onnx  # noqa: F401  (the exporter writes through it)
+    except ImportError:
+        raise ExportError(
+            "ONNX export needs the onnx package: pip install 'visionmtl[export]'"
+        ) from None
     model, cfg = load_model(checkpoint, device="cpu")
     network, names = network_onnx(model, opset)
     files = {NETWORK_FILE: network}
