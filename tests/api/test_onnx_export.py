@@ -110,6 +110,27 @@ def test_results_agree_on_synthetic_images(
     assert_same_results(expected, onnx_predictor(images, score_thresh=0.05))
 
 
+def test_no_detection_left_gives_empty_results(
+    predictors: tuple[Predictor, OnnxPredictor], shapes_paths: dict
+) -> None:
+    """Above every score no box is left: the mask head is not run, masks are [0, H, W]."""
+    paths = sorted(Path(shapes_paths["val_images"]).iterdir())[:2]
+    torch_predictor, onnx_predictor = predictors
+    expected, actual = (
+        torch_predictor(paths, score_thresh=1.5),
+        onnx_predictor(paths, score_thresh=1.5),
+    )
+    assert_same_results(expected, actual)
+    assert all(len(r) == 0 and r.masks.shape == (0, *r.image_size) for r in actual)
+
+
+def test_onnx_raw_outputs_refuse_unpadded_images(
+    predictors: tuple[Predictor, OnnxPredictor],
+) -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        predictors[1].raw_outputs(torch.zeros(1, 3, 64, 70))
+
+
 def test_results_agree_on_real_photos(
     predictors: tuple[Predictor, OnnxPredictor], shared_data_dir: Path
 ) -> None:

@@ -69,6 +69,17 @@ class OnnxPredictor(BasePredictor):
     def raw_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images [B, 3, H, W] float32 (normalised, H and W multiples of the size divisor) -> the
         raw outputs of ``model.onnx`` by name, as ``MultiTaskModel.raw_outputs``."""
+        divisor = self.metadata["input"]["size_divisor"]
+        if (
+            images.dim() != 4
+            or images.shape[1] != 3
+            or images.shape[2] % divisor
+            or images.shape[3] % divisor
+        ):
+            raise ValueError(
+                f"OnnxPredictor.raw_outputs expects images [B, 3, H, W] with H and W multiples of "
+                f"{divisor}, got {tuple(images.shape)}"
+            )
         arrays = self.network.run(None, {"images": images.float().cpu().numpy()})
         return {
             name: torch.from_numpy(array)
