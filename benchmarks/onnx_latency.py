@@ -2,7 +2,8 @@
 
 A det+sem+inst model (random init; resnet18 and a 32-channel pyramid by default) is saved, exported
 with ``export_onnx`` and run by both predictors on the same synthetic shapes images, one image per
-call and one thread each. Reported per image (mean over the images, after 2 warm-up images):
+call and one thread each. Reported per image (the median over the images, after 2 warm-up calls;
+``benchmarks/latency.py``):
 - **end-to-end**: ``predictor(image)``, from the uint8 array to the ``Result`` (preprocessing,
   network, decoding, NMS, mask head and pasting, semantic map at the image's size);
 - **network**: the network alone on the preprocessed tensor (``raw_outputs``).
@@ -16,8 +17,7 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's v
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from benchmarks.latency import median_latency_ms  # noqa: E402
 
 WARMUP = 2
 
@@ -72,14 +74,24 @@ def shapes_images(work_dir: Path, count: int, image_size: int) -> list[np.ndarra
     return [np.asarray(Image.open(path).convert("RGB")) for path in files]
 
 
-def ms_per_item(call: Callable[[Any], Any], items: list[Any]) -> float:
-    """Mean ms of ``call(item)`` over ``items``, after ``WARMUP`` untimed calls."""
+class Items:
+    """A list as the data set ``median_latency_ms`` reads (``len``, ``load_image(i)``)."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load_image(self, index: int) -> Any:
+        return self.items[index]
+
+
+def ms_per_item(call: Callable[[Any], Any], items: Sequence[Any]) -> float:
+    """Median ms of ``call(item)`` over ``items``, after ``WARMUP`` untimed calls."""
     for item in items[:WARMUP]:
         call(item)
-    start = time.perf_counter()
-    for item in items:
-        call(item)
-    return (time.perf_counter() - start) * 1000.0 / len(items)
+    return median_latency_ms(call, Items(items))
 
 
 def measure(images: list[np.ndarray], checkpoint: Path, export_dir: Path) -> dict[str, Any]:
