@@ -12,7 +12,7 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[dev,bench,tensorboard,plots,fasteval]"
+	$(PY) -m pip install -q -e ".[dev,bench,tensorboard,plots,fasteval,export]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -30,6 +30,10 @@ setup(
         "plots": ["matplotlib>=3.7"],
         # eval.coco_engine: faster_coco_eval (pycocotools stays the reference engine).
         "fasteval": ["faster-coco-eval>=1.6"],
+        # visionmtl export --format onnx and OnnxPredictor. The graphs come from torch's
+        # TorchScript-based exporter, which needs onnx only (onnxscript, which the newer
+        # dynamo=True exporter needs, is not used: see visionmtl/api/onnx_export.py for why).
+        "export": ["onnx>=1.16", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["visionmtl = visionmtl.commands:main"]},
 )

@@ -24,7 +24,7 @@ def test_python_m_lists_every_subcommand() -> None:
         [sys.executable, "-m", "visionmtl", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
-    for name in ("train", "eval", "predict", "check", "plot", "demo"):
+    for name in ("train", "eval", "predict", "export", "check", "plot", "demo"):
         assert f"  {name} " in done.stdout
 
 

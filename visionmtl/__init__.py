@@ -9,7 +9,11 @@ def __getattr__(name: str):
         from visionmtl.api.predictor import Predictor
 
         return Predictor
+    if name == "OnnxPredictor":  # needs onnxruntime (pip install visionmtl[export])
+        from visionmtl.api.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor
     raise AttributeError(f"module 'visionmtl' has no attribute {name!r}")
 
 
-__all__ = ["Predictor", "__version__"]
+__all__ = ["OnnxPredictor", "Predictor", "__version__"]

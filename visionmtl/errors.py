@@ -43,3 +43,8 @@ class InputError(VisionMTLError, ValueError):
 class OutputExistsError(VisionMTLError, FileExistsError):
     """An output file exists already and is not overwritten (it holds earlier results); the
     message names it and says how to write elsewhere."""
+
+
+class ExportError(VisionMTLError, ValueError):
+    """An export directory (``visionmtl export``) is missing a file, or holds another format or
+    version than this visionmtl reads; the message names the file."""

@@ -1,9 +1,19 @@
-"""User-facing API: Predictor, Result, overlays."""
+"""User-facing API: Predictor, OnnxPredictor, Result, overlays."""
 
 from visionmtl.api.io import InputError, load_rgb
+from visionmtl.api.onnx_predictor import OnnxPredictor
 from visionmtl.api.predictor import Predictor
 from visionmtl.api.result import Result
 from visionmtl.api.sources import Frame
 from visionmtl.api.visualize import draw_result, image_grid
 
-__all__ = ["Frame", "InputError", "Predictor", "Result", "draw_result", "image_grid", "load_rgb"]
+__all__ = [
+    "Frame",
+    "InputError",
+    "OnnxPredictor",
+    "Predictor",
+    "Result",
+    "draw_result",
+    "image_grid",
+    "load_rgb",
+]

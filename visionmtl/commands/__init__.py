@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-from visionmtl.commands import advise, check, config, demo, eval, plot, predict, train
+from visionmtl.commands import advise, check, config, demo, eval, export, plot, predict, train
 
 # The one table of subcommands: name -> module with ``main(argv, prog) -> int``; the first words of
 # its docstring (up to ":") are its line in ``visionmtl --help``.
@@ -18,6 +18,7 @@ COMMANDS: dict[str, ModuleType] = {
     "train": train,
     "eval": eval,
     "predict": predict,
+    "export": export,
     "check": check,
     "plot": plot,
     "demo": demo,

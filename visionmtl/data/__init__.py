@@ -1,7 +1,7 @@
 """Data layer: COCO-format and semantic PNG data sets, partially labelled mixed sources, transforms,
 batching and a synthetic shapes generator."""
 
-from visionmtl.data.batching import Collator
+from visionmtl.data.batching import SIZE_DIVISOR, Collator
 from visionmtl.data.checks import CheckReport, Problem, check_coco, clean_annotations
 from visionmtl.data.coco import CocoDataset, decode_segmentation
 from visionmtl.data.semantic_png import SemanticPngDataset
@@ -13,6 +13,7 @@ from visionmtl.structures import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",
+    "SIZE_DIVISOR",
     "MEAN",
     "STD",
     "CheckReport",

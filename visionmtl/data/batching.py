@@ -12,6 +12,11 @@ from torch import Tensor
 
 from visionmtl.structures import IGNORE_INDEX
 
+# Images are padded to a multiple of this: the coarsest stride of the backbone levels (8, 16, 32 by
+# default), so each backbone map covers the padded image exactly. Training, evaluation, the
+# Predictor and the ONNX export all pad with it (one value: the same padding, the same outputs).
+SIZE_DIVISOR = 32
+
 
 class Collator:
     """``collate_fn`` for a DataLoader over ``(image [3, h, w], target dict)`` pairs.
@@ -22,7 +27,7 @@ class Collator:
     size) are passed through. Targets may be ``{}`` (inference). Picklable.
     """
 
-    def __init__(self, size_divisor: int = 32) -> None:
+    def __init__(self, size_divisor: int = SIZE_DIVISOR) -> None:
         if size_divisor <= 0:
             raise ValueError(f"size_divisor must be positive, got {size_divisor}")
         self.size_divisor = size_divisor

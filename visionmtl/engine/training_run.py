@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
-from visionmtl.data import Collator, MixedDataset
+from visionmtl.data import SIZE_DIVISOR, Collator, MixedDataset
 from visionmtl.data.batching import limit_worker_threads, orientation_groups
 from visionmtl.engine.checkpoint import (
     CheckpointError,
@@ -165,7 +165,7 @@ class TrainingRun:
             batch_size=batch_size,
             sampler=sampler,
             num_workers=cfg.data.num_workers,
-            collate_fn=Collator(32),
+            collate_fn=Collator(SIZE_DIVISOR),
             persistent_workers=cfg.data.num_workers > 0,
             # Page-locked batches make the non-blocking copies to the GPU truly asynchronous.
             pin_memory=self.device.type == "cuda",

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
-from visionmtl.data import CocoDataset, Collator, DataError, SemanticPngDataset
+from visionmtl.data import SIZE_DIVISOR, CocoDataset, Collator, DataError, SemanticPngDataset
 from visionmtl.evaluation.coco_eval import CocoEvaluator, ground_truth_changes
 from visionmtl.evaluation.report import merge_metrics
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
@@ -96,7 +96,7 @@ def run_evaluation(
         batch_size=cfg.eval.batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=Collator(32),
+        collate_fn=Collator(SIZE_DIVISOR),
     )
     iou_types = ("bbox", "segm") if "inst" in tasks else ("bbox",)
     coco_eval = (

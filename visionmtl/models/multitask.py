@@ -7,8 +7,14 @@ from torch import Tensor, nn
 
 from visionmtl.models.backbone import TimmBackbone
 from visionmtl.models.cross_stitch import CrossStitchNeck
-from visionmtl.models.heads.detection import scale_boxes
 from visionmtl.models.neck import PyramidNeck
+from visionmtl.models.postprocess import (
+    DET_OUTPUTS,
+    MASK_FEATURES,
+    SEM_OUTPUT,
+    PostprocessSettings,
+    postprocess,
+)
 from visionmtl.structures import ClassSpec, Prediction, Target
 
 # The neck's output: one pyramid (maps by ascending stride), or task -> that task's pyramid.
@@ -129,42 +135,44 @@ class MultiTaskModel(nn.Module):
                 losses.update(head.loss(head(task_features), targets, padded_shape))
         return losses
 
+    def raw_outputs(self, images: Tensor) -> dict[str, Tensor]:
+        """images [B, 3, H, W] padded batch -> the heads' raw outputs, tensors only (what the
+        ONNX export computes; :func:`~visionmtl.models.postprocess.postprocess` turns them into
+        predictions). Keys, per task:
+
+        - det: ``cls_logits`` [B, P, K], ``box_ltrb`` [B, P, 4], ``ctr_logits`` [B, P] over the
+          P points of every level, ``points`` [P, 2] (x, y), ``point_strides`` [P];
+        - sem: ``sem_logits`` [B, C, H/s, W/s] (s: the semantic head's output stride);
+        - inst: ``mask_features_0``, ... [B, C, H/s, W/s]: the pyramid maps the mask head
+          reads (it runs on the detected boxes after decoding, see :meth:`mask_logits`)."""
+        return self._raw_outputs(self.features(images))
+
+    def _raw_outputs(self, features: Features) -> dict[str, Tensor]:
+        raw: dict[str, Tensor] = {}
+        if "det" in self.heads:
+            outputs = self.heads["det"](self._head_features("det", features))
+            raw.update({name: outputs[name] for name in DET_OUTPUTS})
+        if "sem" in self.heads:
+            raw[SEM_OUTPUT] = self.heads["sem"](self._head_features("sem", features))[SEM_OUTPUT]
+        if "inst" in self.heads:
+            for level, feature in enumerate(self._head_features("inst", features)):
+                raw[f"{MASK_FEATURES}_{level}"] = feature
+        return raw
+
+    def mask_logits(self, features: list[Tensor], rois: Tensor) -> Tensor:
+        """The mask head on ``rois`` [R, 5] (image index, xyxy in input pixels) over its pyramid
+        maps ``features`` -> mask logits [R, C, M, M] (``MaskHead.mask_logits``)."""
+        return self.heads["inst"].mask_logits(features, rois)
+
     def _predict(
         self,
         features: Features,
         image_sizes: list[tuple[int, int]],
         output_sizes: list[tuple[int, int]] | None,
     ) -> list[Prediction]:
-        results: list[Prediction] = [{} for _ in image_sizes]
-        if "sem" in self.heads:
-            head = self.heads["sem"]
-            outputs = head(self._head_features("sem", features))
-            for result, prediction in zip(
-                results, head.postprocess(outputs, image_sizes, output_sizes), strict=True
-            ):
-                result.update(prediction)
-        if "det" not in self.heads:
-            return results
-        head = self.heads["det"]
-        detections = head.postprocess(head(self._head_features("det", features)), image_sizes)
-        mask_outputs = None
-        if "inst" in self.heads:  # masks for the detected boxes, in input coordinates
-            boxes = [d["boxes"] for d in detections]
-            mask_outputs = self.heads["inst"](self._head_features("inst", features), boxes)
-        if output_sizes is not None:
-            for detection, image_size, output_size in zip(
-                detections, image_sizes, output_sizes, strict=True
-            ):
-                detection["boxes"] = scale_boxes(detection["boxes"], image_size, output_size)
-        if mask_outputs is not None:
-            masks = self.heads["inst"].postprocess(
-                mask_outputs, detections, image_sizes, output_sizes
-            )
-            for detection, mask in zip(detections, masks, strict=True):
-                detection.update(mask)
-        for result, detection in zip(results, detections, strict=True):
-            result.update(detection)
-        return results
+        settings = PostprocessSettings.from_model(self)
+        raw = self._raw_outputs(features)
+        return postprocess(raw, image_sizes, output_sizes, settings, self.mask_logits)
 
 
 def _image_size(target: Target, padded_shape: tuple[int, int]) -> tuple[int, int]:

@@ -110,7 +110,9 @@ class FCOSHead(nn.Module):
         """Point centres [H*W, 2] (x, y), strides [H*W] and size ranges [H*W, 2] of ``level`` at
         an H x W map; cached per shape and device (feature sizes repeat from step to step)."""
         key = (level, height, width, str(device))
-        grid = self._grids.get(key)
+        # Not from the cache while tracing for ONNX export: a cached grid would enter the graph
+        # as a constant of the example's size, and the graph must follow the input size.
+        grid = None if torch.jit.is_tracing() else self._grids.get(key)
         if grid is None:
             stride = self.strides[level]
             ys, xs = torch.meshgrid(
@@ -122,9 +124,11 @@ class FCOSHead(nn.Module):
             strides = torch.full((height * width,), float(stride), device=device)
             low, high = self.size_ranges[level]
             ranges = torch.tensor([low, high], device=device).expand(height * width, 2)
-            if len(self._grids) >= 256:  # many image sizes (inference on arbitrary photos)
-                self._grids.clear()
-            grid = self._grids[key] = (points, strides, ranges)
+            grid = (points, strides, ranges)
+            if not torch.jit.is_tracing():
+                if len(self._grids) >= 256:  # many image sizes (inference on arbitrary photos)
+                    self._grids.clear()
+                self._grids[key] = grid
         return grid
 
     def _box_distances(self, reg_feat: Tensor, level: int) -> Tensor:
@@ -248,47 +252,75 @@ class FCOSHead(nn.Module):
         outputs: dict[str, Tensor],
         image_sizes: list[tuple[int, int]],
     ) -> list[Prediction]:
-        """Decode, threshold and NMS per image. Boxes are in input pixels, clipped to ``image_sizes``
-        (h, w) (see :func:`scale_boxes`). Returns per image ``boxes`` [K, 4], ``scores`` [K] (descending),
-        ``labels`` [K]."""
-        results = []
-        points = outputs["points"]
-        # Levels are the consecutive runs of one stride in the flattened points.
-        _, counts = torch.unique_consecutive(outputs["point_strides"], return_counts=True)
-        level_sizes = counts.tolist()
-        for i, (height, width) in enumerate(image_sizes):
-            scores = torch.sqrt(
-                outputs["cls_logits"][i].float().sigmoid()
-                * outputs["ctr_logits"][i].float().sigmoid()[:, None]
-            ).flatten()
-            keep = self._candidates(scores, level_sizes)
-            point_index, labels = keep // self.num_classes, keep % self.num_classes
-            ltrb = outputs["box_ltrb"][i, point_index].float()
-            centres = points[point_index]
-            boxes = torch.cat([centres - ltrb[:, :2], centres + ltrb[:, 2:]], dim=1)
-            boxes = clip_boxes_to_image(boxes, (height, width))
-            scores = scores[keep]
-            # Strictly wider than 1e-3 px (remove_small_boxes would keep a side equal to it).
-            valid = ((boxes[:, 2] - boxes[:, 0]) > 1e-3) & ((boxes[:, 3] - boxes[:, 1]) > 1e-3)
-            boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-            kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.max_detections]
-            boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
-            results.append({"boxes": boxes, "scores": scores, "labels": labels})
-        return results
+        """:func:`decode_detections` with this head's inference settings."""
+        return decode_detections(
+            outputs,
+            image_sizes,
+            self.num_classes,
+            self.score_thresh,
+            self.nms_thresh,
+            self.max_detections,
+            self.pre_nms_topk,
+        )
 
-    def _candidates(self, scores: Tensor, level_sizes: list[int]) -> Tensor:
-        """scores [P * K] (point-major, levels in order, ``level_sizes`` points each) -> flat indices
-        of the scores above ``score_thresh``, at most ``pre_nms_topk`` per level."""
-        # Per level as torchvision, the FCOS reference and MMDetection: with one global top-k, many
-        # near-duplicates of one object on one level could evict every candidate of another.
-        keep, start = [], 0
-        for level_scores in scores.split([size * self.num_classes for size in level_sizes]):
-            index = torch.nonzero(level_scores > self.score_thresh).squeeze(1)
-            if index.numel() > self.pre_nms_topk:
-                index = index[level_scores[index].topk(self.pre_nms_topk).indices]
-            keep.append(index + start)
-            start += level_scores.numel()
-        return torch.cat(keep)
+
+@torch.no_grad()
+def decode_detections(
+    outputs: dict[str, Tensor],
+    image_sizes: list[tuple[int, int]],
+    num_classes: int,
+    score_thresh: float,
+    nms_thresh: float,
+    max_detections: int,
+    pre_nms_topk: int,
+) -> list[Prediction]:
+    """Decode, threshold and NMS per image.
+
+    ``outputs`` as :meth:`FCOSHead.forward` returns them (``cls_logits`` [B, P, K], ``box_ltrb``
+    [B, P, 4], ``ctr_logits`` [B, P], ``points`` [P, 2], ``point_strides`` [P]). Boxes are in input
+    pixels, clipped to ``image_sizes`` (h, w) (see :func:`scale_boxes`). Returns per image
+    ``boxes`` [K, 4], ``scores`` [K] (descending), ``labels`` [K]."""
+    results = []
+    points = outputs["points"]
+    # Levels are the consecutive runs of one stride in the flattened points.
+    _, counts = torch.unique_consecutive(outputs["point_strides"], return_counts=True)
+    level_sizes = counts.tolist()
+    for i, (height, width) in enumerate(image_sizes):
+        scores = torch.sqrt(
+            outputs["cls_logits"][i].float().sigmoid()
+            * outputs["ctr_logits"][i].float().sigmoid()[:, None]
+        ).flatten()
+        keep = _candidates(scores, level_sizes, num_classes, score_thresh, pre_nms_topk)
+        point_index, labels = keep // num_classes, keep % num_classes
+        ltrb = outputs["box_ltrb"][i, point_index].float()
+        centres = points[point_index]
+        boxes = torch.cat([centres - ltrb[:, :2], centres + ltrb[:, 2:]], dim=1)
+        boxes = clip_boxes_to_image(boxes, (height, width))
+        scores = scores[keep]
+        # Strictly wider than 1e-3 px (remove_small_boxes would keep a side equal to it).
+        valid = ((boxes[:, 2] - boxes[:, 0]) > 1e-3) & ((boxes[:, 3] - boxes[:, 1]) > 1e-3)
+        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+        kept = batched_nms(boxes, scores, labels, nms_thresh)[:max_detections]
+        boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
+        results.append({"boxes": boxes, "scores": scores, "labels": labels})
+    return results
+
+
+def _candidates(
+    scores: Tensor, level_sizes: list[int], num_classes: int, score_thresh: float, topk: int
+) -> Tensor:
+    """scores [P * K] (point-major, levels in order, ``level_sizes`` points each) -> flat indices
+    of the scores above ``score_thresh``, at most ``topk`` per level."""
+    # Per level as torchvision, the FCOS reference and MMDetection: with one global top-k, many
+    # near-duplicates of one object on one level could evict every candidate of another.
+    keep, start = [], 0
+    for level_scores in scores.split([size * num_classes for size in level_sizes]):
+        index = torch.nonzero(level_scores > score_thresh).squeeze(1)
+        if index.numel() > topk:
+            index = index[level_scores[index].topk(topk).indices]
+        keep.append(index + start)
+        start += level_scores.numel()
+    return torch.cat(keep)
 
 
 def centerness(ltrb: Tensor) -> Tensor:

@@ -90,20 +90,19 @@ class MaskHead(nn.Module):
     def roi_features(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """features: maps [B, C, H/s, W/s] for ``strides``; boxes: per image [K_i, 4] xyxy in padded
         input pixels -> pooled [sum K_i, C, roi_size, roi_size] (image order, then box order)."""
+        # Boxes stay float32: half-precision coordinates are off by pixels on large images.
+        return self.pool_rois(features, boxes_to_rois(boxes).to(features[0].device))
+
+    def pool_rois(self, features: list[Tensor], rois: Tensor) -> Tensor:
+        """features: maps [B, C, H/s, W/s] for ``strides``; rois [R, 5] float32 (image index, x0,
+        y0, x1, y1 in padded input pixels) -> pooled [R, C, roi_size, roi_size], each RoI from
+        its FPN level."""
         if len(features) < len(self.strides):
             raise ValueError(
                 f"MaskHead reads {len(self.strides)} levels (strides {self.strides}) but got "
                 f"{len(features)} feature maps"
             )
         features = features[: len(self.strides)]
-        device = features[0].device
-        # Boxes stay float32: half-precision coordinates are off by pixels on large images.
-        rois = torch.cat(
-            [
-                torch.cat([box.new_full((box.shape[0], 1), float(i)), box], dim=1)
-                for i, box in enumerate(boxes)
-            ]
-        ).to(device=device, dtype=torch.float32)
         if len(features) == 1:
             return self._align(features[0], rois, self.strides[0])
         levels = self.level_mapper([rois[:, 1:]])
@@ -114,6 +113,12 @@ class MaskHead(nn.Module):
             order.append(index)
         # Undo the grouping by level so that row r is still box r.
         return torch.cat(pooled)[torch.argsort(torch.cat(order))]
+
+    def mask_logits(self, features: list[Tensor], rois: Tensor) -> Tensor:
+        """features as :meth:`pool_rois`; rois [R, 5] -> mask logits [R, num_classes or 1,
+        2 * roi_size, 2 * roi_size]. The whole head at inference, as the ONNX export runs it."""
+        pooled = self.pool_rois(features, rois)
+        return self.predictor(F.relu(self.upsample(self.convs(pooled))))
 
     def _align(self, feature: Tensor, rois: Tensor, stride: int) -> Tensor:
         """RoIAlign in float32 (see ``roi_features``), returned in the feature's dtype."""
@@ -165,10 +170,8 @@ class MaskHead(nn.Module):
                 image_rois, index = box, torch.arange(box.shape[0], device=device)
             rois.append(image_rois)
             roi_index.append(index)
-        pooled = self.roi_features(features, rois)
-        hidden = F.relu(self.upsample(self.convs(pooled)))
         return {
-            "mask_logits": self.predictor(hidden),
+            "mask_logits": self.mask_logits(features, boxes_to_rois(rois).to(device)),
             "num_boxes": torch.tensor([r.shape[0] for r in rois], device=device),
             "roi_boxes": torch.cat(rois),
             "roi_index": torch.cat(roi_index),
@@ -288,34 +291,66 @@ class MaskHead(nn.Module):
         image_sizes: list[tuple[int, int]],
         output_sizes: list[tuple[int, int]] | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Paste each detection's mask (channel of its label, sigmoid) into its box.
-
-        ``detections[i]`` holds the ``boxes`` [K_i, 4] (in ``output_sizes[i]`` pixels when given,
-        else in ``image_sizes[i]`` pixels) and ``labels`` [K_i] of the boxes given to ``forward``.
-        Returns per image ``masks`` [K_i, h, w] bool at the output (or image) size."""
-        logits = outputs["mask_logits"]
+        """:func:`paste_instance_masks` of ``mask_logits`` with this head's settings."""
         counts = [int(c) for c in outputs["num_boxes"]]
-        if len(detections) != len(counts):
+        return paste_instance_masks(
+            outputs["mask_logits"],
+            counts,
+            detections,
+            image_sizes,
+            output_sizes,
+            self.class_agnostic,
+            self.mask_threshold,
+        )
+
+
+def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
+    """Per image boxes [K_i, 4] xyxy -> RoIs [sum K_i, 5] float32 (image index, x0, y0, x1, y1)."""
+    return torch.cat(
+        [
+            torch.cat([box.new_full((box.shape[0], 1), float(i)), box], dim=1)
+            for i, box in enumerate(boxes)
+        ]
+    ).to(torch.float32)
+
+
+@torch.no_grad()
+def paste_instance_masks(
+    mask_logits: Tensor,
+    counts: list[int],
+    detections: list[dict[str, Tensor]],
+    image_sizes: list[tuple[int, int]],
+    output_sizes: list[tuple[int, int]] | None,
+    class_agnostic: bool,
+    mask_threshold: float,
+) -> list[dict[str, Tensor]]:
+    """Paste each detection's mask (channel of its label, sigmoid) into its box.
+
+    ``mask_logits`` [sum K_i, C, M, M] for the boxes of each image in turn, ``counts[i]`` = K_i.
+    ``detections[i]`` holds the ``boxes`` [K_i, 4] (in ``output_sizes[i]`` pixels when given,
+    else in ``image_sizes[i]`` pixels) and ``labels`` [K_i] of the boxes the logits are for.
+    Returns per image ``masks`` [K_i, h, w] bool at the output (or image) size."""
+    if len(detections) != len(counts):
+        raise ValueError(
+            f"MaskHead.postprocess got {len(detections)} detection lists for {len(counts)} images"
+        )
+    results = []
+    for i, (image_logits, detection) in enumerate(
+        zip(mask_logits.split(counts), detections, strict=True)
+    ):
+        boxes, labels = detection["boxes"], detection["labels"]
+        if boxes.shape[0] != image_logits.shape[0]:
             raise ValueError(
-                f"MaskHead.postprocess got {len(detections)} detection lists for {len(counts)} images"
+                f"MaskHead.postprocess: image {i} has {boxes.shape[0]} detections but mask "
+                f"logits for {image_logits.shape[0]} boxes (forward must get the same boxes)"
             )
-        results = []
-        for i, (image_logits, detection) in enumerate(
-            zip(logits.split(counts), detections, strict=True)
-        ):
-            boxes, labels = detection["boxes"], detection["labels"]
-            if boxes.shape[0] != image_logits.shape[0]:
-                raise ValueError(
-                    f"MaskHead.postprocess: image {i} has {boxes.shape[0]} detections but mask "
-                    f"logits for {image_logits.shape[0]} boxes (forward must get the same boxes)"
-                )
-            channel = torch.zeros_like(labels) if self.class_agnostic else labels
-            rows = torch.arange(image_logits.shape[0], device=image_logits.device)
-            probs = image_logits[rows, channel.to(image_logits.device)].float().sigmoid()
-            size = tuple(output_sizes[i]) if output_sizes is not None else tuple(image_sizes[i])
-            masks = paste_masks(probs, boxes, (int(size[0]), int(size[1])), self.mask_threshold)
-            results.append({"masks": masks})
-        return results
+        channel = torch.zeros_like(labels) if class_agnostic else labels
+        rows = torch.arange(image_logits.shape[0], device=image_logits.device)
+        probs = image_logits[rows, channel.to(image_logits.device)].float().sigmoid()
+        size = tuple(output_sizes[i]) if output_sizes is not None else tuple(image_sizes[i])
+        masks = paste_masks(probs, boxes, (int(size[0]), int(size[1])), mask_threshold)
+        results.append({"masks": masks})
+    return results
 
 
 @torch.no_grad()

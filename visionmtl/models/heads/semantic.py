@@ -94,26 +94,39 @@ class SemanticFPNHead(nn.Module):
         image_sizes: list[tuple[int, int]],
         output_sizes: list[tuple[int, int]] | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Per image ``sem_seg`` [h, w] int64 class map, cropped to ``image_sizes`` and, when
-        ``output_sizes`` are given, resized to them.
+        """:func:`semantic_labels` of ``sem_logits`` at this head's output stride."""
+        return semantic_labels(
+            outputs["sem_logits"], self.strides[0], self.first_class, image_sizes, output_sizes
+        )
 
-        The argmax is taken at the input resolution and the label map is resized (nearest), so
-        the cost at the output size is one label per pixel, not C logits: a 12-megapixel photo
-        with 80 classes would need 3.8 GB of float32 logits."""
-        logits = outputs["sem_logits"].float()
-        scale = self.strides[0]
-        padded = (logits.shape[-2] * scale, logits.shape[-1] * scale)
-        results = []
-        for i, (height, width) in enumerate(image_sizes):
-            image_logits = F.interpolate(
-                logits[i : i + 1], size=padded, mode="bilinear", align_corners=False
-            )
-            first = self.first_class
-            labels = image_logits[0, first:, :height, :width].argmax(0) + first
-            if output_sizes is not None and tuple(output_sizes[i]) != (height, width):
-                labels = resize_labels(labels, tuple(output_sizes[i]))
-            results.append({"sem_seg": labels})
-        return results
+
+@torch.no_grad()
+def semantic_labels(
+    sem_logits: Tensor,
+    stride: int,
+    first_class: int,
+    image_sizes: list[tuple[int, int]],
+    output_sizes: list[tuple[int, int]] | None = None,
+) -> list[dict[str, Tensor]]:
+    """sem_logits [B, C, H/stride, W/stride] -> per image ``sem_seg`` [h, w] int64 class map
+    (argmax over classes ``first_class``..), cropped to ``image_sizes`` and, when
+    ``output_sizes`` are given, resized to them.
+
+    The argmax is taken at the input resolution and the label map is resized (nearest), so
+    the cost at the output size is one label per pixel, not C logits: a 12-megapixel photo
+    with 80 classes would need 3.8 GB of float32 logits."""
+    logits = sem_logits.float()
+    padded = (logits.shape[-2] * stride, logits.shape[-1] * stride)
+    results = []
+    for i, (height, width) in enumerate(image_sizes):
+        image_logits = F.interpolate(
+            logits[i : i + 1], size=padded, mode="bilinear", align_corners=False
+        )
+        labels = image_logits[0, first_class:, :height, :width].argmax(0) + first_class
+        if output_sizes is not None and tuple(output_sizes[i]) != (height, width):
+            labels = resize_labels(labels, tuple(output_sizes[i]))
+        results.append({"sem_seg": labels})
+    return results
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor) -> Tensor:
