@@ -14,6 +14,7 @@ from torch import nn
 import visionmtl.models.heads.semantic as semantic_module
 from visionmtl.models.heads import FCOSHead, SemanticFPNHead
 from visionmtl.models.heads.detection import scale_boxes
+from visionmtl.structures import IGNORE_INDEX
 
 STRIDES = [8, 16, 32, 64, 128]
 
@@ -345,3 +346,58 @@ def test_fcos_levels_cover_fcos_size_ranges() -> None:
         (256.0, 512.0),
         (512.0, float("inf")),
     ]
+
+
+def _largest_tensor_during(fn) -> int:
+    """The most elements of any tensor an aten op produced while ``fn()`` ran (forward and
+    backward): a device-independent measure of the peak the loss needs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(tensor, torch.Tensor):
+                    Largest.numel = max(Largest.numel, tensor.numel())
+            return out
+
+    with Largest():
+        fn()
+    return Largest.numel
+
+
+@pytest.mark.parametrize("dice", [False, True])
+def test_banded_semantic_loss_equals_the_full_one_in_a_fraction_of_the_memory(
+    monkeypatch: pytest.MonkeyPatch, dice: bool
+) -> None:
+    torch.manual_seed(0)
+    classes, height, width, stride = 21, 96, 64, 4
+    logits = torch.randn(2, classes, height // stride, width // stride, requires_grad=True)
+    target = torch.randint(0, classes, (2, height, width))
+    target[0, :10] = IGNORE_INDEX
+    target[1, :, -7:] = IGNORE_INDEX
+    results = {}
+    for name, band_bytes in (("full", 2**40), ("banded", 4 * 2 * classes * width * 8)):
+        monkeypatch.setattr(semantic_module, "LOSS_BAND_BYTES", band_bytes)  # bands of 8 rows
+
+        def run(name: str = name) -> None:
+            ce, dice_loss = semantic_module.banded_pixel_losses(logits, target, dice)
+            (grad,) = torch.autograd.grad(ce + dice_loss, logits)
+            results[name] = (ce.detach(), dice_loss.detach(), grad)
+
+        largest = _largest_tensor_during(run)
+        results[name] += (largest,)
+    upsampled = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    reference = F.cross_entropy(upsampled, target, ignore_index=IGNORE_INDEX)
+    if dice:
+        reference = reference + semantic_module.soft_dice_loss(upsampled, target)
+    (reference_grad,) = torch.autograd.grad(reference, logits)
+    for name in ("full", "banded"):
+        ce, dice_loss, grad, _ = results[name]
+        torch.testing.assert_close(ce + dice_loss, reference.detach())
+        torch.testing.assert_close(grad, reference_grad)
+    full_map = 2 * classes * height * width
+    assert results["full"][3] >= full_map  # one band: the whole upsampled map exists
+    assert results["banded"][3] <= full_map // 4  # 8 of 96 rows plus the margins

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from visionmtl.models.heads.common import conv_gn_relu
 from visionmtl.structures import IGNORE_INDEX
@@ -66,20 +67,19 @@ class SemanticFPNHead(nn.Module):
         padded_shape: tuple[int, int],
     ) -> dict[str, Tensor]:
         """Pixel cross-entropy (``sem/ce``), and with ``dice_weight`` the soft Dice loss
-        (``sem/dice``), at the padded input resolution over images with ``sem_seg``."""
+        (``sem/dice``), at the padded input resolution over images with ``sem_seg``
+        (:func:`banded_pixel_losses`: the full-resolution logits are never held at once)."""
         logits = outputs["sem_logits"]
         labelled = [i for i, t in enumerate(targets) if "sem_seg" in t]
         if not labelled:
             return self._zero(logits)
-        logits = F.interpolate(
-            logits[labelled].float(), size=padded_shape, mode="bilinear", align_corners=False
-        )
         target = torch.stack([_pad_to(targets[i]["sem_seg"], padded_shape) for i in labelled])
         if (target != IGNORE_INDEX).sum() == 0:
             return self._zero(logits)
-        losses = {"sem/ce": F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)}
+        ce, dice = banded_pixel_losses(logits[labelled].float(), target, self.dice_weight > 0)
+        losses = {"sem/ce": ce}
         if self.dice_weight > 0:
-            losses["sem/dice"] = self.dice_weight * soft_dice_loss(logits, target)
+            losses["sem/dice"] = self.dice_weight * dice
         return losses
 
     def _zero(self, logits: Tensor) -> dict[str, Tensor]:
@@ -129,12 +129,70 @@ def semantic_labels(
     return results
 
 
+# The most bytes of upsampled float32 logits the semantic loss holds at once (one band of rows).
+# Without bands, 80 classes at a padded 1344x1024 take 0.45 GB per image for the logits, as much
+# again for the log-softmax saved for backward, and twice that in the backward pass.
+LOSS_BAND_BYTES = 32 * 2**20
+
+
+def banded_pixel_losses(logits: Tensor, target: Tensor, dice: bool) -> tuple[Tensor, Tensor]:
+    """(mean pixel cross-entropy, soft Dice loss or 0) of ``logits`` [B, C, h, w] upsampled
+    bilinearly to ``target`` [B, H, W] (int64, ``IGNORE_INDEX`` where unlabelled).
+
+    The same numbers as upsampling everything and calling ``F.cross_entropy`` /
+    :func:`soft_dice_loss`, up to float summation order, but computed in bands of output rows
+    under activation checkpointing: each band is upsampled from the few logit rows it needs,
+    reduced to sums and dropped, and recomputed in the backward pass. Peak memory is one band
+    (``LOSS_BAND_BYTES``) instead of ~4 x B x C x H x W floats."""
+    (batch, classes, height, width), (out_h, out_w) = logits.shape, target.shape[-2:]
+    scale = out_h // height
+    if scale * height != out_h or scale * width != out_w:  # not an integer stride: one band
+        return _full_losses(logits, target, dice)
+    band = max(scale, LOSS_BAND_BYTES // (4 * batch * classes * out_w) // scale * scale)
+    totals = sum(
+        checkpoint(_band_sums, logits, target[:, y0 : y0 + band], y0, scale, use_reentrant=False)
+        for y0 in range(0, out_h, band)
+    )
+    ce = totals[0] / (target != IGNORE_INDEX).sum().clamp(min=1)
+    return ce, _dice_from_sums(*totals[1:].view(3, classes)) if dice else ce.new_zeros(())
+
+
+def _band_sums(logits: Tensor, target: Tensor, y0: int, scale: int) -> Tensor:
+    """Output rows [y0, y0 + target rows) of the upsampled ``logits`` -> one vector [1 + 3C]:
+    the cross-entropy sum and :func:`_dice_sums` of the band.
+
+    A margin of one logit row on each side makes the band's bilinear weights those of the
+    whole map (align_corners=False reads rows floor((y + 0.5) / scale - 0.5) and the next)."""
+    rows = target.shape[-2]
+    first = max(0, y0 // scale - 1)
+    last = min(logits.shape[-2], (y0 + rows - 1) // scale + 2)
+    upsampled = F.interpolate(
+        logits[:, :, first:last], scale_factor=scale, mode="bilinear", align_corners=False
+    )
+    band = upsampled[:, :, y0 - first * scale : y0 - first * scale + rows]
+    ce = F.cross_entropy(band, target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return torch.cat([ce[None], *_dice_sums(band, target)])
+
+
+def _full_losses(logits: Tensor, target: Tensor, dice: bool) -> tuple[Tensor, Tensor]:
+    """:func:`banded_pixel_losses` in one piece (any output size)."""
+    upsampled = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    ce = F.cross_entropy(upsampled, target, ignore_index=IGNORE_INDEX)
+    return ce, soft_dice_loss(upsampled, target) if dice else ce.new_zeros(())
+
+
 def soft_dice_loss(logits: Tensor, target: Tensor) -> Tensor:
     """1 - the mean soft Dice coefficient over the classes present in ``target``.
 
     logits: [B, C, H, W]; target: [B, H, W] int64 class ids, ``IGNORE_INDEX`` where unlabelled
     (those pixels count for nothing). Each class's Dice is 2|P*T| / (|P| + |T|) over the batch,
     with P the softmax probabilities and T the one-hot target."""
+    return _dice_from_sums(*_dice_sums(logits, target))
+
+
+def _dice_sums(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-class sums [C] of a batch (or a band of rows): |P*T|, |P| and |T| over labelled
+    pixels. Sums, so bands add up to the whole."""
     valid = target != IGNORE_INDEX  # [B, H, W]
     classes = target.where(valid, 0)
     probs = logits.softmax(1) * valid.unsqueeze(1)
@@ -145,9 +203,12 @@ def soft_dice_loss(logits: Tensor, target: Tensor) -> Tensor:
         0, classes.flatten(), true_prob
     )
     counts = torch.zeros_like(overlap).index_add_(0, classes.flatten(), valid.flatten().float())
-    total = probs.sum((0, 2, 3)) + counts
+    return overlap, probs.sum((0, 2, 3)), counts
+
+
+def _dice_from_sums(overlap: Tensor, prob_sum: Tensor, counts: Tensor) -> Tensor:
     present = counts > 0
-    dice = 2 * overlap / total.clamp(min=1e-7)  # no smoothing (smp's default)
+    dice = 2 * overlap / (prob_sum + counts).clamp(min=1e-7)  # no smoothing (smp's default)
     return ((1 - dice) * present).sum() / present.sum().clamp(min=1)
 
 
