@@ -327,3 +327,53 @@ def test_training_from_weights_freezes_batchnorm_and_stem(
     assert eval_tool.main([str(tmp_path / "best.pt")]) == 0
     assert (tmp_path / "eval.json").read_text() == before
     assert json.loads((tmp_path / "eval2.json").read_text()) == json.loads(before)
+
+
+def test_channels_last_gives_the_same_losses_and_keeps_its_layout(
+    shapes_paths: dict, tmp_path: Path
+) -> None:
+    """train.channels_last: the same first-step losses as the default layout (float rounding
+    only), and the trained weights really are in NHWC (the checkpoint keeps the layout)."""
+    from visionmtl.engine.trainer import train
+
+    losses = {}
+    for layout in ("false", "true"):
+        out = tmp_path / layout
+        overrides = tiny_train_overrides(shapes_paths, out) + [
+            f"train.channels_last={layout}",
+            "train.log_every=1",
+        ]
+        train(load_config(None, overrides), out, stop_after_steps=1)
+        first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+        losses[layout] = {k: v for k, v in first.items() if k.startswith("loss/")}
+        state = torch.load(out / "last.pt", weights_only=True)["model"]
+        convs = [v for k, v in state.items() if v.dim() == 4 and v.shape[-1] > 1]
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs) == (
+            layout == "true"
+        )
+    assert losses["true"] and losses["true"] == pytest.approx(losses["false"], rel=1e-4)
+
+
+def test_compile_compiles_the_training_forward_and_reports_graph_breaks(
+    shapes_paths: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """train.compile wraps the training module (DDP or not) in torch.compile and prints the
+    graph breaks after the first step; checkpoints hold the plain model's keys. (The compile
+    itself is replaced by a spy: a real inductor compile takes minutes on this CPU;
+    benchmarks/compile_check.py measures it.)"""
+    from visionmtl.engine.trainer import train
+
+    compiled = []
+
+    def spy(module, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", spy)
+    out = tmp_path / "run"
+    overrides = tiny_train_overrides(shapes_paths, out) + ["train.compile=true"]
+    train(load_config(None, overrides), out, stop_after_steps=1)
+    assert len(compiled) == 1 and type(compiled[0]).__name__ == "MultiTaskModel"
+    assert "train.compile: " in capsys.readouterr().out
+    state = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert not any(key.startswith("_orig_mod.") for key in state)

@@ -372,6 +372,12 @@ class TrainConfig:
     max_nan_skips: NonNegativeInt = 10  # with nan_policy=skip, stop after this many skipped steps
     checkpoint_every: NonNegativeInt = 0  # also save last.pt every N steps (0: epoch ends only)
     sync_bn: Bool = False  # SyncBatchNorm under torchrun (CUDA only: refused on the CPU)
+    # Model and input images in channels-last (NHWC) memory layout: faster convolutions on GPUs
+    # with tensor cores (use with train.amp); the same results up to float rounding.
+    channels_last: Bool = False
+    # torch.compile the training forward (the same results up to float rounding; the first steps
+    # compile, and the graph breaks are printed after the first step). Evaluation runs eagerly.
+    compile: Bool = False
 
 
 @dataclass(config=_CONFIG)

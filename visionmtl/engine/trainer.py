@@ -316,6 +316,8 @@ def _train_epoch(
     for batch, (images, targets) in enumerate(bar, start=progress.batch):
         logged = train_step(run, progress, images, targets)
         interaction = interaction if logged is None else logged
+        if cfg.train.compile and run.is_main and batch == 0:
+            print(graph_break_report())
         progress.batch = batch + 1
         if run.is_main and batch % max(cfg.train.log_every, 1) == 0:
             running = host_floats(progress.epoch_stats["running"])  # one host read
@@ -335,6 +337,17 @@ def _train_epoch(
     return True
 
 
+def graph_break_report() -> str:
+    """The graph breaks torch.compile met so far (the first forward compiles), by reason."""
+    from torch._dynamo.utils import counters
+
+    breaks = counters["graph_break"]
+    reasons = "; ".join(f"{count}x {reason[:120]}" for reason, count in breaks.most_common(3))
+    return f"train.compile: {sum(breaks.values())} graph break(s)" + (
+        f", most common: {reasons}" if reasons else ""
+    )
+
+
 def train_step(
     run: TrainingRun,
     progress: Progress,
@@ -345,7 +358,9 @@ def train_step(
     not finite on some rank; one lr step either way. Returns the task-interaction summary at the
     steps where ``mtl.log_every`` logs it."""
     cfg, device = run.cfg, run.device
-    images, targets = images.to(device, non_blocking=True), move_targets(targets, device)
+    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    images = images.to(device, non_blocking=True, memory_format=layout)
+    targets = move_targets(targets, device)
     buffers = run.nan_guard.snapshot(run.model)
     with autocast(device, cfg.train.amp):
         losses, features = run.train_model(images, targets, return_features=True)

@@ -143,9 +143,13 @@ class TrainingRun:
             if dist_info.is_main:
                 print(report.summary(cfg.model.init_from))
         model = model.to(self.device)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         if dist_info.enabled and cfg.train.sync_bn:
             model = sync_batchnorm(model)
-        return model, DistributedDataParallel(model) if dist_info.enabled else model
+        train_model = DistributedDataParallel(model) if dist_info.enabled else model
+        # Only the training forward is compiled: checkpoints and evaluation use `model` itself.
+        return model, torch.compile(train_model) if cfg.train.compile else train_model
 
     def _build_loader(self, train_set: MixedDataset) -> tuple[EpochSampler, DataLoader]:
         """This rank's shuffled batches of the training set; the sampler can start mid-epoch."""
