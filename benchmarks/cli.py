@@ -43,3 +43,14 @@ def peer_run_config(args: argparse.Namespace, extra: list[str] | None = None) ->
     cfg = load_config(args.config, overrides)
     cfg = load_config(args.config, [*overrides, f"train.eval_every={cfg.train.epochs}"])
     return cfg, overrides
+
+
+def emit_json(result: Any, out: str | None) -> None:
+    """Print a benchmark's result as JSON, and write it to ``out`` when given."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's v
 
 import torch  # noqa: E402
 
+from benchmarks.cli import emit_json  # noqa: E402
 from visionmtl.config import load_config  # noqa: E402
 from visionmtl.data.synthetic import generate_shapes  # noqa: E402
 from visionmtl.engine import trainer  # noqa: E402
@@ -89,9 +90,7 @@ def main() -> int:
         "max_relative_loss_difference": difference,
     }
     result["compiled_over_eager"] = result["compiled_step_s"] / result["eager_step_s"]
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit_json(result, args.out)
     return 0
 
 

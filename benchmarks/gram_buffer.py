@@ -14,7 +14,6 @@ combined gradient split back per tensor.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's v
 import timm  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.cli import emit_json  # noqa: E402
 from visionmtl.mtl.base import combine_gradients, gram_matrix  # noqa: E402
 
 
@@ -87,9 +87,7 @@ def main() -> int:
         **{f"{name}_ms": statistics.median(v) for name, v in times.items()},
     }
     result["flat_over_per_tensor"] = result["flat_ms"] / result["per_tensor_ms"]
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit_json(result, args.out)
     return 0
 
 
