@@ -38,7 +38,7 @@ def init_distributed(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(info.local_rank)
-        # Rank 0 evaluates while the others wait at a barrier: allow long evaluations.
+        # Rank 0 scores the validation set (COCOeval) while the others wait: allow long ones.
         dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
     return info
 
@@ -108,6 +108,16 @@ def gather_objects(value: Any, info: DistInfo) -> list[Any]:
         return [value]
     gathered: list[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def gather_to_main(value: Any, info: DistInfo) -> list[Any] | None:
+    """``value`` of every rank, in rank order, on rank 0 only (None on the others; ``[value]``
+    without distribution); picklable data (e.g. a validation shard's predictions)."""
+    if not info.enabled:
+        return [value]
+    gathered: list[Any] | None = [None] * info.world_size if info.is_main else None
+    dist.gather_object(value, gathered, dst=0)
     return gathered
 
 

@@ -27,6 +27,7 @@ from visionmtl.engine.distributed import (
     any_rank,
     average_gradients,
     barrier,
+    gather_to_main,
     init_distributed,
     shutdown_distributed,
     tensors_in_sync,
@@ -41,6 +42,7 @@ from visionmtl.engine.task_steps import (
 )
 from visionmtl.engine.training_run import Progress, TrainingRun, fresh_epoch_stats
 from visionmtl.errors import ConfigError, DataError, TrainingError
+from visionmtl.evaluation.evaluate import combined_metrics
 from visionmtl.evaluation.report import MAIN_METRICS, format_metrics_table
 from visionmtl.evaluation.validation import build_validation_sets, train_transform
 from visionmtl.models import CrossStitchNeck, MultiTaskModel
@@ -495,8 +497,7 @@ def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str
     }
     metrics = None
     if run.val_sets and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
-        if run.is_main:
-            metrics = _validate(run, progress)
+        metrics = _validate(run, progress)
         barrier(run.dist_info)
     if run.logger is not None:
         flat = {k: v for k, v in (metrics or {}).items() if k != "per_class"}
@@ -507,10 +508,20 @@ def _end_epoch(run: TrainingRun, progress: Progress, seconds: float) -> dict[str
     return metrics
 
 
-def _validate(run: TrainingRun, progress: Progress) -> dict[str, Any]:
-    """Validation metrics of the current weights (their EMA with ``train.ema``); ``best.pt``
-    when they beat the best score."""
-    metrics = run.val_sets.evaluate(run.eval_model, run.cfg, run.device)
+def _validate(run: TrainingRun, progress: Progress) -> dict[str, Any] | None:
+    """Validation metrics of the current weights (their EMA with ``train.ema``): every rank
+    infers its share of the images, rank 0 gathers and scores them all and saves ``best.pt``
+    when they beat the best score. None on the other ranks."""
+    info = run.dist_info
+    shard = (info.rank, info.world_size)
+    evaluations = run.val_sets.run(run.eval_model, run.cfg, run.device, shard=shard)
+    shards = gather_to_main([evaluation.shard_state() for evaluation in evaluations], info)
+    if shards is None:
+        return None
+    for index, evaluation in enumerate(evaluations):
+        for other in shards[1:]:
+            evaluation.add_shard(other[index])
+    metrics = combined_metrics(evaluations)
     score = selection_score(metrics)
     if score > progress.best_score:
         progress.best_score = score

@@ -149,6 +149,15 @@ class CocoEvaluator:
         """Forget everything processed so far."""
         self._results = {}
 
+    def shard_state(self) -> dict[int, dict[str, list[dict[str, Any]]]]:
+        """What this evaluator processed (COCO result dicts, masks as RLE, per image id): plain
+        picklable data another rank's evaluator takes with :meth:`add_shard`."""
+        return self._results
+
+    def add_shard(self, state: dict[int, dict[str, list[dict[str, Any]]]]) -> None:
+        """Take the images another evaluator processed (its :meth:`shard_state`)."""
+        self._results.update(state)
+
     def process(self, image_ids: Sequence[int], predictions: Sequence[dict[str, Tensor]]) -> None:
         """Convert one batch of predictions to COCO result dicts and store them.
 

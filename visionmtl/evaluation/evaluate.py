@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from visionmtl.config import Config
 from visionmtl.data import SIZE_DIVISOR, CocoDataset, Collator, DataError, SemanticPngDataset
@@ -34,6 +34,20 @@ class Evaluation:
         """Flat metrics and ``per_class`` of the evaluators, then ``info`` (see evaluate_model)."""
         results = [e.evaluate() for e in (self.coco, self.sem) if e is not None]
         return merge_metrics(*results, self.info)
+
+    def shard_state(self) -> dict[str, Any]:
+        """The evaluators' state after a pass over one shard of the images (``run_evaluation``'s
+        ``shard``): plain picklable data for :meth:`add_shard` on the rank that scores."""
+        return {
+            "coco": self.coco and self.coco.shard_state(),
+            "sem": self.sem and self.sem.shard_state(),
+        }
+
+    def add_shard(self, state: dict[str, Any]) -> None:
+        """Take another shard's predictions (its :meth:`shard_state`) before scoring."""
+        for evaluator, part in ((self.coco, state["coco"]), (self.sem, state["sem"])):
+            if evaluator is not None:
+                evaluator.add_shard(part)
 
 
 def combined_metrics(evaluations: Sequence[Evaluation]) -> dict[str, Any]:
@@ -68,10 +82,14 @@ def run_evaluation(
     device: torch.device,
     num_workers: int = 0,
     tasks: Sequence[str] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Evaluation:
     """The pass over ``dataset`` that :func:`evaluate_model` scores, with its evaluators filled.
 
-    ``num_workers``: of the data loader; ``tasks``: what is scored (default: the model's tasks)."""
+    ``num_workers``: of the data loader; ``tasks``: what is scored (default: the model's tasks);
+    ``shard``: (rank, world size) to infer only images rank, rank + world size, ... (each rank of a
+    distributed run takes its share; one rank then scores them all after
+    :meth:`Evaluation.add_shard` of the others' :meth:`Evaluation.shard_state`)."""
     tasks = list(cfg.model.tasks if tasks is None else tasks)
     classes: ClassSpec = getattr(model, "module", model).classes  # the model, or it under DDP
     if isinstance(dataset, SemanticPngDataset):
@@ -91,8 +109,10 @@ def run_evaluation(
             f"model's model.sem.class_names {list(classes.sem_names)}; build the data set with "
             "sem_classes=model.sem.class_names"
         )
+    rank, world_size = shard
+    images = dataset if world_size == 1 else Subset(dataset, range(rank, len(dataset), world_size))
     loader = DataLoader(
-        dataset,
+        images,
         batch_size=cfg.eval.batch_size,
         shuffle=False,
         num_workers=num_workers,

@@ -47,6 +47,14 @@ class SemSegEvaluator:
         """Forget everything processed so far."""
         self.confusion_matrix.zero_()
 
+    def shard_state(self) -> Tensor:
+        """The confusion matrix [C, C] of the images processed here (for :meth:`add_shard`)."""
+        return self.confusion_matrix.clone()
+
+    def add_shard(self, state: Tensor) -> None:
+        """Add the images another evaluator processed (its :meth:`shard_state`)."""
+        self.confusion_matrix += state.to(self.confusion_matrix)
+
     def process(self, predictions: Sequence[Tensor], targets: Sequence[Tensor]) -> None:
         """Add images to the confusion matrix.
 

@@ -14,7 +14,7 @@ from visionmtl.config import Config
 from visionmtl.data import CocoDataset, SemanticPngDataset, Transform, build_transforms
 from visionmtl.data.records import cache_dir
 from visionmtl.data.sources import png_dataset
-from visionmtl.evaluation.evaluate import Evaluation, combined_metrics, run_evaluation
+from visionmtl.evaluation.evaluate import Evaluation, run_evaluation
 from visionmtl.models.backbone import input_normalization
 from visionmtl.structures import ClassSpec
 
@@ -29,19 +29,22 @@ class ValidationSets:
     def __bool__(self) -> bool:
         return self.coco is not None or self.sem_png is not None
 
-    def evaluate(self, model: nn.Module, cfg: Config, device: torch.device) -> dict[str, Any]:
-        """Merged metrics of both sets (mIoU from the PNG set when it is configured)."""
-        return combined_metrics(self.run(model, cfg, device))
-
-    def run(self, model: nn.Module, cfg: Config, device: torch.device) -> list[Evaluation]:
-        """One :class:`Evaluation` per set that scores something (the COCO set first)."""
+    def run(
+        self, model: nn.Module, cfg: Config, device: torch.device, shard: tuple[int, int] = (0, 1)
+    ) -> list[Evaluation]:
+        """One :class:`Evaluation` per set that scores something (the COCO set first), over
+        ``shard`` (rank, world size) of each set's images (:func:`run_evaluation`)."""
         parts = []
         if self.coco is not None:
             tasks = [t for t in cfg.model.tasks if not (t == "sem" and self.sem_png is not None)]
             if tasks:
-                parts.append(run_evaluation(model, self.coco, cfg, device, tasks=tasks))
+                parts.append(
+                    run_evaluation(model, self.coco, cfg, device, tasks=tasks, shard=shard)
+                )
         if self.sem_png is not None and "sem" in cfg.model.tasks:
-            parts.append(run_evaluation(model, self.sem_png, cfg, device, tasks=["sem"]))
+            parts.append(
+                run_evaluation(model, self.sem_png, cfg, device, tasks=["sem"], shard=shard)
+            )
         return parts
 
 
