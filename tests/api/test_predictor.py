@@ -4,10 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
 from visionmtl import Predictor
-from visionmtl.api import InputError, load_rgb
+from visionmtl.api import InputError, Result, load_rgb
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,32 @@ def test_score_threshold_and_batching(trained_run: Path, shapes_paths: dict) -> 
     assert sum(len(r) for r in loose) > sum(len(r) for r in results)
     assert all(len(r) <= 100 for r in loose)
     assert strict.model.heads["det"].score_thresh == strict.cfg.eval.score_thresh
+
+
+def test_head_settings_changed_later_act_on_the_next_call(
+    trained_run: Path, shapes_paths: dict
+) -> None:
+    """The heads' settings are read on every call, as the model's own evaluation does."""
+    paths = sorted(Path(shapes_paths["val_images"]).iterdir())[:2]
+    predictor = Predictor.from_checkpoint(trained_run / "best.pt", score_thresh=0.0)
+    before = predictor(paths)
+    assert max(len(r) for r in before) > 3
+    predictor.model.heads["det"].max_detections = 3
+    after = predictor(paths)
+    assert [len(r) for r in after] == [min(len(r), 3) for r in before]
+    np.testing.assert_array_equal(after[0].scores, before[0].scores[:3])
+    predictor.model.heads["det"].nms_thresh = 0.0  # any overlap suppresses the lower box
+    predictor.model.heads["det"].max_detections = 100
+    assert max(_same_label_overlap(r) for r in before) > 0
+    assert max(_same_label_overlap(r) for r in predictor(paths)) == 0
+
+
+def _same_label_overlap(result: Result) -> float:
+    """The largest IoU of two boxes of one label in ``result``."""
+    boxes = torch.from_numpy(result.boxes)
+    iou = box_iou(boxes, boxes).fill_diagonal_(0)
+    same = torch.from_numpy(result.labels[:, None] == result.labels[None, :])
+    return float((iou * same).max()) if len(result) else 0.0
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import torch
 from visionmtl.api.io import ImageInput, load_rgb
 from visionmtl.api.result import Result
 from visionmtl.api.sources import Frame, iter_frames
-from visionmtl.data import SIZE_DIVISOR, Collator, build_transforms
+from visionmtl.data import SIZE_DIVISOR, Collator, Transform
 from visionmtl.data.classes import semantic_ids
 from visionmtl.models.postprocess import PostprocessSettings
 from visionmtl.structures import ClassSpec, Prediction
@@ -28,10 +28,8 @@ class BasePredictor:
 
     Args:
         classes: the class lists the model's labels and semantic ids refer to.
-        settings: post-processing settings (thresholds, strides); ``score_thresh`` is replaced
-            by the predictor's own (or a call's) threshold.
-        image_size: the evaluation resize (longer side), ``data.image_size``.
-        mean, std: the input normalisation (RGB, on pixels / 255).
+        transform: the evaluation preprocessing
+            (:func:`~visionmtl.evaluation.validation.eval_transform_for`).
         score_thresh: drop detections below this score.
         batch_size: images per forward pass (padding to the largest image of a batch changes
             the outputs slightly when image sizes differ, so the same batches give the same
@@ -41,17 +39,13 @@ class BasePredictor:
     def __init__(
         self,
         classes: ClassSpec,
-        settings: PostprocessSettings,
-        image_size: int | None,
-        mean: Sequence[float],
-        std: Sequence[float],
+        transform: Transform,
         score_thresh: float,
         batch_size: int,
     ) -> None:
-        self.settings = settings
         self.score_thresh = score_thresh
         self.batch_size = batch_size
-        self.transform = build_transforms(image_size, train=False, mean=mean, std=std)
+        self.transform = transform
         self.collate = Collator(SIZE_DIVISOR)
         self.category_ids = np.asarray(classes.category_ids, dtype=np.int64)
         self.class_names = list(classes.class_names)
@@ -86,6 +80,11 @@ class BasePredictor:
             results = self._predict_batch([frame.image for frame in batch], thresh)
             yield from zip(batch, results, strict=True)
 
+    def postprocess_settings(self) -> PostprocessSettings:
+        """The post-processing settings (thresholds, strides) of the next batch;
+        ``score_thresh`` is replaced by the predictor's own (or a call's) threshold."""
+        raise NotImplementedError
+
     def _run(
         self,
         images: torch.Tensor,
@@ -109,7 +108,7 @@ class BasePredictor:
         images, metas = self.collate(batch)
         image_sizes = [tuple(m["image_size"].tolist()) for m in metas]
         orig_sizes = [tuple(m["orig_size"].tolist()) for m in metas]
-        settings = replace(self.settings, score_thresh=thresh)
+        settings = replace(self.postprocess_settings(), score_thresh=thresh)
         outputs = self._run(images, image_sizes, orig_sizes, settings)
         return [
             self._to_result(output, size, thresh)

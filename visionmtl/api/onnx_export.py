@@ -5,9 +5,9 @@ input ``images`` [B, 3, H, W] float32, normalised, B and H, W (multiples of ``SI
 free. ``mask_head.onnx`` (models with ``inst``) is the mask head on the detected boxes:
 inputs ``rois`` [R, 5] and the pyramid maps ``mask_features_*``, RoIAlign inside, output
 ``mask_logits``. ``model.json`` holds what inference needs beside them: input size and
-normalisation, classes, strides and the post-processing settings. Decoding, NMS, mask pasting and
-resizing are not in the graphs: ``OnnxPredictor`` runs the same Python post-processing as
-``Predictor`` (``visionmtl.models.postprocess``).
+normalisation, classes and the post-processing settings (thresholds, semantic stride). Decoding,
+NMS, mask pasting and resizing are not in the graphs: ``OnnxPredictor`` runs the same Python
+post-processing as ``Predictor`` (``visionmtl.models.postprocess``).
 
 Exporter: the TorchScript-based one (``torch.onnx.export(..., dynamo=False)``). With torch 2.14
 the ``torch.export``-based one (``dynamo=True``) took ~10x longer and its graph failed in ONNX
@@ -28,11 +28,15 @@ from torch import Tensor, nn
 
 from visionmtl.config import Config
 from visionmtl.data import SIZE_DIVISOR
-from visionmtl.data.classes import semantic_ids
 from visionmtl.engine.checkpoint import load_model
 from visionmtl.errors import ExportError, OutputExistsError
 from visionmtl.models.backbone import input_normalization
-from visionmtl.models.postprocess import DET_OUTPUTS, MASK_FEATURES, PostprocessSettings
+from visionmtl.models.postprocess import (
+    DET_OUTPUTS,
+    PostprocessSettings,
+    mask_feature_name,
+    mask_features,
+)
 
 NETWORK_FILE = "model.onnx"
 MASK_HEAD_FILE = "mask_head.onnx"
@@ -86,20 +90,37 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, opset: int = OPSET)
         files[MASK_HEAD_FILE] = mask_head_onnx(model, opset)
     metadata = export_metadata(model, cfg, names, opset)
     files[METADATA_FILE] = (json.dumps(metadata, indent=2) + "\n").encode()
+    return _write_files(out_dir, files)
+
+
+def _write_files(out_dir: Path, files: dict[str, bytes]) -> dict[str, Path]:
+    """Write ``files`` (name -> bytes) into ``out_dir``, none replacing an existing file; where
+    one cannot be written, the ones written before it are removed again (an export is whole or
+    absent), then the error is raised."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, data in files.items():
-        path = out_dir / name
-        try:
-            with open(path, "xb") as file:  # exclusive: a file made meanwhile is not replaced
-                file.write(data)
-        except FileExistsError:
-            raise OutputExistsError(_exists_message(path)) from None
-        written[name] = path
+    written: dict[str, Path] = {}
+    try:
+        for name, data in files.items():
+            path = out_dir / name
+            try:
+                with open(path, "xb") as file:  # exclusive: a file made meanwhile is not replaced
+                    written[name] = path  # made by this call from here on
+                    file.write(data)
+            except FileExistsError:
+                raise OutputExistsError(_exists_message(path)) from None
+    except BaseException:
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
     return written
 
 
 def _check_fresh(out_dir: Path) -> None:
+    existing = next(path for path in (out_dir, *out_dir.absolute().parents) if path.exists())
+    if not existing.is_dir():  # --out, or a folder it would be made in, is a file
+        raise OutputExistsError(
+            f"{existing} exists and is not a directory; choose another --out directory"
+        )
     for name in EXPORT_FILES:
         if (out_dir / name).exists():
             raise OutputExistsError(_exists_message(out_dir / name))
@@ -136,13 +157,13 @@ def mask_head_onnx(model: nn.Module, opset: int = OPSET) -> bytes:
     images = _example_images()
     with torch.no_grad():
         raw = model.raw_outputs(images)
-    features = [raw[name] for name in raw if name.startswith(MASK_FEATURES)]
+    features = mask_features(raw)
     # Boxes from small to large, so that the example sends RoIs to every pyramid level.
     rois = torch.tensor(
         [[0, 4, 4, 20, 20], [1, 8, 2, 90, 60], [0, 0, 0, 96, 64], [1, -200, -200, 300, 300]],
         dtype=torch.float32,
     )
-    feature_names = [f"{MASK_FEATURES}_{level}" for level in range(len(features))]
+    feature_names = [mask_feature_name(level) for level in range(len(features))]
     dynamic: dict[str, dict[int, str]] = {"rois": {0: "rois"}, "mask_logits": {0: "rois"}}
     for name in feature_names:
         dynamic[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"}
@@ -180,11 +201,9 @@ def _export(
 def export_metadata(
     model: nn.Module, cfg: Config, output_names: list[str], opset: int = OPSET
 ) -> dict[str, Any]:
-    """model.json: what ``OnnxPredictor`` needs besides the graphs (plain JSON data)."""
+    """model.json: what ``OnnxPredictor`` needs besides the graphs (plain JSON data, every key
+    read and checked by ``read_metadata``), and ``opset`` and ``torch`` for the record."""
     mean, std = input_normalization(cfg)
-    classes = model.classes
-    _, sem_names = semantic_ids(classes)
-    strides = {task: list(head.strides) for task, head in model.heads.items()}
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -192,15 +211,12 @@ def export_metadata(
         "mask_head": MASK_HEAD_FILE if "inst" in model.heads else None,
         "outputs": output_names,
         "input": {
-            "name": "images",
             "image_size": cfg.data.image_size,
             "size_divisor": SIZE_DIVISOR,
             "mean": list(mean),
             "std": list(std),
         },
-        "strides": {"pyramid": list(model.neck.strides), **strides},
-        "classes": classes.to_dict(),
-        "sem_class_names": {str(k): name for k, name in sem_names.items()},
+        "classes": model.classes.to_dict(),
         "postprocess": PostprocessSettings.from_model(model).to_dict(),
         "batch_size": cfg.eval.batch_size,
         "opset": opset,

@@ -9,7 +9,7 @@ import torch
 from visionmtl.api.base_predictor import BasePredictor
 from visionmtl.config import Config
 from visionmtl.engine.checkpoint import load_model
-from visionmtl.models.backbone import input_normalization
+from visionmtl.evaluation.validation import eval_transform
 from visionmtl.models.postprocess import PostprocessSettings, postprocess
 from visionmtl.precision import inference_autocast
 from visionmtl.structures import Prediction
@@ -42,13 +42,9 @@ class Predictor(BasePredictor):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.cfg = cfg
-        mean, std = input_normalization(cfg)  # as eval_transform(cfg): validation's preprocessing
         super().__init__(
             classes,
-            PostprocessSettings.from_model(model),
-            cfg.data.image_size,
-            mean,
-            std,
+            eval_transform(cfg),  # validation's preprocessing
             cfg.eval.score_thresh if score_thresh is None else score_thresh,
             cfg.eval.batch_size if batch_size is None else batch_size,
         )
@@ -57,6 +53,7 @@ class Predictor(BasePredictor):
     def from_checkpoint(
         cls,
         path: str | Path,
+        *,
         device: str | torch.device = "cpu",
         score_thresh: float | None = None,
         batch_size: int | None = None,
@@ -64,6 +61,11 @@ class Predictor(BasePredictor):
         """Build the model from a checkpoint written by ``visionmtl train`` (no other file needed)."""
         model, cfg = load_model(path, device=device)
         return cls(model, cfg, device=device, score_thresh=score_thresh, batch_size=batch_size)
+
+    def postprocess_settings(self) -> PostprocessSettings:
+        """The model's heads' current settings (``nms_thresh``, ``max_detections``, mask
+        threshold, ...): a change to ``predictor.model.heads`` acts on the next call."""
+        return PostprocessSettings.from_model(self.model)
 
     def _run(
         self,

@@ -2,10 +2,10 @@
 
 DIR gets model.onnx (the network up to the heads' raw outputs; dynamic batch and image size),
 mask_head.onnx (models with instance masks: the mask head on the detected boxes) and model.json
-(classes, strides, input size and normalisation, thresholds). Load it with
+(classes, input size and normalisation, post-processing settings). Load it with
 `from visionmtl import OnnxPredictor; OnnxPredictor.from_export(DIR)`, called as Predictor.
 Needs the export extra: pip install 'visionmtl[export]'. Files of an earlier export in DIR are
-never overwritten (exit code 2).
+never overwritten (exit code 2); a failed export removes the files it wrote.
 """
 
 from __future__ import annotations

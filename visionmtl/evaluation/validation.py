@@ -50,9 +50,17 @@ class ValidationSets:
 
 def eval_transform(cfg: Config) -> Transform:
     """The evaluation preprocessing of ``cfg``'s model (validation, tools/eval.py, Predictor):
-    resize to ``data.image_size``, normalise with the run's statistics (``input_normalization``)."""
+    :func:`eval_transform_for` its ``data.image_size`` and the run's statistics
+    (``input_normalization``)."""
     mean, std = input_normalization(cfg)
-    return build_transforms(cfg.data.image_size, train=False, mean=mean, std=std)
+    return eval_transform_for(cfg.data.image_size, mean, std)
+
+
+def eval_transform_for(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Transform:
+    """The evaluation preprocessing: resize to ``image_size`` (``data.image_size``), normalise
+    with ``mean`` and ``std`` (RGB, on pixels / 255). The one recipe of validation, ``Predictor``
+    and ``OnnxPredictor`` (which reads the values from ``model.json``)."""
+    return build_transforms(image_size, train=False, mean=mean, std=std)
 
 
 def train_transform(cfg: Config) -> Transform:

@@ -10,9 +10,9 @@ from visionmtl.models.cross_stitch import CrossStitchNeck
 from visionmtl.models.neck import PyramidNeck
 from visionmtl.models.postprocess import (
     DET_OUTPUTS,
-    MASK_FEATURES,
     SEM_OUTPUT,
     PostprocessSettings,
+    mask_feature_name,
     postprocess,
 )
 from visionmtl.structures import ClassSpec, Prediction, Target
@@ -156,7 +156,7 @@ class MultiTaskModel(nn.Module):
             raw[SEM_OUTPUT] = self.heads["sem"](self._head_features("sem", features))[SEM_OUTPUT]
         if "inst" in self.heads:
             for level, feature in enumerate(self._head_features("inst", features)):
-                raw[f"{MASK_FEATURES}_{level}"] = feature
+                raw[mask_feature_name(level)] = feature
         return raw
 
     def mask_logits(self, features: list[Tensor], rois: Tensor) -> Tensor:

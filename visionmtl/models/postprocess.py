@@ -8,8 +8,8 @@ results agree by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from visionmtl.structures import Prediction
 # Raw output names of the detection head (``FCOSHead.forward`` keys needed at inference).
 DET_OUTPUTS = ("cls_logits", "box_ltrb", "ctr_logits", "points", "point_strides")
 SEM_OUTPUT = "sem_logits"
-MASK_FEATURES = "mask_features"  # + "_{level}": the pyramid maps the mask head reads
+MASK_FEATURES = "mask_features"  # mask_feature_name(level): the pyramid maps the mask head reads
 
 # features [B, C, H/s, W/s] per level the mask head reads, RoIs [R, 5] -> mask logits [R, C, M, M].
 MaskLogitsFn = Callable[[list[Tensor], Tensor], Tensor]
@@ -32,6 +32,10 @@ MaskLogitsFn = Callable[[list[Tensor], Tensor], Tensor]
 @dataclass(frozen=True)
 class PostprocessSettings:
     """What :func:`postprocess` needs besides the outputs: plain data, saved with an export.
+
+    Every field is required: the values come from the model's heads (:meth:`from_model`, which
+    take them from the config's ``eval.*``) or from an export's ``model.json``, never from
+    defaults here. The fields of a task the model does not have are None.
 
     Attributes:
         tasks: the model's tasks (``det``, ``sem``, ``inst``).
@@ -45,21 +49,21 @@ class PostprocessSettings:
     """
 
     tasks: tuple[str, ...]
-    num_classes: int = 0
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.6
-    max_detections: int = 100
-    pre_nms_topk: int = 1000
-    sem_stride: int = 8
-    sem_first_class: int = 0
-    class_agnostic: bool = False
-    mask_threshold: float = 0.5
+    num_classes: int | None
+    score_thresh: float | None
+    nms_thresh: float | None
+    max_detections: int | None
+    pre_nms_topk: int | None
+    sem_stride: int | None
+    sem_first_class: int | None
+    class_agnostic: bool | None
+    mask_threshold: float | None
 
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> PostprocessSettings:
         """The settings of a ``MultiTaskModel``'s heads (their current values)."""
         heads = model.heads
-        values: dict[str, Any] = {"tasks": tuple(heads.keys())}
+        values: dict[str, Any] = {"tasks": tuple(heads.keys()), **dict.fromkeys(_FIELD_TYPES)}
         if "det" in heads:
             det = heads["det"]
             values.update(
@@ -82,17 +86,70 @@ class PostprocessSettings:
         return {**asdict(self), "tasks": list(self.tasks)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PostprocessSettings:
-        return cls(**{**data, "tasks": tuple(data["tasks"])})
+    def from_dict(cls, data: Mapping[str, Any]) -> PostprocessSettings:
+        """The inverse of :meth:`to_dict`, checked: ``ValueError`` naming the key where one is
+        missing, unknown or of the wrong type, or None for a task in ``tasks``."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected an object with the keys {_field_names()}, got {data!r}")
+        unknown = sorted(set(data) - set(_field_names()))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; the keys are {_field_names()}")
+        missing = [name for name in _field_names() if name not in data]
+        if missing:
+            raise ValueError(f"missing key(s) {missing}")
+        tasks = data["tasks"]
+        if not isinstance(tasks, (list, tuple)) or not set(tasks) <= set(_TASK_FIELDS):
+            raise ValueError(f'"tasks" is {tasks!r}, expected a list of {list(_TASK_FIELDS)}')
+        required = {name for task in tasks for name in _TASK_FIELDS[task]}
+        for name, kind in _FIELD_TYPES.items():
+            value = data[name]
+            if value is None and name not in required:
+                continue
+            if not _is_instance(value, kind):
+                raise ValueError(f'"{name}" is {value!r}, expected {kind.__name__}')
+        return cls(**{**data, "tasks": tuple(tasks)})
 
 
-def mask_features(raw: dict[str, Tensor]) -> list[Tensor]:
+# The fields each task needs (the others are None in a model without that task), and their type.
+_TASK_FIELDS = {
+    "det": ("num_classes", "score_thresh", "nms_thresh", "max_detections", "pre_nms_topk"),
+    "sem": ("sem_stride", "sem_first_class"),
+    "inst": ("class_agnostic", "mask_threshold"),
+}
+_FIELD_TYPES: dict[str, type] = {
+    "num_classes": int,
+    "score_thresh": float,
+    "nms_thresh": float,
+    "max_detections": int,
+    "pre_nms_topk": int,
+    "sem_stride": int,
+    "sem_first_class": int,
+    "class_agnostic": bool,
+    "mask_threshold": float,
+}
+
+
+def _field_names() -> list[str]:
+    return [field.name for field in fields(PostprocessSettings)]
+
+
+def _is_instance(value: Any, kind: type) -> bool:
+    """JSON's view of ``kind``: an int is a float, a bool is neither."""
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def mask_feature_name(level: int) -> str:
+    """The raw output name of the ``level``-th pyramid map the mask head reads (from 0, by
+    ascending stride): ``mask_features_0``, ..."""
+    return f"{MASK_FEATURES}_{level}"
+
+
+def mask_features(raw: Mapping[str, Tensor]) -> list[Tensor]:
     """The pyramid maps [B, C, H/s, W/s] of ``raw`` the mask head reads, ascending stride."""
-    names = sorted(
-        (name for name in raw if name.startswith(MASK_FEATURES + "_")),
-        key=lambda name: int(name.rsplit("_", 1)[1]),
-    )
-    return [raw[name] for name in names]
+    count = sum(name.startswith(MASK_FEATURES + "_") for name in raw)
+    return [raw[mask_feature_name(level)] for level in range(count)]
 
 
 @torch.no_grad()
