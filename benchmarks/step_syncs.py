@@ -65,8 +65,10 @@ class SyncCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def count_step_syncs(batch_size: int, steps: int = 3) -> dict[str, Any]:
-    """Train ``steps`` steps of a tiny det+sem+inst model at ``batch_size``; the counts of the
+def count_step_syncs(
+    batch_size: int, steps: int = 3, tasks: tuple[str, ...] = ("det", "sem")
+) -> dict[str, Any]:
+    """Train ``steps`` steps of a tiny model of ``tasks`` at ``batch_size``; the counts of the
     last step (the first ones also build caches)."""
     from visionmtl.config import load_config
     from visionmtl.data.synthetic import generate_shapes
@@ -84,6 +86,7 @@ def count_step_syncs(batch_size: int, steps: int = 3) -> dict[str, Any]:
         "model.backbone.name=resnet18",
         "model.backbone.pretrained=false",
         "model.fpn_channels=32",
+        f"model.tasks=[{','.join(tasks)}]",
         "mtl.log_every=0",
         "train.epochs=1",
     ]
@@ -114,7 +117,12 @@ def count_step_syncs(batch_size: int, steps: int = 3) -> dict[str, Any]:
     finally:
         trainer.train_step = original
     last = per_step[-1]
-    return {"batch_size": batch_size, "syncs": sum(last.values()), "by_op": dict(last)}
+    return {
+        "tasks": list(tasks),
+        "batch_size": batch_size,
+        "syncs": sum(last.values()),
+        "by_op": dict(last),
+    }
 
 
 def main() -> None:
@@ -122,10 +130,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--tasks", nargs="+", default=["det", "sem"], help="model.tasks")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = [count_step_syncs(batch) for batch in args.batch_sizes]
+    rows = [count_step_syncs(batch, tasks=tuple(args.tasks)) for batch in args.batch_sizes]
     for row in rows:
         print(json.dumps(row), flush=True)
     if args.out:

@@ -401,3 +401,20 @@ def test_banded_semantic_loss_equals_the_full_one_in_a_fraction_of_the_memory(
     full_map = 2 * classes * height * width
     assert results["full"][3] >= full_map  # one band: the whole upsampled map exists
     assert results["banded"][3] <= full_map // 4  # 8 of 96 rows plus the margins
+
+
+def test_ltrb_giou_loss_equals_torchvision_on_the_boxes_around_the_point() -> None:
+    from torchvision.ops import generalized_box_iou_loss
+
+    from visionmtl.models.heads.detection import ltrb_giou_loss
+
+    torch.manual_seed(0)
+    pred, target = torch.rand(2, 500, 4) * 50
+    pred[:10] = 0  # degenerate predictions (relu outputs can be 0)
+
+    def origin_boxes(ltrb: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-ltrb[:, :2], ltrb[:, 2:]], dim=1)
+
+    expected = generalized_box_iou_loss(origin_boxes(pred), origin_boxes(target), reduction="none")
+    torch.testing.assert_close(ltrb_giou_loss(pred, target), expected)
+    assert ltrb_giou_loss(target, target).abs().max() < 1e-5  # a perfect box costs nothing

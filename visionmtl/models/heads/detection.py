@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from torchvision.ops import (
     batched_nms,
     clip_boxes_to_image,
-    generalized_box_iou_loss,
     sigmoid_focal_loss,
 )
 
@@ -213,21 +212,18 @@ class FCOSHead(nn.Module):
         box_ltrb = outputs["box_ltrb"].float()[index]
         ctr_logits = outputs["ctr_logits"].float()[index]
         cls_target, positive, reg_target = self._targets(outputs, [targets[i] for i in labelled])
-        pred, target = box_ltrb[positive], reg_target[positive]
-        ctr_target = centerness(target)
+        # Box and centerness losses over every point, weighted by the positive mask: the same
+        # sums as selecting the positives, without boolean indexing (a host-device sync each).
+        weight = positive.float()  # [B', P]
+        safe_target = torch.where(positive[..., None], reg_target, torch.ones_like(reg_target))
+        ctr_target = centerness(safe_target) * weight
         # No branch on this rank's positives before the reductions: all ranks must reach them.
-        num_pos = mean_over_ranks(positive.sum().float()).clamp(min=1.0)
+        num_pos = mean_over_ranks(weight.sum()).clamp(min=1.0)
         ctr_sum = mean_over_ranks(ctr_target.sum()).clamp(min=1e-6)
         loss_cls = sigmoid_focal_loss(cls_logits, cls_target, reduction="sum") / num_pos
-        # Both boxes around the same point: origin-relative boxes give the same IoU.
-        pred_boxes = torch.cat([-pred[:, :2], pred[:, 2:]], dim=1)
-        target_boxes = torch.cat([-target[:, :2], target[:, 2:]], dim=1)
-        giou = generalized_box_iou_loss(pred_boxes, target_boxes, reduction="none")
-        loss_box = (giou * ctr_target).sum() / ctr_sum
-        loss_ctr = (
-            F.binary_cross_entropy_with_logits(ctr_logits[positive], ctr_target, reduction="sum")
-            / num_pos
-        )
+        loss_box = (ltrb_giou_loss(box_ltrb, safe_target) * ctr_target).sum() / ctr_sum
+        ctr_bce = F.binary_cross_entropy_with_logits(ctr_logits, ctr_target, reduction="none")
+        loss_ctr = (ctr_bce * weight).sum() / num_pos
         return {"det/cls": loss_cls, "det/box": loss_box, "det/ctr": loss_ctr}
 
     def _targets(
@@ -324,12 +320,30 @@ def _candidates(
 
 
 def centerness(ltrb: Tensor) -> Tensor:
-    """Regression targets [N, 4] (l, t, r, b > 0) -> FCOS centerness targets [N] in (0, 1]."""
-    left_right, top_bottom = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
+    """Regression targets [..., 4] (l, t, r, b > 0) -> FCOS centerness targets [...] in (0, 1]."""
+    left_right, top_bottom = ltrb[..., [0, 2]], ltrb[..., [1, 3]]
     return torch.sqrt(
-        (left_right.min(1).values / left_right.max(1).values)
-        * (top_bottom.min(1).values / top_bottom.max(1).values)
+        (left_right.min(-1).values / left_right.max(-1).values)
+        * (top_bottom.min(-1).values / top_bottom.max(-1).values)
     )
+
+
+def ltrb_giou_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """1 - GIoU of two boxes around the same point, each given as distances [..., 4] (l, t, r,
+    b >= 0) from it -> [...]. The same values as torchvision's ``generalized_box_iou_loss`` on
+    the boxes (-l, -t, r, b), in closed form: no boolean masks (FCOS's IOULoss does the same)."""
+    inter = (
+        torch.minimum(pred[..., 0], target[..., 0]) + torch.minimum(pred[..., 2], target[..., 2])
+    ) * (torch.minimum(pred[..., 1], target[..., 1]) + torch.minimum(pred[..., 3], target[..., 3]))
+    enclosing = (
+        torch.maximum(pred[..., 0], target[..., 0]) + torch.maximum(pred[..., 2], target[..., 2])
+    ) * (torch.maximum(pred[..., 1], target[..., 1]) + torch.maximum(pred[..., 3], target[..., 3]))
+    area = (pred[..., 0] + pred[..., 2]) * (pred[..., 1] + pred[..., 3])
+    target_area = (target[..., 0] + target[..., 2]) * (target[..., 1] + target[..., 3])
+    union = area + target_area - inter
+    eps = 1e-7  # torchvision's
+    iou = inter / (union + eps)
+    return 1 - iou + (enclosing - union) / (enclosing + eps)
 
 
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:

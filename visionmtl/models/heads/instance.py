@@ -105,14 +105,16 @@ class MaskHead(nn.Module):
         features = features[: len(self.strides)]
         if len(features) == 1:
             return self._align(features[0], rois, self.strides[0])
-        levels = self.level_mapper([rois[:, 1:]])
-        pooled, order = [], []
-        for level, (feature, stride) in enumerate(zip(features, self.strides, strict=True)):
-            index = torch.nonzero(levels == level).squeeze(1)
-            pooled.append(self._align(feature, rois[index], stride))
-            order.append(index)
-        # Undo the grouping by level so that row r is still box r.
-        return torch.cat(pooled)[torch.argsort(torch.cat(order))]
+        levels = self.level_mapper([rois[:, 1:]])  # [R] int64
+        # Every RoI pooled from every level, then each RoI's own level picked by index: a few
+        # times the (small) RoIAlign work, but no data-dependent split (a GPU sync per level).
+        pooled = torch.stack(
+            [
+                self._align(feature, rois, stride)
+                for feature, stride in zip(features, self.strides, strict=True)
+            ]
+        )  # [L, R, C, roi_size, roi_size]
+        return pooled[levels, torch.arange(rois.shape[0], device=rois.device)]
 
     def mask_logits(self, features: list[Tensor], rois: Tensor) -> Tensor:
         """features as :meth:`pool_rois`; rois [R, 5] -> mask logits [R, num_classes or 1,
@@ -145,7 +147,7 @@ class MaskHead(nn.Module):
         input size).
 
         Returns ``mask_logits`` [sum R_i, num_classes or 1, 2 * roi_size, 2 * roi_size],
-        ``num_boxes`` [B] int64 (R_i, the RoIs of image i), ``roi_boxes`` [sum R_i, 4] float32
+        ``num_boxes`` [B] int64 on the CPU (R_i, the RoIs of image i), ``roi_boxes`` [sum R_i, 4] float32
         (the RoIs pooled) and ``roi_index`` [sum R_i] int64 (the index in ``boxes[i]`` of the box
         each RoI is, or is a jittered copy of). In eval mode the RoIs are the boxes themselves and
         ``roi_index`` is 0..K_i-1; in training mode they are the boxes and ``jitter_copies``
@@ -172,7 +174,8 @@ class MaskHead(nn.Module):
             roi_index.append(index)
         return {
             "mask_logits": self.mask_logits(features, boxes_to_rois(rois).to(device)),
-            "num_boxes": torch.tensor([r.shape[0] for r in rois], device=device),
+            # On the host: the sizes are known there, and reading them never waits for a GPU.
+            "num_boxes": torch.tensor([r.shape[0] for r in rois]),
             "roi_boxes": torch.cat(rois),
             "roi_index": torch.cat(roi_index),
         }
@@ -214,7 +217,7 @@ class MaskHead(nn.Module):
         a jittered copy). Images without ``masks`` are not labelled for this task and contribute
         nothing."""
         logits = outputs["mask_logits"].float()
-        counts = [int(c) for c in outputs["num_boxes"]]
+        counts = outputs["num_boxes"].tolist()
         if not (len(targets) == len(boxes) == len(labels) == len(counts)):
             raise ValueError(
                 f"MaskHead.loss got {len(targets)} targets, {len(boxes)} box lists, "
@@ -292,7 +295,7 @@ class MaskHead(nn.Module):
         output_sizes: list[tuple[int, int]] | None = None,
     ) -> list[dict[str, Tensor]]:
         """:func:`paste_instance_masks` of ``mask_logits`` with this head's settings."""
-        counts = [int(c) for c in outputs["num_boxes"]]
+        counts = outputs["num_boxes"].tolist()
         return paste_instance_masks(
             outputs["mask_logits"],
             counts,
