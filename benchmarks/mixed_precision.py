@@ -29,9 +29,17 @@ if TYPE_CHECKING:
     from visionmtl.config import Config
 
 
-def bench_mode(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[str, Any]:
+def bench_mode(
+    cfg: Config,
+    amp: str,
+    steps: int,
+    device: torch.device,
+    channels_last: bool = False,
+    compile_model: bool = False,
+) -> dict[str, Any]:
     """Train ``steps`` iterations from a fixed seed with ``amp`` (constant lr, the summed losses,
-    gradient clipping at ``train.clip_grad_norm``); return timings and loss health."""
+    gradient clipping at ``train.clip_grad_norm``), optionally with the model and inputs in
+    channels-last layout and the model compiled; return timings and loss health."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -48,7 +56,10 @@ def bench_mode(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[
     train_set = build_datasets(cfg)
     classes = dataset_classes(cfg, train_set)
     model = build_model(cfg.model, classes, cfg.eval, sharing=cfg.mtl.sharing).to(device).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     optimizer = build_optimizer(model, cfg.train)
+    forward = torch.compile(model) if compile_model else model
     scaler = make_scaler(device, amp)
     loader = DataLoader(
         train_set,
@@ -64,10 +75,11 @@ def bench_mode(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[
     # ``steps`` batches, reshuffled each time the loader is gone through
     batches = itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), steps)
     for images, targets in batches:
-        images, targets = images.to(device), move_targets(targets, device)
+        images = images.to(device, memory_format=layout)
+        targets = move_targets(targets, device)
         start = time.perf_counter()
         with autocast(device, amp):
-            losses = model(images, targets)
+            losses = forward(images, targets)
         total = sum(v.float() for v in losses.values())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
@@ -87,6 +99,10 @@ def bench_mode(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[
     )
     return {
         "amp": amp,
+        "channels_last": channels_last,
+        "compile": compile_model,
+        "images_per_s": round(cfg.data.batch_size / statistics.median(times[5:] or times), 2),
+        "first_step_s": round(times[0], 2),
         "steps": steps,
         "all_losses_finite": finite,
         "median_step_ms": round(1000 * statistics.median(times[5:] or times), 2),

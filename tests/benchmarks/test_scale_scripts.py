@@ -28,3 +28,31 @@ def test_synthetic_coco_has_coco_statistics_and_loads_clean(tmp_path: Path) -> N
     per_image = sum(len(dataset.annotations(i)) for i in range(60)) / 60
     assert 5 < per_image < 9
     assert not [p for p in dataset.problems if p.severity == "error"]
+
+
+def test_gpu_check_script_runs_in_its_smoke_mode(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.py is run on a lent GPU with no time to debug it: its CPU smoke mode
+    (tiny model, two modes and the torchvision peer, two steps each) must work end to end."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu_check.json"
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "benchmarks/gpu_check.py"),
+        "--smoke",
+        "--out",
+        str(out),
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"].split()[0] for r in rows] == ["visionmtl", "visionmtl", "torchvision"]
+    assert all(r["all_losses_finite"] and r["median_step_ms"] > 0 for r in rows)
+    assert {k for r in rows[:2] for k in r["final_losses"]} == {
+        "det/cls",
+        "det/box",
+        "det/ctr",
+        "sem/ce",
+        "inst/mask",
+    }
