@@ -1,6 +1,13 @@
 """visionmtl: one network for object detection and segmentation."""
 
+import os
+
 __version__ = "0.1.0"
+
+# albumentations asks the internet for a newer version of itself on import (a blocking HTTPS
+# request, seconds where there is no network, in every process and loader worker): never at run
+# time from here. A user who sets the variable keeps their own value.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def __getattr__(name: str):

@@ -128,3 +128,22 @@ def test_own_mean_and_std_in_every_path() -> None:
     assert torch.equal(build_transforms(4, train=False)(image)["image"], normalize_image(image))
     with pytest.raises(ValueError, match="std > 0"):
         build_transforms(4, train=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.0, 0.5))
+
+
+def test_importing_the_data_pipeline_opens_no_network_connection() -> None:
+    """albumentations checks PyPI for updates on import unless told not to; visionmtl tells it
+    (nothing may reach the network at run time)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import socket\n"
+        "def refuse(self, address):\n"
+        "    raise SystemExit(f'network connection to {address}')\n"
+        "socket.socket.connect = refuse\n"
+        "import visionmtl.data, visionmtl.engine.rundir\n"
+        "import albumentations\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
