@@ -103,3 +103,33 @@ def test_eval_coco_engine_faster_coco_eval_gives_the_same_ap(
     assert "bbox_AP" in scored
     for key in scored:
         assert faster[key] == pytest.approx(reference[key], abs=1e-4), key
+
+
+def test_shards_merged_score_like_one_pass_even_with_a_corrupt_image(
+    trained_run: Path, shapes_paths: dict, tmp_path: Path
+) -> None:
+    """Two shards (as two ranks run them), merged, give the one-pass metrics, also when a
+    corrupt image is replaced by the next one (another shard's): no image is scored twice."""
+    from visionmtl.evaluation.evaluate import run_evaluation
+
+    model, cfg = load_model(trained_run / "best.pt")
+    images = tmp_path / "images"
+    shutil.copytree(shapes_paths["val_images"], images)
+    data = json.loads(Path(shapes_paths["val_ann"]).read_text())
+    (images / data["images"][2]["file_name"]).write_bytes(b"not a png")  # shard 0's image
+    transform = build_transforms(cfg.data.image_size, train=False)
+    dataset = CocoDataset(
+        shapes_paths["val_ann"], images, transform, on_invalid="skip", max_bad_fraction=0.5
+    )
+    device = torch.device("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = run_evaluation(model, dataset, cfg, device).metrics()
+        first, second = (run_evaluation(model, dataset, cfg, device, shard=(r, 2)) for r in (0, 1))
+    first.add_shard(second.shard_state())
+    merged = first.metrics()
+    assert merged["mIoU"] == pytest.approx(whole["mIoU"], abs=1e-9)
+    assert merged["bbox_AP"] == pytest.approx(whole["bbox_AP"], abs=1e-6)
+    confusion = first.sem.confusion_matrix.sum()
+    one_pass = run_evaluation(model, dataset, cfg, device).sem.confusion_matrix.sum()
+    assert confusion == one_pass  # the replacement image's pixels counted once

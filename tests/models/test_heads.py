@@ -368,12 +368,15 @@ def _largest_tensor_during(fn) -> int:
     return Largest.numel
 
 
-@pytest.mark.parametrize("dice", [False, True])
+@pytest.mark.parametrize(
+    ("dice", "height", "stride"),
+    [(False, 96, 4), (True, 96, 4), (True, 100, 4), (False, 72, 8)],  # 100: a short last band
+)
 def test_banded_semantic_loss_equals_the_full_one_in_a_fraction_of_the_memory(
-    monkeypatch: pytest.MonkeyPatch, dice: bool
+    monkeypatch: pytest.MonkeyPatch, dice: bool, height: int, stride: int
 ) -> None:
     torch.manual_seed(0)
-    classes, height, width, stride = 21, 96, 64, 4
+    classes, width = 21, 64
     logits = torch.randn(2, classes, height // stride, width // stride, requires_grad=True)
     target = torch.randint(0, classes, (2, height, width))
     target[0, :10] = IGNORE_INDEX
@@ -400,7 +403,56 @@ def test_banded_semantic_loss_equals_the_full_one_in_a_fraction_of_the_memory(
         torch.testing.assert_close(grad, reference_grad)
     full_map = 2 * classes * height * width
     assert results["full"][3] >= full_map  # one band: the whole upsampled map exists
-    assert results["banded"][3] <= full_map // 4  # 8 of 96 rows plus the margins
+    assert results["banded"][3] <= full_map // 3  # 8 rows (16 at stride 8) plus the margins
+
+
+def test_semantic_loss_at_a_size_that_is_not_a_multiple_of_the_stride_is_the_full_one() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(1, 5, 10, 8, requires_grad=True)
+    target = torch.randint(0, 5, (1, 37, 30))  # not 4x the logits: interpolated in one piece
+    ce, _ = semantic_module.banded_pixel_losses(logits, target, dice=False)
+    upsampled = F.interpolate(logits, size=(37, 30), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(ce, F.cross_entropy(upsampled, target))
+
+
+def test_fcos_losses_equal_the_formulas_on_the_selected_positives() -> None:
+    """The masked, dense losses are the textbook ones over the positive points (torchvision's
+    GIoU on the boxes around each point, centerness-weighted; BCE of the centerness)."""
+    from torchvision.ops import generalized_box_iou_loss
+
+    from visionmtl.models.heads.detection import centerness
+
+    torch.manual_seed(0)
+    head = FCOSHead(16, 3, [8, 16, 32])
+    features = [torch.randn(2, 16, 64 // s, 64 // s) for s in (8, 16, 32)]
+    targets = [
+        {
+            "boxes": torch.tensor([[4.0, 4.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]),
+            "labels": torch.tensor([0, 2]),
+        },
+        {"boxes": torch.tensor([[10.0, 12.0, 20.0, 60.0]]), "labels": torch.tensor([1])},
+    ]
+    outputs = head(features)
+    losses = head.loss(outputs, targets, (64, 64))
+    _, positive, reg_target = head._targets(outputs, targets)
+    pred, target = outputs["box_ltrb"][positive], reg_target[positive]
+    ctr = centerness(target)
+    origin = lambda ltrb: torch.cat([-ltrb[:, :2], ltrb[:, 2:]], dim=1)  # noqa: E731
+    giou = generalized_box_iou_loss(origin(pred), origin(target), reduction="none")
+    ctr_logits = outputs["ctr_logits"][positive]
+    expected_box = (giou * ctr).sum() / ctr.sum()
+    expected_ctr = F.binary_cross_entropy_with_logits(ctr_logits, ctr, reduction="sum")
+    expected_ctr = expected_ctr / positive.sum()
+    assert positive.sum() > 3
+    torch.testing.assert_close(losses["det/box"], expected_box)
+    torch.testing.assert_close(losses["det/ctr"], expected_ctr)
+    params = list(head.parameters())
+    total = losses["det/box"] + losses["det/ctr"]
+    got = torch.autograd.grad(total, params, retain_graph=True, allow_unused=True)
+    want = torch.autograd.grad(expected_box + expected_ctr, params, allow_unused=True)
+    for param, a, b in zip(params, got, want, strict=True):
+        zero = torch.zeros_like(param)
+        torch.testing.assert_close(zero if a is None else a, zero if b is None else b)
 
 
 def test_ltrb_giou_loss_equals_torchvision_on_the_boxes_around_the_point() -> None:

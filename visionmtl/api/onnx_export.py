@@ -158,7 +158,7 @@ def mask_head_onnx(model: nn.Module, opset: int = OPSET) -> bytes:
     with torch.no_grad():
         raw = model.raw_outputs(images)
     features = mask_features(raw)
-    # Boxes from small to large, so that the example sends RoIs to every pyramid level.
+    # Boxes from small to large (every RoI is pooled from every level; sizes only pick one).
     rois = torch.tensor(
         [[0, 4, 4, 20, 20], [1, 8, 2, 90, 60], [0, 0, 0, 96, 64], [1, -200, -200, 300, 300]],
         dtype=torch.float32,

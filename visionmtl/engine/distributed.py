@@ -121,6 +121,14 @@ def gather_to_main(value: Any, info: DistInfo) -> list[Any] | None:
     return gathered
 
 
+def broadcast_buffers_from_main(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, in place: after its last
+    training forward each rank holds the statistics of its own batch."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def broadcast_from_main(value: Any, info: DistInfo) -> Any:
     """Rank 0's ``value`` on every rank (``value`` itself without distribution): a decision taken
     once, e.g. the run directory; picklable plain data only."""

@@ -27,6 +27,7 @@ from visionmtl.engine.distributed import (
     any_rank,
     average_gradients,
     barrier,
+    broadcast_buffers_from_main,
     gather_to_main,
     init_distributed,
     shutdown_distributed,
@@ -318,8 +319,9 @@ def _train_epoch(
     for batch, (images, targets) in enumerate(bar, start=progress.batch):
         logged = train_step(run, progress, images, targets)
         interaction = interaction if logged is None else logged
-        if cfg.train.compile and run.is_main and batch == 0:
-            print(graph_break_report())
+        if cfg.train.compile and run.is_main and not run.graph_breaks_shown:
+            print(graph_break_report())  # the first step of this run compiled the model
+            run.graph_breaks_shown = True
         progress.batch = batch + 1
         if run.is_main and batch % max(cfg.train.log_every, 1) == 0:
             running = host_floats(progress.epoch_stats["running"])  # one host read
@@ -513,6 +515,7 @@ def _validate(run: TrainingRun, progress: Progress) -> dict[str, Any] | None:
     infers its share of the images, rank 0 gathers and scores them all and saves ``best.pt``
     when they beat the best score. None on the other ranks."""
     info = run.dist_info
+    broadcast_buffers_from_main(run.eval_model, info)  # every shard scores one and the same model
     shard = (info.rank, info.world_size)
     evaluations = run.val_sets.run(run.eval_model, run.cfg, run.device, shard=shard)
     shards = gather_to_main([evaluation.shard_state() for evaluation in evaluations], info)

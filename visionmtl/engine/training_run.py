@@ -93,9 +93,10 @@ class TrainingRun:
         self.device, self.dist_info = device, dist_info
         self.last_path = output_dir / "last.pt"
         self.model, self.train_model = self._build_model(resume and self.last_path.is_file())
+        self.graph_breaks_shown = False  # train.compile: reported once, after the first step
         # timm's EMA (a copy of the model, updated in place after each step). Every rank keeps
-        # one (the parameters agree; BatchNorm buffers may differ off rank 0, whose copy is the
-        # one validated and saved).
+        # one (the parameters agree; BatchNorm buffers may differ off rank 0, whose buffers
+        # every rank takes before validating and whose copy is saved).
         self.ema = (
             ModelEmaV3(self.model, decay=cfg.train.ema, use_warmup=True) if cfg.train.ema else None
         )

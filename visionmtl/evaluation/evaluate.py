@@ -130,7 +130,8 @@ def run_evaluation(
         sem_eval = SemSegEvaluator(len(names), names, background=classes.sem_background)
     was_training = model.training
     model.eval()
-    # By image id, not loader position: a corrupt image is replaced by the next one in skip mode.
+    # By image id, not loader position: a corrupt image is replaced by the next one in skip mode,
+    # which may be another shard's: each image is scored by the rank whose shard holds it.
     index_of = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
     scored: set[int] = set()
     for images, targets in loader:
@@ -144,7 +145,7 @@ def run_evaluation(
         if sem_eval is not None:
             for target, prediction in zip(targets, predictions, strict=True):
                 image_id = int(target["image_id"])
-                if image_id in scored:
+                if image_id in scored or index_of[image_id] % world_size != rank:
                     continue
                 scored.add(image_id)
                 truth = dataset.original_sem_seg(index_of[image_id])

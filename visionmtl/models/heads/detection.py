@@ -215,15 +215,19 @@ class FCOSHead(nn.Module):
         # Box and centerness losses over every point, weighted by the positive mask: the same
         # sums as selecting the positives, without boolean indexing (a host-device sync each).
         weight = positive.float()  # [B', P]
-        safe_target = torch.where(positive[..., None], reg_target, torch.ones_like(reg_target))
-        ctr_target = centerness(safe_target) * weight
+        # Negatives get a dummy box on both sides, so nothing there (not even a non-finite
+        # prediction) reaches the sums or the gradients.
+        ones = torch.ones_like(reg_target)
+        safe_target = torch.where(positive[..., None], reg_target, ones)
+        safe_pred = torch.where(positive[..., None], box_ltrb, ones)
+        ctr_target = torch.where(positive, centerness(safe_target), 0.0)
         # No branch on this rank's positives before the reductions: all ranks must reach them.
         num_pos = mean_over_ranks(weight.sum()).clamp(min=1.0)
         ctr_sum = mean_over_ranks(ctr_target.sum()).clamp(min=1e-6)
         loss_cls = sigmoid_focal_loss(cls_logits, cls_target, reduction="sum") / num_pos
-        loss_box = (ltrb_giou_loss(box_ltrb, safe_target) * ctr_target).sum() / ctr_sum
+        loss_box = (ltrb_giou_loss(safe_pred, safe_target) * ctr_target).sum() / ctr_sum
         ctr_bce = F.binary_cross_entropy_with_logits(ctr_logits, ctr_target, reduction="none")
-        loss_ctr = (ctr_bce * weight).sum() / num_pos
+        loss_ctr = torch.where(positive, ctr_bce, 0.0).sum() / num_pos
         return {"det/cls": loss_cls, "det/box": loss_box, "det/ctr": loss_ctr}
 
     def _targets(

@@ -106,15 +106,16 @@ class MaskHead(nn.Module):
         if len(features) == 1:
             return self._align(features[0], rois, self.strides[0])
         levels = self.level_mapper([rois[:, 1:]])  # [R] int64
-        # Every RoI pooled from every level, then each RoI's own level picked by index: a few
-        # times the (small) RoIAlign work, but no data-dependent split (a GPU sync per level).
-        pooled = torch.stack(
-            [
-                self._align(feature, rois, stride)
-                for feature, stride in zip(features, self.strides, strict=True)
-            ]
-        )  # [L, R, C, roi_size, roi_size]
-        return pooled[levels, torch.arange(rois.shape[0], device=rois.device)]
+        # Every RoI pooled from every level, each RoI keeping its own level's: a few times the
+        # (small) RoIAlign work, but no data-dependent split (a GPU sync per level), and one
+        # level's [R, C, roi_size, roi_size] at a time.
+        pooled = self._align(features[0], rois, self.strides[0])
+        for level in range(1, len(features)):
+            at_level = (levels == level)[:, None, None, None]
+            pooled = torch.where(
+                at_level, self._align(features[level], rois, self.strides[level]), pooled
+            )
+        return pooled
 
     def mask_logits(self, features: list[Tensor], rois: Tensor) -> Tensor:
         """features as :meth:`pool_rois`; rois [R, 5] -> mask logits [R, num_classes or 1,
