@@ -62,10 +62,13 @@ def test_sign_noise_around_zero_is_not_conflict() -> None:
     assert recommend(records, TASKS).method == "fixed"
 
 
-def test_unbalanced_norms_get_weights_that_even_them_out() -> None:
+def test_unbalanced_norms_keep_equal_weights_and_offer_the_evening_ones() -> None:
+    """Norm-evening weights lost to equal weights on both reports (docs/advisor.md): they are
+    offered as the tuned setting, not recommended."""
     advice = recommend(_records(0.1, (0.02, 2.0)), TASKS)
-    assert advice.method == "fixed"
-    weights = advice.settings["mtl.weights"]
+    assert advice.method == "fixed" and "mtl.weights" not in advice.settings
+    assert any("100x" in reason and "equal fixed weights" in reason for reason in advice.reasons)
+    weights = advice.tuned["mtl.weights"]
     assert weights["det"] == pytest.approx(10.0) and weights["sem"] == pytest.approx(0.1)
     assert weights["det"] * 0.02 == pytest.approx(weights["sem"] * 2.0)
 

@@ -35,7 +35,9 @@ from visionmtl.mtl.affinity import normalised_affinity, parse_affinity_key
 # logged steps AND its mean cosine is below CONFLICT_MEAN_COS (a sign flip around 0 is noise).
 CONFLICT_SHARE = 0.5
 CONFLICT_MEAN_COS = -0.02
-# Gradient norms this many times apart make fixed weights from the norm ratios worth it.
+# Gradient norms this many times apart are reported, with the weights that would even them out
+# as a setting to try; they are not recommended: on both of this project's reports (docs/
+# advisor.md) those weights came last, and equal weights are the literature's default.
 NORM_RATIO = 10.0
 # A directed affinity below this (in units of the target's own step) is harm; both ways: apart.
 HARM = -0.1
@@ -242,11 +244,13 @@ def recommend(
         reasons.append(f"gradients conflict in most steps for {names}: gradient surgery")
     elif unbalanced:
         method = "fixed"
-        settings["mtl.weights"] = tuned["mtl.weights"]
         names = ", ".join(f"{p.a}|{p.b} ({p.norm_ratio:.0f}x)" for p in unbalanced)
         reasons.append(
-            f"no pair conflicts, but gradient norms differ by >= {NORM_RATIO:.0f}x for {names}: "
-            "fixed weights from the norm ratios"
+            f"no pair conflicts: equal fixed weights; gradient norms differ by >= "
+            f"{NORM_RATIO:.0f}x for {names}, but weights that even them out lost to equal "
+            "weights on both reports of docs/advisor.md (a head that reaches the shared layers "
+            "through a few RoIs has a small norm there by design): try mtl.weights below only "
+            "as an experiment"
         )
     else:
         method = "fixed"
