@@ -143,3 +143,37 @@ def confusion_report(
             "matrix": sem.confusion_matrix[first:, first:].tolist(),
         }
     return report
+
+
+def plot_confusion(report: dict[str, Any], file: Any) -> None:
+    """Draw ``report``'s matrices (:func:`confusion_report`) side by side into ``file`` (PNG),
+    each row normalised to the share of its ground truth, the counts written in the cells.
+    Needs matplotlib (the ``plots`` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    parts = [(name, report[name]) for name in ("detection", "semantic") if name in report]
+    figure, axes = plt.subplots(1, len(parts), figsize=(6.5 * len(parts), 6), squeeze=False)
+    for axis, (name, part) in zip(axes[0], parts, strict=True):
+        counts = torch.tensor(part["matrix"], dtype=torch.float64)
+        shares = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+        axis.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+        ticks = range(len(part["class_names"]))
+        axis.set_xticks(ticks, part["class_names"], rotation=90, fontsize=7)
+        axis.set_yticks(ticks, part["class_names"], fontsize=7)
+        axis.set(title=f"{name} (rows: ground truth)", xlabel="prediction")
+        if len(ticks) <= 20:  # cell counts stay readable up to about 20 classes
+            _write_counts(axis, counts, shares)
+    figure.tight_layout()
+    figure.savefig(file, format="png", dpi=110)
+    plt.close(figure)
+
+
+def _write_counts(axis: Any, counts: Tensor, shares: Tensor) -> None:
+    """Each cell's count in it, white on dark cells."""
+    for row, column in torch.cartesian_prod(*map(torch.arange, counts.shape)).tolist():
+        color = "white" if shares[row, column] > 0.5 else "black"
+        text = f"{counts[row, column]:.0f}"
+        axis.text(column, row, text, ha="center", va="center", fontsize=8, color=color)

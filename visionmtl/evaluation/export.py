@@ -7,11 +7,14 @@
   printed AP.
 - ``ground_truth.json``: only when the data policy (``data.on_invalid``) dropped or fixed
   annotations of the file: AP is scored on this cleaned ground truth, not on the file.
-- ``confusion.json``: the detection and semantic confusion matrices (``confusion_report``).
+- ``confusion.json``: the detection and semantic confusion matrices (``confusion_report``),
+  and ``confusion.png``, the same drawn row-normalised, where matplotlib is installed (the
+  ``plots`` extra).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any
 
 from visionmtl.errors import OutputExistsError
 from visionmtl.evaluation.coco_eval import ground_truth_changes
-from visionmtl.evaluation.confusion import confusion_report
+from visionmtl.evaluation.confusion import confusion_report, plot_confusion
 from visionmtl.evaluation.evaluate import Evaluation
 
 RESULT_FILES: tuple[str, ...] = (
@@ -27,6 +30,7 @@ RESULT_FILES: tuple[str, ...] = (
     "segm_results.json",
     "ground_truth.json",
     "confusion.json",
+    "confusion.png",
 )
 
 
@@ -68,13 +72,19 @@ def write_results(
         if any(ground_truth_changes(coco_part.dataset).values()):
             contents["ground_truth.json"] = coco_part.dataset.ground_truth()
     contents["confusion.json"] = confusion_report(coco, sem, score_thresh, iou_thresh)
+    if importlib.util.find_spec("matplotlib") is not None:
+        contents["confusion.png"] = contents["confusion.json"]
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, content in contents.items():
         path = directory / name
         try:
-            with path.open("x") as file:  # "x": fails rather than overwrite a file made meanwhile
-                json.dump(content, file)
+            # "x": fails rather than overwrite a file made meanwhile
+            with path.open("xb" if name.endswith(".png") else "x") as file:
+                if name.endswith(".png"):
+                    plot_confusion(content, file)
+                else:
+                    json.dump(content, file)
         except FileExistsError:
             raise OutputExistsError(
                 f"{path} appeared while the results were written (another evaluation into "
