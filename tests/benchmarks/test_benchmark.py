@@ -20,6 +20,13 @@ SCRIPTS = {
     "inference_floor.py": "--sizes",
     "step_syncs.py": "--batch-sizes",
     "semantic_benchmark.py": "--config",
+    "gram_buffer.py": "--backbone",
+    "eval_engines.py": "--images",
+    "sem_loss_memory.py": "--classes",
+    "compile_check.py": "--steps",
+    "gpu_check.py": "--smoke",
+    "loader_throughput.py": "--sizes",
+    "onnx_latency.py": "--images",
 }
 
 

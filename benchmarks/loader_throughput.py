@@ -1,0 +1,101 @@
+"""Samples per second of one data-loading process: visionmtl's pipeline vs torchvision's v2.
+
+On real COCO photos (``../shared/data/coco_tiny``), one process, one thread, each sample read
+from disk, decoded, augmented and turned into tensors, ``--passes`` passes over the images:
+- visionmtl: ``CocoDataset`` with the training transform (scale jitter, flip, colour jitter,
+  resize of the long side to ``--size``), det+sem+inst targets: boxes, labels, instance masks and
+  the semantic map; also without colour jitter, which the peer does not do;
+- the peer: torchvision's detection-references pipeline, ``CocoDetection`` wrapped by
+  ``wrap_dataset_for_transforms_v2`` (boxes, labels, masks) with ``transforms.v2``: flip, resize
+  of the long side to ``--size``, float image. It makes no semantic map.
+Both alternate pass by pass in one process, so machine noise hits both alike.
+
+    python benchmarks/loader_throughput.py --sizes 512 800 --passes 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's visionmtl first
+
+import torch  # noqa: E402
+
+from benchmarks.cli import emit_json  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/coco_tiny"
+ANN = DATA / "annotations/instances_train2017.json"
+IMAGES = DATA / "images/train2017"
+
+
+def ours(size: int, color_jitter: float = 0.2):  # noqa: ANN201
+    from visionmtl.data import CocoDataset, build_transforms
+
+    transform = build_transforms(size, train=True, color_jitter=color_jitter)
+    return CocoDataset(ANN, IMAGES, transform, tasks=["det", "sem", "inst"])
+
+
+def peer(size: int):  # noqa: ANN201
+    from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
+    from torchvision.transforms import v2
+
+    transform = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomHorizontalFlip(0.5),
+            v2.Resize(size=None, max_size=size),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
+    dataset = CocoDetection(str(IMAGES), str(ANN), transforms=transform)
+    return wrap_dataset_for_transforms_v2(dataset, target_keys=("boxes", "labels", "masks"))
+
+
+def samples_per_second(dataset) -> float:  # noqa: ANN001
+    start = time.perf_counter()
+    for index in range(len(dataset)):
+        dataset[index]
+    return len(dataset) / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args()
+    if not ANN.is_file():
+        raise SystemExit(f"{ANN} not found: this benchmark reads ../shared/data/coco_tiny")
+    torch.set_num_threads(1)
+    import cv2
+
+    cv2.setNumThreads(1)
+    rows = []
+    for size in args.sizes:
+        pipelines = {
+            "visionmtl": ours(size),
+            "visionmtl_no_color_jitter": ours(size, color_jitter=0.0),  # the peer has none
+            "torchvision_v2": peer(size),
+        }
+        rates: dict[str, list[float]] = {name: [] for name in pipelines}
+        for _ in range(args.passes + 1):  # the first pass warms the file cache: not counted
+            for name, dataset in pipelines.items():
+                rates[name].append(samples_per_second(dataset))
+        row = {"size": size, "images": len(pipelines["visionmtl"])}
+        row |= {
+            f"{name}_samples_per_s": round(statistics.median(r[1:]), 2) for name, r in rates.items()
+        }
+        peer_rate = row["torchvision_v2_samples_per_s"]
+        for name in ("visionmtl", "visionmtl_no_color_jitter"):
+            row[f"{name}_over_peer"] = round(row[f"{name}_samples_per_s"] / peer_rate, 3)
+        rows.append(row)
+    emit_json(rows, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
