@@ -363,3 +363,18 @@ def test_paste_skips_non_finite_boxes() -> None:
     boxes = torch.cat([boxes, torch.tensor([[4.0, 4.0, 12.0, 12.0]])])
     pasted = paste_masks(torch.ones(3, 28, 28), boxes, (32, 32))
     assert not pasted[:2].any() and int(pasted[2].sum()) == 64
+
+
+def test_training_and_inference_pool_every_roi_from_the_same_level() -> None:
+    """Training pools every RoI from every level and keeps its own level's (no GPU sync);
+    inference pools each RoI once from its level: the same maps."""
+    torch.manual_seed(0)
+    head = MaskHead(8, 3, [8, 16, 32])
+    features = [torch.randn(2, 8, 1024 // s, 1024 // s) for s in (8, 16, 32)]
+    xy, wh = torch.rand(40, 2) * 100, torch.rand(40, 2) * 900 + 4  # small to large: all levels
+    rois = torch.cat([torch.randint(0, 2, (40, 1)).float(), xy, xy + wh], dim=1)
+    levels = head.level_mapper([rois[:, 1:]])
+    assert len(set(levels.tolist())) == 3
+    trained = head.train().pool_rois(features, rois)
+    inferred = head.eval().pool_rois(features, rois)
+    torch.testing.assert_close(trained, inferred)

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "faster-coco-eval, FiftyOne; COCOeval of them against --ann gives the printed AP), "
         "ground_truth.json when the data policy dropped or fixed annotations of --ann (AP is "
         "scored on that cleaned ground truth), and confusion.json (detection and semantic "
-        "confusion matrices, ground truth in rows). Earlier results are never overwritten: "
+        "confusion matrices, ground truth in rows) with confusion.png (the same drawn, where "
+        "matplotlib is installed). Earlier results are never overwritten: "
         "if DIR holds any of these files the tool stops before evaluating (exit code 2); "
         "pass a new DIR per evaluation",
     )

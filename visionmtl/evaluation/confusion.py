@@ -156,7 +156,17 @@ def plot_confusion(report: dict[str, Any], file: Any) -> None:
 
     parts = [(name, report[name]) for name in ("detection", "semantic") if name in report]
     figure, axes = plt.subplots(1, len(parts), figsize=(6.5 * len(parts), 6), squeeze=False)
-    for axis, (name, part) in zip(axes[0], parts, strict=True):
+    try:
+        _draw_matrices(axes[0], parts)
+        figure.tight_layout()
+        figure.savefig(file, format="png", dpi=110)
+    finally:
+        plt.close(figure)
+
+
+def _draw_matrices(axes: Any, parts: list[tuple[str, dict[str, Any]]]) -> None:
+    """One heatmap per (name, matrix part) of a confusion report, rows normalised."""
+    for axis, (name, part) in zip(axes, parts, strict=True):
         counts = torch.tensor(part["matrix"], dtype=torch.float64)
         shares = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
         axis.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
@@ -166,9 +176,6 @@ def plot_confusion(report: dict[str, Any], file: Any) -> None:
         axis.set(title=f"{name} (rows: ground truth)", xlabel="prediction")
         if len(ticks) <= 20:  # cell counts stay readable up to about 20 classes
             _write_counts(axis, counts, shares)
-    figure.tight_layout()
-    figure.savefig(file, format="png", dpi=110)
-    plt.close(figure)
 
 
 def _write_counts(axis: Any, counts: Tensor, shares: Tensor) -> None:

@@ -80,15 +80,20 @@ def write_results(
         path = directory / name
         try:
             # "x": fails rather than overwrite a file made meanwhile
-            with path.open("xb" if name.endswith(".png") else "x") as file:
-                if name.endswith(".png"):
-                    plot_confusion(content, file)
-                else:
-                    json.dump(content, file)
+            file = path.open("xb" if name.endswith(".png") else "x")
         except FileExistsError:
             raise OutputExistsError(
                 f"{path} appeared while the results were written (another evaluation into "
                 f"{directory}?); it was left as it is: pass a new --save-json directory"
             ) from None
+        try:
+            with file:
+                if name.endswith(".png"):
+                    plot_confusion(content, file)
+                else:
+                    json.dump(content, file)
+        except BaseException:
+            path.unlink()  # ours, half written: it would make the next --save-json refuse DIR
+            raise
         paths.append(path)
     return paths

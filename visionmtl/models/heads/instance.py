@@ -106,9 +106,17 @@ class MaskHead(nn.Module):
         if len(features) == 1:
             return self._align(features[0], rois, self.strides[0])
         levels = self.level_mapper([rois[:, 1:]])  # [R] int64
-        # Every RoI pooled from every level, each RoI keeping its own level's: a few times the
-        # (small) RoIAlign work, but no data-dependent split (a GPU sync per level), and one
-        # level's [R, C, roi_size, roi_size] at a time.
+        if not self.training:  # each RoI pooled once, from its level: inference (and ONNX)
+            parts, order = [], []
+            for level, (feature, stride) in enumerate(zip(features, self.strides, strict=True)):
+                index = torch.nonzero(levels == level).squeeze(1)
+                parts.append(self._align(feature, rois[index], stride))
+                order.append(index)
+            # Undo the grouping by level so that row r is still box r.
+            return torch.cat(parts)[torch.argsort(torch.cat(order))]
+        # Training: every RoI pooled from every level, each keeping its own level's, so the step
+        # has no data-dependent split (a GPU sync per level); a few times the small RoIAlign work
+        # (15-20 % more mask-head time on the CPU), one level's maps at a time.
         pooled = self._align(features[0], rois, self.strides[0])
         for level in range(1, len(features)):
             at_level = (levels == level)[:, None, None, None]
