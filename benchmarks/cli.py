@@ -6,6 +6,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+# The tiny det+sem+inst model of the tests and of the quick benchmarks (seconds on a CPU).
+TINY_MODEL: tuple[str, ...] = (
+    "model.fpn_channels=32",
+    "model.sem.channels=16",
+    "model.det.num_convs=1",
+    "model.tasks=[det,sem,inst]",
+    "model.inst.channels=16",
+    "model.inst.num_convs=1",
+    "model.inst.roi_size=7",
+)
+
 
 def run_overrides(sets: list[str], epochs: int | None = None, threads: int = 0) -> list[str]:
     """``--set`` overrides plus the ``--epochs`` / ``--threads`` shortcuts."""

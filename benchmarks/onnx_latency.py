@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.cli import TINY_MODEL  # noqa: E402
 from benchmarks.latency import median_latency_ms  # noqa: E402
 
 WARMUP = 2
@@ -37,13 +38,7 @@ def tiny_overrides(backbone: str, image_size: int) -> list[str]:
     return [
         f"model.backbone.name={backbone}",
         f"data.image_size={image_size}",
-        "model.fpn_channels=32",
-        "model.sem.channels=16",
-        "model.det.num_convs=1",
-        "model.tasks=[det,sem,inst]",
-        "model.inst.channels=16",
-        "model.inst.num_convs=1",
-        "model.inst.roi_size=7",
+        *TINY_MODEL,
     ]
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.cli import TINY_MODEL
 from visionmtl.data import CocoDataset
 from visionmtl.data.synthetic import generate_shapes
 
@@ -75,13 +76,7 @@ def tiny_train_overrides(paths: dict[str, Path], output_dir: Path) -> list[str]:
         "data.image_size=64",
         "data.batch_size=8",
         "data.num_workers=0",
-        "model.fpn_channels=32",
-        "model.sem.channels=16",
-        "model.det.num_convs=1",
-        "model.tasks=[det,sem,inst]",
-        "model.inst.channels=16",
-        "model.inst.num_convs=1",
-        "model.inst.roi_size=7",
+        *TINY_MODEL,
         "train.epochs=2",
         "train.warmup_iters=2",
         "train.eval_every=1",

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from benchmarks.cli import TINY_MODEL
 from visionmtl.config import load_config
 from visionmtl.models import build_model
 from visionmtl.models.postprocess import (
@@ -19,15 +20,7 @@ from visionmtl.models.postprocess import (
 )
 from visionmtl.structures import ClassSpec
 
-TINY = [
-    "model.fpn_channels=32",
-    "model.sem.channels=16",
-    "model.det.num_convs=1",
-    "model.tasks=[det,sem,inst]",
-    "model.inst.channels=16",
-    "model.inst.num_convs=1",
-    "model.inst.roi_size=7",
-]
+TINY = list(TINY_MODEL)  # the tests' tiny det+sem+inst model
 
 
 @pytest.fixture(scope="module")
