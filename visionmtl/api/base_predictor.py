@@ -1,14 +1,16 @@
 """What every predictor shares: pre-processing, batching, post-processing and ``Result`` building.
 
-``Predictor`` (PyTorch) and ``OnnxPredictor`` (ONNX Runtime) differ only in :meth:`_run`, how
-the network and the mask head are run; the input they get and what is done with their outputs
+``Predictor`` (PyTorch) and ``OnnxPredictor`` (ONNX Runtime) differ only in :meth:`_network`,
+how the network and the mask head are run; the input they get and what is done with their outputs
 (:func:`~visionmtl.models.postprocess.postprocess`) are this code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 
 import numpy as np
@@ -19,7 +21,7 @@ from visionmtl.api.result import Result
 from visionmtl.api.sources import Frame, iter_frames
 from visionmtl.data import SIZE_DIVISOR, Collator, Transform
 from visionmtl.data.classes import semantic_ids
-from visionmtl.models.postprocess import PostprocessSettings
+from visionmtl.models.postprocess import MaskLogitsFn, PostprocessSettings, postprocess
 from visionmtl.structures import ClassSpec, Prediction
 
 
@@ -85,6 +87,15 @@ class BasePredictor:
         ``score_thresh`` is replaced by the predictor's own (or a call's) threshold."""
         raise NotImplementedError
 
+    def _network(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], MaskLogitsFn | None]:
+        """images [B, 3, H, W] (normalised, padded to ``SIZE_DIVISOR``) -> the network's raw
+        outputs and the mask head (features, rois -> mask logits), None without ``inst``."""
+        raise NotImplementedError
+
+    def _inference(self) -> AbstractContextManager:
+        """The context the network and post-processing run in (e.g. autocast); none here."""
+        return contextlib.nullcontext()
+
     def _run(
         self,
         images: torch.Tensor,
@@ -92,9 +103,10 @@ class BasePredictor:
         output_sizes: list[tuple[int, int]],
         settings: PostprocessSettings,
     ) -> list[Prediction]:
-        """images [B, 3, H, W] (normalised, padded to ``SIZE_DIVISOR``) -> per image predictions
-        at ``output_sizes``: the network, then ``postprocess`` with ``settings``."""
-        raise NotImplementedError
+        """Per image predictions at ``output_sizes``: the network, then ``postprocess``."""
+        with self._inference():
+            raw, mask_logits = self._network(images)
+            return postprocess(raw, image_sizes, output_sizes, settings, mask_logits)
 
     @torch.no_grad()
     def _predict_batch(self, arrays: list[np.ndarray], thresh: float) -> list[Result]:

@@ -20,11 +20,11 @@ from visionmtl.evaluation.validation import eval_transform_for
 from visionmtl.models.postprocess import (
     DET_OUTPUTS,
     SEM_OUTPUT,
+    MaskLogitsFn,
     PostprocessSettings,
     mask_feature_name,
-    postprocess,
 )
-from visionmtl.structures import ClassSpec, Prediction
+from visionmtl.structures import ClassSpec
 
 
 class OnnxPredictor(BasePredictor):
@@ -111,16 +111,9 @@ class OnnxPredictor(BasePredictor):
         feed.update({mask_feature_name(level): f.numpy() for level, f in enumerate(features)})
         return torch.from_numpy(self.mask_head.run(None, feed)[0])
 
-    def _run(
-        self,
-        images: torch.Tensor,
-        image_sizes: list[tuple[int, int]],
-        output_sizes: list[tuple[int, int]],
-        settings: PostprocessSettings,
-    ) -> list[Prediction]:
-        raw = self.raw_outputs(images)
-        mask_logits = self.mask_logits if self.mask_head is not None else None
-        return postprocess(raw, image_sizes, output_sizes, settings, mask_logits)
+    def _network(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], MaskLogitsFn | None]:
+        """``model.onnx``'s outputs and ``mask_head.onnx`` in ONNX Runtime."""
+        return self.raw_outputs(images), self.mask_logits if self.mask_head is not None else None
 
 
 def read_metadata(export_dir: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -10,9 +11,8 @@ from visionmtl.api.base_predictor import BasePredictor
 from visionmtl.config import Config
 from visionmtl.engine.checkpoint import load_model
 from visionmtl.evaluation.validation import eval_transform
-from visionmtl.models.postprocess import PostprocessSettings, postprocess
+from visionmtl.models.postprocess import MaskLogitsFn, PostprocessSettings
 from visionmtl.precision import inference_autocast
-from visionmtl.structures import Prediction
 
 
 class Predictor(BasePredictor):
@@ -67,15 +67,11 @@ class Predictor(BasePredictor):
         threshold, ...): a change to ``predictor.model.heads`` acts on the next call."""
         return PostprocessSettings.from_model(self.model)
 
-    def _run(
-        self,
-        images: torch.Tensor,
-        image_sizes: list[tuple[int, int]],
-        output_sizes: list[tuple[int, int]],
-        settings: PostprocessSettings,
-    ) -> list[Prediction]:
-        """The model's raw outputs and mask head in PyTorch (under the config's ``eval.amp``)."""
-        with inference_autocast(self.device, self.cfg.eval.amp):
-            raw = self.model.raw_outputs(images.to(self.device))
-            mask_logits = self.model.mask_logits if "inst" in self.model.heads else None
-            return postprocess(raw, image_sizes, output_sizes, settings, mask_logits)
+    def _network(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], MaskLogitsFn | None]:
+        """The model's raw outputs and mask head in PyTorch."""
+        raw = self.model.raw_outputs(images.to(self.device))
+        return raw, self.model.mask_logits if "inst" in self.model.heads else None
+
+    def _inference(self) -> AbstractContextManager:
+        """The config's ``eval.amp``, as in validation."""
+        return inference_autocast(self.device, self.cfg.eval.amp)
