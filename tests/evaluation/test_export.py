@@ -107,3 +107,26 @@ def test_save_json_refuses_a_directory_with_any_result_file(
     assert f"error: {old} already exist" in capsys.readouterr().err
     assert old.read_text() == "{}"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["confusion.json", "notes.txt"]
+
+
+def test_a_failed_save_json_leaves_no_result_file(
+    trained_run: Path, shapes_paths: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result file that fails half-way takes the ones this call wrote with it, so the same
+    --save-json DIR is accepted again (files there before are never touched)."""
+    import visionmtl.evaluation.export as export_module
+
+    def broken(report, file):  # noqa: ANN001
+        file.write(b"half")
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(export_module, "plot_confusion", broken)
+    monkeypatch.setattr(export_module.importlib.util, "find_spec", lambda name: True)
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    (results_dir / "notes.txt").write_text("mine")
+    command = [str(trained_run / "best.pt"), "--ann", str(shapes_paths["val_ann"])]
+    command += ["--images", str(shapes_paths["val_images"]), "--save-json", str(results_dir)]
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        eval_tool.main(command)
+    assert sorted(path.name for path in results_dir.iterdir()) == ["notes.txt"]

@@ -75,25 +75,35 @@ def write_results(
     if importlib.util.find_spec("matplotlib") is not None:
         contents["confusion.png"] = contents["confusion.json"]
     directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, content in contents.items():
-        path = directory / name
-        try:
-            # "x": fails rather than overwrite a file made meanwhile
-            file = path.open("xb" if name.endswith(".png") else "x")
-        except FileExistsError:
-            raise OutputExistsError(
-                f"{path} appeared while the results were written (another evaluation into "
-                f"{directory}?); it was left as it is: pass a new --save-json directory"
-            ) from None
-        try:
-            with file:
-                if name.endswith(".png"):
-                    plot_confusion(content, file)
-                else:
-                    json.dump(content, file)
-        except BaseException:
-            path.unlink()  # ours, half written: it would make the next --save-json refuse DIR
-            raise
-        paths.append(path)
+    paths: list[Path] = []
+    try:
+        for name, content in contents.items():
+            paths.append(_write_new(directory / name, content))
+    except BaseException:
+        for path in paths:  # ours: a half set would make the next --save-json refuse DIR
+            path.unlink(missing_ok=True)
+        raise
     return paths
+
+
+def _write_new(path: Path, content: Any) -> Path:
+    """Write ``content`` to the new file ``path`` (JSON, or the confusion matrices drawn for a
+    ``.png``); OutputExistsError if it appeared meanwhile; a half-written file is removed."""
+    try:
+        # "x": fails rather than overwrite a file made meanwhile
+        file = path.open("xb" if path.suffix == ".png" else "x")
+    except FileExistsError:
+        raise OutputExistsError(
+            f"{path} appeared while the results were written (another evaluation into "
+            f"{path.parent}?); it was left as it is: pass a new --save-json directory"
+        ) from None
+    try:
+        with file:
+            if path.suffix == ".png":
+                plot_confusion(content, file)
+            else:
+                json.dump(content, file)
+    except BaseException:
+        path.unlink()
+        raise
+    return path
