@@ -2,8 +2,9 @@
 
 Trains the same tiny det+sem+inst model (resnet18, random init, synthetic shapes at 64 px) for
 ``--steps`` steps twice in one process, eager and with ``train.compile: true`` (inductor), and
-compares every step's losses (``train.log_every: 1``). Compile time is the first step's extra
-time; the step time is the median of the later steps.
+compares every step's losses (``train.log_every: 1``). Reported: each mode's first step (the
+compiled one includes compiling), and the median step after it (after the first two for the
+compiled mode, whose second step may recompile for a new image size).
 
     python benchmarks/compile_check.py --steps 8 --out runs/compile_check.json
 """

@@ -43,7 +43,8 @@ def per_tensor(grads: list[list[torch.Tensor]], shared: list[torch.Tensor]) -> l
 
 
 def flat_buffer(grads: list[list[torch.Tensor]], shared: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The new layout, through the library's own functions."""
+    """The new layout: the fill of ``task_gradients`` (written out: it takes losses, not
+    gradients), then the library's own Gram matrix and combination."""
     sizes = [t.numel() for t in shared]
     flat = torch.zeros(len(grads), sum(sizes))
     for row, task_grads in enumerate(grads):

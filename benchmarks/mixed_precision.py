@@ -43,7 +43,7 @@ def bench_mode(
     import torch
     from torch.utils.data import DataLoader
 
-    from visionmtl.data import Collator
+    from visionmtl.data import SIZE_DIVISOR, Collator
     from visionmtl.data.batching import move_targets
     from visionmtl.engine.optim import build_optimizer
     from visionmtl.engine.trainer import build_datasets, dataset_classes, seed_everything
@@ -65,7 +65,7 @@ def bench_mode(
         train_set,
         batch_size=cfg.data.batch_size,
         shuffle=True,
-        collate_fn=Collator(32),
+        collate_fn=Collator(SIZE_DIVISOR),
         num_workers=2,
         drop_last=True,
     )

@@ -14,7 +14,6 @@ call and one thread each. Reported per image (the median over the images, after 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.cli import TINY_MODEL  # noqa: E402
+from benchmarks.cli import TINY_MODEL, emit_json  # noqa: E402
 from benchmarks.latency import median_latency_ms  # noqa: E402
 
 WARMUP = 2
@@ -132,10 +131,7 @@ def main() -> None:
         )
         images = shapes_images(work_dir, args.images, args.image_size)
         report = {"backbone": args.backbone, **measure(images, checkpoint, export_dir)}
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    emit_json(report, args.out)
 
 
 if __name__ == "__main__":

@@ -47,4 +47,5 @@ class OutputExistsError(VisionMTLError, FileExistsError):
 
 class ExportError(VisionMTLError, ValueError):
     """An export directory (``visionmtl export``) is missing a file, or holds another format or
-    version than this visionmtl reads; the message names the file."""
+    version than this visionmtl reads (the message names the file), or the ``export`` extra
+    (onnx, onnxruntime) is not installed."""

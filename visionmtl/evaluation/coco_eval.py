@@ -104,7 +104,6 @@ class CocoEvaluator:
     ) -> None:
         self.source = source
         self._coco_class, self._cocoeval_class = engine_classes(engine)
-        self.engine = engine
         if len(category_ids) != len(class_names):
             raise ValueError(
                 f"category_ids has {len(category_ids)} entries but class_names has "

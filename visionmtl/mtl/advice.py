@@ -11,11 +11,11 @@ Where each rule comes from (docs/advisor.md says more):
   et al. 2020 put in different networks. A one-way harm is a reason for task-specific capacity
   that can learn how much to share: cross-stitch units (Misra et al. 2016).
 - Balancing: gradient surgery is for conflicting gradients, cosine < 0 on the shared parameters,
-  most often (Yu et al. 2020, PCGrad; Liu et al. 2021, CAGrad). Without conflict, scaling helps
-  when the gradient norms differ by an order of magnitude (GradNorm's premise, Chen et al. 2018):
-  fixed weights that even them out cost nothing per step. Otherwise equal fixed weights: tuned
-  unit scalarisation matches the balancing methods on standard benchmarks (Kurin et al. 2022;
-  Xin et al. 2022), at the lowest cost.
+  most often (Yu et al. 2020, PCGrad; Liu et al. 2021, CAGrad). Without conflict, equal fixed
+  weights: tuned unit scalarisation matches the balancing methods on standard benchmarks (Kurin
+  et al. 2022; Xin et al. 2022), at the lowest cost. Gradient norms an order of magnitude apart
+  (GradNorm's premise, Chen et al. 2018) are reported with the weights that would even them out,
+  as a setting to try only: on both of this project's reports those weights came last.
 
 The thresholds are written once here and were set from those papers' regimes before any probe
 was run on this project's data; they are not fitted to it.

@@ -344,7 +344,7 @@ def paste_instance_masks(
     Returns per image ``masks`` [K_i, h, w] bool at the output (or image) size."""
     if len(detections) != len(counts):
         raise ValueError(
-            f"MaskHead.postprocess got {len(detections)} detection lists for {len(counts)} images"
+            f"paste_instance_masks got {len(detections)} detection lists for {len(counts)} images"
         )
     results = []
     for i, (image_logits, detection) in enumerate(
@@ -353,8 +353,8 @@ def paste_instance_masks(
         boxes, labels = detection["boxes"], detection["labels"]
         if boxes.shape[0] != image_logits.shape[0]:
             raise ValueError(
-                f"MaskHead.postprocess: image {i} has {boxes.shape[0]} detections but mask "
-                f"logits for {image_logits.shape[0]} boxes (forward must get the same boxes)"
+                f"paste_instance_masks: image {i} has {boxes.shape[0]} detections but mask "
+                f"logits for {image_logits.shape[0]} boxes (the mask head must get the same boxes)"
             )
         channel = torch.zeros_like(labels) if class_agnostic else labels
         rows = torch.arange(image_logits.shape[0], device=image_logits.device)
