@@ -84,7 +84,8 @@ def peer_fcos(cfg: Config, amp: str, steps: int, device: torch.device) -> dict[s
         torch.cuda.reset_peak_memory_stats(device)
     times, finite = [], True
     for images, targets in itertools.islice(itertools.cycle(loader), steps):
-        images = list(images.to(device))
+        # uint8 from our training loader; torchvision normalises [0, 1] floats itself
+        images = list(images.to(device).float() / 255)
         boxes = [
             {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
         ]

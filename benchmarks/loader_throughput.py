@@ -7,7 +7,8 @@ from disk, decoded, augmented and turned into tensors, ``--passes`` passes over 
   the semantic map; also without colour jitter, which the peer does not do;
 - the peer: torchvision's detection-references pipeline, ``CocoDetection`` wrapped by
   ``wrap_dataset_for_transforms_v2`` (boxes, labels, masks) with ``transforms.v2``: flip, resize
-  of the long side to ``--size``, float image. It makes no semantic map.
+  of the long side to ``--size``, float image; also without the float conversion (uint8 out,
+  as ours since the device normalises). It makes no semantic map.
 Both alternate pass by pass in one process, so machine noise hits both alike.
 
     python benchmarks/loader_throughput.py --sizes 512 800 --passes 3
@@ -35,22 +36,20 @@ IMAGES = DATA / "images/train2017"
 def ours(size: int, color_jitter: float = 0.2):  # noqa: ANN201
     from visionmtl.data import CocoDataset, build_transforms
 
-    transform = build_transforms(size, train=True, color_jitter=color_jitter)
+    # compact: uint8 image and semantic map, as the training loader delivers them (normalised
+    # later on the device by DeviceInput)
+    transform = build_transforms(size, train=True, color_jitter=color_jitter, compact=True)
     return CocoDataset(ANN, IMAGES, transform, tasks=["det", "sem", "inst"])
 
 
-def peer(size: int):  # noqa: ANN201
+def peer(size: int, uint8: bool = False):  # noqa: ANN201
+    """torchvision's reference pipeline; ``uint8``: without its float conversion (a peer that, like
+    ours, leaves the image uint8 for the device)."""
     from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
     from torchvision.transforms import v2
 
-    transform = v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomHorizontalFlip(0.5),
-            v2.Resize(size=None, max_size=size),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
-    )
+    steps = [v2.ToImage(), v2.RandomHorizontalFlip(0.5), v2.Resize(size=None, max_size=size)]
+    transform = v2.Compose(steps if uint8 else [*steps, v2.ToDtype(torch.float32, scale=True)])
     dataset = CocoDetection(str(IMAGES), str(ANN), transforms=transform)
     return wrap_dataset_for_transforms_v2(dataset, target_keys=("boxes", "labels", "masks"))
 
@@ -80,6 +79,7 @@ def main() -> int:
             "visionmtl": ours(size),
             "visionmtl_no_color_jitter": ours(size, color_jitter=0.0),  # the peer has none
             "torchvision_v2": peer(size),
+            "torchvision_v2_uint8": peer(size, uint8=True),
         }
         rates: dict[str, list[float]] = {name: [] for name in pipelines}
         for _ in range(args.passes + 1):  # the first pass warms the file cache: not counted
@@ -90,8 +90,10 @@ def main() -> int:
             f"{name}_samples_per_s": round(statistics.median(r[1:]), 2) for name, r in rates.items()
         }
         peer_rate = row["torchvision_v2_samples_per_s"]
+        uint8_rate = row["torchvision_v2_uint8_samples_per_s"]
         for name in ("visionmtl", "visionmtl_no_color_jitter"):
             row[f"{name}_over_peer"] = round(row[f"{name}_samples_per_s"] / peer_rate, 3)
+            row[f"{name}_over_uint8_peer"] = round(row[f"{name}_samples_per_s"] / uint8_rate, 3)
         rows.append(row)
     emit_json(rows, args.out)
     return 0

@@ -44,11 +44,11 @@ def bench_mode(
     from torch.utils.data import DataLoader
 
     from visionmtl.data import SIZE_DIVISOR, Collator
-    from visionmtl.data.batching import move_targets
+    from visionmtl.data.batching import DeviceInput
     from visionmtl.engine.optim import build_optimizer
     from visionmtl.engine.trainer import build_datasets, dataset_classes, seed_everything
     from visionmtl.models import build_model
-    from visionmtl.models.backbone import resolve_backbone_defaults
+    from visionmtl.models.backbone import input_normalization, resolve_backbone_defaults
     from visionmtl.precision import autocast, make_scaler
 
     cfg = resolve_backbone_defaults(cfg)  # input statistics and frozen parts, as train() does
@@ -58,6 +58,7 @@ def bench_mode(
     model = build_model(cfg.model, classes, cfg.eval, sharing=cfg.mtl.sharing).to(device).train()
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
+    to_device = DeviceInput(*input_normalization(cfg), device, channels_last)
     optimizer = build_optimizer(model, cfg.train)
     forward = torch.compile(model) if compile_model else model
     scaler = make_scaler(device, amp)
@@ -75,8 +76,7 @@ def bench_mode(
     # ``steps`` batches, reshuffled each time the loader is gone through
     batches = itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), steps)
     for images, targets in batches:
-        images = images.to(device, memory_format=layout)
-        targets = move_targets(targets, device)
+        images, targets = to_device(images, targets)
         start = time.perf_counter()
         with autocast(device, amp):
             losses = forward(images, targets)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks.latency import median_latency_ms
 from visionmtl.data import Collator, SemanticPngDataset
+from visionmtl.data.batching import DeviceInput
 from visionmtl.data.transforms import Transform
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
 from visionmtl.models import BackboneError
@@ -69,16 +70,17 @@ def build_smp_fpn(num_classes: int, weights: str | Path | None) -> nn.Module:
 
 
 def _batch(
-    batch: tuple[Tensor, list[dict[str, Tensor]]], device: torch.device
+    batch: tuple[Tensor, list[dict[str, Tensor]]], to_device: DeviceInput
 ) -> tuple[Tensor, Tensor]:
-    """Padded images [B, 3, H, W] and labels [B, H, W] in 0..K-1 (the head's ids 1..K shifted
-    down), 255 on padding and ignored pixels."""
+    """Padded images [B, 3, H, W] (normalised on the device, as ours) and labels [B, H, W] in
+    0..K-1 (the head's ids 1..K shifted down), 255 on padding and ignored pixels."""
     images, targets = batch
     labels = torch.full((images.shape[0], *images.shape[-2:]), IGNORE_INDEX, dtype=torch.int64)
     for i, target in enumerate(targets):
-        sem = target["sem_seg"]
+        sem = target["sem_seg"].long()
         labels[i, : sem.shape[0], : sem.shape[1]] = torch.where(sem == IGNORE_INDEX, sem, sem - 1)
-    return images.to(device), labels.to(device)
+    images, _ = to_device(images, targets)
+    return images, labels.to(to_device.device)
 
 
 def train_smp(
@@ -112,10 +114,11 @@ def train_smp(
         optimizer, T_max=recipe.epochs * len(loader), eta_min=recipe.min_lr
     )
     model.to(device).train()
+    to_device = DeviceInput(dataset.transform.mean, dataset.transform.std, device)
     start = time.perf_counter()
     for _ in range(recipe.epochs):
         for batch in loader:
-            images, labels = _batch(batch, device)
+            images, labels = _batch(batch, to_device)
             loss = loss_fn(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

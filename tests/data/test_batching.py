@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import torch
 
-from visionmtl.data import Collator
+from visionmtl.data import Collator, build_transforms
+from visionmtl.data.batching import DeviceInput
 
 
 def _sample(height: int, width: int, num: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -53,3 +55,46 @@ def test_worker_init_limits_opencv_to_one_thread() -> None:
         assert cv2.getNumThreads() == 1
     finally:
         cv2.setNumThreads(saved)
+
+
+def _pair(transform_kwargs: dict, compact: bool, seed: int) -> list:
+    """Two augmented samples of different sizes through one training transform."""
+    rng = np.random.default_rng(seed)
+    transform = build_transforms(64, train=True, compact=compact, **transform_kwargs)
+    torch.manual_seed(seed)  # the same augmentation draws for the compact and the float run
+    samples = []
+    for height, width in ((40, 64), (64, 30)):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        sem = rng.integers(0, 4, (height, width)).astype(np.uint8)
+        sem[0] = 255
+        out = transform(image, sem_seg=sem)
+        target = {"sem_seg": out["sem_seg"], "image_size": torch.tensor(out["image"].shape[-2:])}
+        samples.append((out["image"], target))
+    return samples
+
+
+def test_device_input_matches_the_float_pipeline() -> None:
+    """uint8 out of the workers, normalised by DeviceInput: the same batch as normalising in the
+    workers, padding included (0 after normalisation, not the normalised black)."""
+    kwargs = {"mean": (0.4, 0.5, 0.6), "std": (0.2, 0.25, 0.3)}
+    compact, plain = _pair(kwargs, True, 3), _pair(kwargs, False, 3)
+    assert compact[0][0].dtype == torch.uint8 and compact[0][1]["sem_seg"].dtype == torch.uint8
+    assert plain[0][0].dtype == torch.float32 and plain[0][1]["sem_seg"].dtype == torch.int64
+    collate = Collator(size_divisor=32)
+    images, targets = DeviceInput(kwargs["mean"], kwargs["std"], torch.device("cpu"))(
+        *collate(compact)
+    )
+    expected, expected_targets = collate(plain)
+    assert images.dtype == torch.float32 and images.shape == expected.shape
+    torch.testing.assert_close(images, expected, atol=1e-6, rtol=0)
+    for got, want in zip(targets, expected_targets, strict=True):
+        assert torch.equal(got["sem_seg"].long(), want["sem_seg"])  # 255 padding and ignore kept
+
+
+def test_device_input_passes_float_images_and_sets_the_layout() -> None:
+    images, targets = Collator()([_sample(50, 70, 1)])
+    moved, _ = DeviceInput((0.5,) * 3, (0.5,) * 3, torch.device("cpu"), channels_last=True)(
+        images, targets
+    )
+    assert torch.equal(moved, images)  # already normalised: untouched
+    assert moved.is_contiguous(memory_format=torch.channels_last)

@@ -147,3 +147,28 @@ def test_importing_the_data_pipeline_opens_no_network_connection() -> None:
     env = {k: v for k, v in __import__("os").environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_train_resizes_each_array_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scale jitter is part of the one resize: image, each mask and the semantic map are
+    resized once per sample (not to image_size and then rescaled)."""
+    import cv2
+
+    calls = []
+    resize = cv2.resize
+
+    def counting(array, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(array.shape[:2])
+        return resize(array, *args, **kwargs)
+
+    monkeypatch.setattr(cv2, "resize", counting)
+    # 60: the scene is 60 x 90, so a resize to image_size alone would not be a no-op
+    transform = build_transforms(60, train=True, scale_range=(0.5, 1.5), color_jitter=0.0)
+    sides = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        calls.clear()
+        out = transform(*_scene())
+        assert len(calls) == 1 + 3 + 1  # image, 3 masks, sem_seg
+        sides.add(max(out["image"].shape[1:]))
+    assert min(sides) >= 30 and max(sides) <= 90 and len(sides) >= 10  # jittered, in range

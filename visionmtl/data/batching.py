@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from visionmtl.data.transforms import _scale_shift
 from visionmtl.structures import IGNORE_INDEX
 
 # Images are padded to a multiple of this: the coarsest stride of the backbone levels (8, 16, 32 by
@@ -68,6 +70,45 @@ class Collator:
 def move_targets(targets: list[dict[str, Tensor]], device: torch.device) -> list[dict[str, Tensor]]:
     """A batch's targets (as :class:`Collator` returns them) to ``device`` (non-blocking)."""
     return [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+
+
+class DeviceInput:
+    """A collated training batch on ``device``, ready for the model.
+
+    uint8 images ``[B, 3, Hp, Wp]`` (a ``compact`` transform's) become float32
+    ``(pixel / 255 - mean) / std`` there, with the padding beyond each target's ``image_size`` set
+    to 0 as the CPU path pads normalised images: the same input, a quarter of the bytes through
+    worker shared memory and the host-device copy, and no float work in the workers. Float images
+    (already normalised) pass through. ``channels_last`` sets the memory layout.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        channels_last: bool = False,
+    ) -> None:
+        scale, shift = _scale_shift(mean, std)
+        self.device = device
+        self.scale = torch.from_numpy(scale).view(1, 3, 1, 1).to(device)
+        self.shift = torch.from_numpy(shift).view(1, 3, 1, 1).to(device)
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(
+        self, images: Tensor, targets: list[dict[str, Tensor]]
+    ) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """(images float32 ``[B, 3, Hp, Wp]``, targets) on the device."""
+        # unpadded sizes read on the host, before the copy: no device sync per image
+        sizes = [t["image_size"].tolist() if "image_size" in t else None for t in targets]
+        images = images.to(self.device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = images.float() * self.scale - self.shift
+            for image, size in zip(images, sizes, strict=True):
+                if size is not None:
+                    image[:, size[0] :].zero_()
+                    image[:, :, size[1] :].zero_()
+        return images.contiguous(memory_format=self.layout), move_targets(targets, self.device)
 
 
 def orientation_groups(dataset: Any) -> list[int]:

@@ -45,6 +45,15 @@ def _normalize(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> Tenso
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
 
 
+def _compact(image: np.ndarray) -> Tensor:
+    """uint8 ``[H, W, 3]`` -> uint8 ``[3, H, W]``: a quarter of float32's bytes through worker
+    shared memory and the host-device copy; :class:`~visionmtl.data.batching.DeviceInput`
+    normalises it on the device."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image of shape [H, W, 3], got {tuple(image.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(image, np.uint8).transpose(2, 0, 1)))
+
+
 def normalize_image(
     image: np.ndarray, mean: Sequence[float] = MEAN, std: Sequence[float] = STD
 ) -> Tensor:
@@ -61,6 +70,9 @@ class Transform:
     Train: longer side = ``image_size * U(scale_range)``, horizontal flip with ``hflip_prob``,
     colour jitter of strength ``color_jitter`` (brightness/contrast/saturation; hue a quarter of it).
     Normalisation: ``(pixel / 255 - mean) / std`` per channel (default ImageNet's ``MEAN``, ``STD``).
+    With ``compact=True`` (the training loader) the image stays uint8 ``[3, h, w]`` and ``sem_seg``
+    uint8: :class:`~visionmtl.data.batching.DeviceInput` normalises on the device, to the same
+    values.
 
     Random state: albumentations keeps its own generator; it is (re)seeded from
     ``torch.initial_seed()`` whenever that changes, so results follow ``torch.manual_seed`` and every
@@ -78,6 +90,7 @@ class Transform:
         color_jitter: float = 0.2,
         mean: Sequence[float] = MEAN,
         std: Sequence[float] = STD,
+        compact: bool = False,
     ) -> None:
         if image_size is not None and image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
@@ -93,18 +106,15 @@ class Transform:
         self.mean = tuple(float(value) for value in mean)
         self.std = tuple(float(value) for value in std)
         self._scale, self._shift = _scale_shift(self.mean, self.std)
+        self.compact = bool(compact)
         self._pipeline = self._build()
         self._seed: int | None = None
 
     def _build(self) -> A.Compose | None:
         if self.image_size is None:  # identity + normalise; albumentations would warn on no steps
             return None
-        steps: list[Any] = []
-        steps.append(A.LongestMaxSize(max_size=self.image_size))
+        steps: list[Any] = [A.LongestMaxSize(max_size=self._long_sides())]
         if self.train:
-            low, high = self.scale_range
-            if (low, high) != (1.0, 1.0):
-                steps.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0))
             if self.hflip_prob > 0:
                 steps.append(A.HorizontalFlip(p=self.hflip_prob))
             if self.color_jitter > 0:
@@ -127,6 +137,18 @@ class Transform:
         )
         return A.Compose(steps, bbox_params=bbox_params)
 
+    def _long_sides(self) -> int | list[int]:
+        """The long side after resizing: ``image_size``, or in training every whole size of
+        ``image_size * scale_range`` (LongestMaxSize draws one): the scale jitter in the same,
+        single resize of the image and its masks (not a resize to ``image_size`` followed by
+        a rescale)."""
+        assert self.image_size is not None
+        low, high = self.scale_range
+        if not self.train or (low, high) == (1.0, 1.0):
+            return self.image_size
+        smallest = max(1, round(self.image_size * low))
+        return list(range(smallest, max(smallest, round(self.image_size * high)) + 1))
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_pipeline"] = None
@@ -141,8 +163,16 @@ class Transform:
         return (
             f"Transform(image_size={self.image_size}, train={self.train}, "
             f"scale_range={self.scale_range}, hflip_prob={self.hflip_prob}, "
-            f"color_jitter={self.color_jitter}, mean={self.mean}, std={self.std})"
+            f"color_jitter={self.color_jitter}, mean={self.mean}, std={self.std}, "
+            f"compact={self.compact})"
         )
+
+    @property
+    def _sem_dtype(self) -> type:
+        return np.uint8 if self.compact else np.int64
+
+    def _image_out(self, image: np.ndarray) -> Tensor:
+        return _compact(image) if self.compact else _normalize(image, self._scale, self._shift)
 
     def _sync_seed(self) -> None:
         assert self._pipeline is not None
@@ -165,7 +195,8 @@ class Transform:
         ``boxes`` when both are given), ``sem_seg`` ``[H, W]`` with values 0..255.
         Returns ``image`` float32 ``[3, h, w]`` normalised and, for each given input, ``boxes``
         float32 ``[M, 4]``, ``labels`` int64 ``[M]``, ``masks`` uint8 ``[M, h, w]``, ``sem_seg`` int64
-        ``[h, w]``; boxes below 1 px are dropped together with their labels and masks.
+        ``[h, w]``; boxes below 1 px are dropped together with their labels and masks. With
+        ``compact``: ``image`` uint8 ``[3, h, w]`` and ``sem_seg`` uint8, not normalised.
         """
         if self._pipeline is None:
             return self._identity(image, boxes, labels, masks, sem_seg)
@@ -198,7 +229,7 @@ class Transform:
 
         out_image: np.ndarray = result["image"]
         out_height, out_width = out_image.shape[:2]
-        output: dict[str, Tensor] = {"image": _normalize(out_image, self._scale, self._shift)}
+        output: dict[str, Tensor] = {"image": self._image_out(out_image)}
         kept = np.asarray(result["instance_ids"], np.int64).reshape(-1)
         if boxes is not None:
             output["boxes"] = torch.as_tensor(
@@ -214,7 +245,7 @@ class Transform:
                     mask_array = mask_array[kept]
             output["masks"] = torch.from_numpy(np.ascontiguousarray(mask_array))
         if sem_seg is not None:
-            output["sem_seg"] = torch.from_numpy(result["mask"].astype(np.int64))
+            output["sem_seg"] = torch.from_numpy(result["mask"].astype(self._sem_dtype))
         return output
 
     def _identity(
@@ -227,7 +258,7 @@ class Transform:
     ) -> dict[str, Tensor]:
         """Normalise only; boxes are clipped and sub-pixel ones dropped as in the resizing path."""
         height, width = image.shape[:2]
-        output: dict[str, Tensor] = {"image": _normalize(image, self._scale, self._shift)}
+        output: dict[str, Tensor] = {"image": self._image_out(image)}
         keep, num_boxes = None, None
         if boxes is not None:
             box_tensor = torch.tensor(np.asarray(boxes, np.float32).reshape(-1, 4))
@@ -245,7 +276,7 @@ class Transform:
                 mask_array = mask_array[keep]
             output["masks"] = torch.from_numpy(np.ascontiguousarray(mask_array))
         if sem_seg is not None:
-            output["sem_seg"] = torch.from_numpy(np.asarray(sem_seg, np.int64).copy())
+            output["sem_seg"] = torch.from_numpy(np.asarray(sem_seg, self._sem_dtype).copy())
         return output
 
 
@@ -257,6 +288,7 @@ def build_transforms(
     color_jitter: float = 0.2,
     mean: Sequence[float] = MEAN,
     std: Sequence[float] = STD,
+    compact: bool = False,
 ) -> Transform:
     """Build the training (augmenting) or evaluation (resize only) transform; see :class:`Transform`."""
-    return Transform(image_size, train, scale_range, hflip_prob, color_jitter, mean, std)
+    return Transform(image_size, train, scale_range, hflip_prob, color_jitter, mean, std, compact)

@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from visionmtl.config import Config
 from visionmtl.data import CocoDataset, MixedDataset, build_training_set
-from visionmtl.data.batching import move_targets
 from visionmtl.data.records import cache_dir
 from visionmtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from visionmtl.engine.distributed import (
@@ -362,9 +361,7 @@ def train_step(
     not finite on some rank; one lr step either way. Returns the task-interaction summary at the
     steps where ``mtl.log_every`` logs it."""
     cfg, device = run.cfg, run.device
-    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    images = images.to(device, non_blocking=True, memory_format=layout)
-    targets = move_targets(targets, device)
+    images, targets = run.device_input(images, targets)
     buffers = run.nan_guard.snapshot(run.model)
     with autocast(device, cfg.train.amp):
         losses, features = run.train_model(images, targets, return_features=True)

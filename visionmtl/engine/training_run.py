@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
 from visionmtl.data import SIZE_DIVISOR, Collator, MixedDataset
-from visionmtl.data.batching import limit_worker_threads, orientation_groups
+from visionmtl.data.batching import DeviceInput, limit_worker_threads, orientation_groups
 from visionmtl.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -32,6 +32,7 @@ from visionmtl.engine.sampler import EpochSampler, SeededDataset
 from visionmtl.errors import TrainingError
 from visionmtl.evaluation.validation import ValidationSets
 from visionmtl.models import MultiTaskModel, build_model
+from visionmtl.models.backbone import input_normalization
 from visionmtl.models.norm import sync_batchnorm
 from visionmtl.mtl import build_balancer
 from visionmtl.precision import make_scaler
@@ -101,6 +102,10 @@ class TrainingRun:
             ModelEmaV3(self.model, decay=cfg.train.ema, use_warmup=True) if cfg.train.ema else None
         )
         self.sampler, self.loader = self._build_loader(train_set)
+        # the loader's uint8 batches, normalised on the device with the run's input statistics
+        self.device_input = DeviceInput(
+            *input_normalization(cfg), device, channels_last=cfg.train.channels_last
+        )
         self.iters_per_epoch = self.sampler.batches_per_epoch()
         if self.iters_per_epoch == 0:
             raise TrainingError(f"{cfg.data.train_ann}: the training set has no images")

@@ -76,6 +76,7 @@ def train_transform(cfg: Config) -> Transform:
         color_jitter=data.color_jitter,
         mean=mean,
         std=std,
+        compact=True,  # uint8 out of the workers; DeviceInput normalises on the device
     )
 
 

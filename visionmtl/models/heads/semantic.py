@@ -73,7 +73,10 @@ class SemanticFPNHead(nn.Module):
         labelled = [i for i, t in enumerate(targets) if "sem_seg" in t]
         if not labelled:
             return self._zero(logits)
-        target = torch.stack([_pad_to(targets[i]["sem_seg"], padded_shape) for i in labelled])
+        # int64 for cross-entropy; a compact training loader delivers uint8
+        target = torch.stack(
+            [_pad_to(targets[i]["sem_seg"], padded_shape) for i in labelled]
+        ).long()
         if (target != IGNORE_INDEX).sum() == 0:
             return self._zero(logits)
         ce, dice = banded_pixel_losses(logits[labelled].float(), target, self.dice_weight > 0)
