@@ -132,6 +132,10 @@ def test_large_image_and_decompression_bomb(
     result = predictor(large)[0]
     assert result.sem_seg.shape == (1500, 2000)
     assert result.masks is not None and result.masks.shape[1:] == (1500, 2000)
+    # each mask is kept as the crop of its box (+1 px margin), not as a full 1500 x 2000 image
+    widths, heights = (result.boxes[:, 2:] - result.boxes[:, :2] + 3).T
+    assert len(result) > 0
+    assert sum(crop.size for crop in result.masks.crops) <= (widths * heights).sum()
     path = tmp_path / "big.png"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64 x 64 > 2 x 100: PIL refuses
@@ -165,7 +169,7 @@ def test_predictor_scores_what_validation_recorded(trained_run: Path, shapes_pat
             "boxes": torch.from_numpy(result.boxes),
             "scores": torch.from_numpy(result.scores),
             "labels": labels,
-            "masks": torch.from_numpy(result.masks),
+            "masks": torch.from_numpy(np.asarray(result.masks)),
         }
         coco_eval.process([dataset.image_ids[index]], [prediction])
         sem = torch.from_numpy(np.vectorize(head_index.get)(result.sem_seg).astype(np.int64))

@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from visionmtl.api.instance_masks import InstanceMasks
 from visionmtl.api.io import ImageInput, load_rgb
 from visionmtl.api.result import Result
 from visionmtl.api.sources import Frame, iter_frames
@@ -106,7 +107,9 @@ class BasePredictor:
         """Per image predictions at ``output_sizes``: the network, then ``postprocess``."""
         with self._inference():
             raw, mask_logits = self._network(images)
-            return postprocess(raw, image_sizes, output_sizes, settings, mask_logits)
+            return postprocess(
+                raw, image_sizes, output_sizes, settings, mask_logits, mask_crops=True
+            )
 
     @torch.no_grad()
     def _predict_batch(self, arrays: list[np.ndarray], thresh: float) -> list[Result]:
@@ -136,7 +139,11 @@ class BasePredictor:
         boxes = output.get("boxes", torch.zeros(0, 4)).float().cpu().numpy()[keep]
         labels = output.get("labels", empty.long()).cpu().numpy()[keep]
         sem_seg = output.get("sem_seg")
-        masks = output.get("masks")
+        masks = None
+        if "mask_crops" in output:  # cropped to the boxes: a 12 MP photo needs no [N, H, W] array
+            kept = np.flatnonzero(keep)
+            crops = [output["mask_crops"][i].cpu().numpy() for i in kept]
+            masks = InstanceMasks(crops, output["mask_regions"].numpy()[kept], image_size)
         return Result(
             boxes=boxes.astype(np.float32),
             scores=scores[keep].astype(np.float32),
@@ -144,7 +151,7 @@ class BasePredictor:
             label_names=[self.class_names[k] for k in labels],
             sem_seg=None if sem_seg is None else self.sem_to_category[sem_seg.cpu().numpy()],
             image_size=tuple(image_size),
-            masks=None if masks is None else masks.cpu().numpy()[keep],
+            masks=masks,
             sem_class_names=dict(self.sem_class_names) if sem_seg is not None else {},
             thing_ids=tuple(int(i) for i in self.category_ids),
         )

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from visionmtl.api.instance_masks import InstanceMasks
+
 
 @dataclass
 class Segment:
@@ -20,7 +22,7 @@ class Segment:
 
 
 def merge_panoptic(
-    masks: np.ndarray,
+    masks: InstanceMasks | np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray,
     sem_seg: np.ndarray | None,
@@ -35,25 +37,27 @@ def merge_panoptic(
     detection categories) of at least ``stuff_area_thresh`` pixels, as "stuff" segments; thing
     pixels no kept instance covers stay unassigned (as in Panoptic FPN).
 
-    masks [N, H, W] bool, scores [N], labels [N] category ids, sem_seg [H, W] category ids (0 = none).
-    Returns an id map [H, W] int32 (0 = unassigned) and its segments; segments never overlap."""
-    if sem_seg is not None:
-        height, width = sem_seg.shape
-    else:
-        height, width = masks.shape[1:]
+    masks [N, H, W] bool (:class:`InstanceMasks` or dense), scores [N], labels [N] category ids,
+    sem_seg [H, W] category ids (0 = none). Returns an id map [H, W] int32 (0 = unassigned) and
+    its segments; segments never overlap. Work per instance: its box, not the image."""
+    if not isinstance(masks, InstanceMasks):
+        masks = InstanceMasks.from_dense(masks)
+    height, width = sem_seg.shape if sem_seg is not None else masks.image_size
     panoptic = np.zeros((height, width), np.int32)
     segments: list[Segment] = []
     for index in np.argsort(-scores, kind="stable"):
         if scores[index] < score_thresh:
             break
-        mask = masks[index]
+        mask = masks.crops[index]
+        x_lo, y_lo, x_hi, y_hi = masks.regions[index]
+        window = panoptic[y_lo:y_hi, x_lo:x_hi]  # a view: painting it paints the map
         area = int(mask.sum())
-        free = mask & (panoptic == 0)
+        free = mask & (window == 0)
         free_area = int(free.sum())
         if free_area == 0 or free_area / area < overlap_thresh:
             continue
         segment_id = len(segments) + 1
-        panoptic[free] = segment_id
+        window[free] = segment_id
         segments.append(
             Segment(segment_id, int(labels[index]), True, float(scores[index]), free_area)
         )

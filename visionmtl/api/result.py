@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from visionmtl.api.instance_masks import InstanceMasks
+
 
 @dataclass
 class Result:
@@ -23,7 +25,10 @@ class Result:
             list (``model.sem.class_names``) that are not categories get ids above every
             category id. ``sem_class_names`` names each id.
         image_size: (H, W) of the original image.
-        masks: [N, H, W] bool instance masks, one per box; None without the ``inst`` task.
+        masks: the N instance masks, one per box (:class:`InstanceMasks`: stored cropped to
+            their boxes, read as a bool [N, H, W] array: ``masks[i]``, ``np.asarray(masks)``,
+            ``masks.to_rle()``); None without the ``inst`` task. A dense array given here is
+            converted.
         sem_class_names: semantic id -> class name (0: "background" when the model predicts
             it); empty without ``sem``.
     """
@@ -34,9 +39,13 @@ class Result:
     label_names: list[str]
     sem_seg: np.ndarray | None
     image_size: tuple[int, int]
-    masks: np.ndarray | None = None
+    masks: InstanceMasks | None = None
     sem_class_names: dict[int, str] = field(default_factory=dict)
     thing_ids: tuple[int, ...] = ()  # the detection categories' ids (for panoptic())
+
+    def __post_init__(self) -> None:
+        if self.masks is not None and not isinstance(self.masks, InstanceMasks):
+            self.masks = InstanceMasks.from_dense(self.masks)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -51,8 +60,7 @@ class Result:
             "label_names": list(self.label_names),
         }
         if self.masks is not None:
-            # Summed per mask over its pixels (reshape(0, -1) fails with no detection).
-            out["mask_areas"] = self.masks.sum(axis=(1, 2)).tolist()
+            out["mask_areas"] = self.masks.areas().tolist()
         if self.sem_seg is not None:
             ids, counts = np.unique(self.sem_seg, return_counts=True)
             out["sem_seg_pixels"] = {int(i): int(c) for i, c in zip(ids, counts, strict=True)}

@@ -38,6 +38,23 @@ def paste_masks(
     Returns:
         [K, h, w] bool, False outside each box.
     """
+    crops, regions = paste_mask_crops(mask_probs, boxes, image_size, threshold)
+    height, width = int(image_size[0]), int(image_size[1])
+    pasted = torch.zeros(len(crops), height, width, dtype=torch.bool, device=mask_probs.device)
+    for k, (crop, (x_lo, y_lo, x_hi, y_hi)) in enumerate(zip(crops, regions.tolist(), strict=True)):
+        pasted[k, y_lo:y_hi, x_lo:x_hi] = crop
+    return pasted
+
+
+def paste_mask_crops(
+    mask_probs: Tensor,
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    threshold: float = 0.5,
+) -> tuple[list[Tensor], Tensor]:
+    """:func:`paste_masks` without the full-image canvas: per mask its bool crop ``[rh, rw]`` and
+    the regions int64 ``[K, 4]`` (x_lo, y_lo, x_hi, y_hi, CPU) the crops cover (the box plus a
+    pixel of margin, clipped to the image; possibly empty). Memory: the sum of the box areas."""
     if mask_probs.dim() != 3 or boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(
             f"paste_masks expects mask_probs [K, M, M] and boxes [K, 4], got "
@@ -46,18 +63,19 @@ def paste_masks(
     if mask_probs.shape[0] != boxes.shape[0]:
         raise ValueError(f"paste_masks got {mask_probs.shape[0]} masks but {boxes.shape[0]} boxes")
     height, width = int(image_size[0]), int(image_size[1])
-    num_masks = mask_probs.shape[0]
-    pasted = torch.zeros(num_masks, height, width, dtype=torch.bool, device=mask_probs.device)
-    if num_masks == 0 or height == 0 or width == 0:
-        return pasted
     masks = mask_probs.float()
     boxes = boxes.to(device=mask_probs.device, dtype=torch.float32)
     # Every box's pixel region in one device-to-host copy (one synchronisation, not one per box).
-    for k, region in enumerate(_pixel_regions(boxes.cpu(), height, width)):
+    regions = _pixel_regions(boxes.cpu(), height, width)
+    crops = []
+    for k, region in enumerate(regions):
         x_lo, y_lo, x_hi, y_hi = region
         if x_hi > x_lo and y_hi > y_lo:
-            pasted[k, y_lo:y_hi, x_lo:x_hi] = _paste_one(masks[k], boxes[k], region, threshold)
-    return pasted
+            crops.append(_paste_one(masks[k], boxes[k], region, threshold))
+        else:
+            regions[k] = (0, 0, 0, 0)
+            crops.append(torch.zeros(0, 0, dtype=torch.bool, device=mask_probs.device))
+    return crops, torch.tensor(regions, dtype=torch.int64).reshape(-1, 4)
 
 
 def _pixel_regions(boxes: Tensor, height: int, width: int) -> list[tuple[int, int, int, int]]:

@@ -159,13 +159,16 @@ def postprocess(
     output_sizes: list[tuple[int, int]] | None,
     settings: PostprocessSettings,
     mask_logits_fn: MaskLogitsFn | None = None,
+    mask_crops: bool = False,
 ) -> list[Prediction]:
     """Raw outputs of a batch (``MultiTaskModel.raw_outputs``) -> one prediction dict per image.
 
     ``image_sizes`` (h, w) are the unpadded input sizes; ``output_sizes`` (h, w) the sizes to
     rescale to (None: stay at ``image_sizes``). Per image: ``sem_seg`` [h, w] int64; ``boxes``
     [K, 4] xyxy, ``scores`` [K] descending, ``labels`` [K] contiguous; ``masks`` [K, h, w] bool,
-    from ``mask_logits_fn`` (the mask head) run on the detected boxes in input pixels."""
+    from ``mask_logits_fn`` (the mask head) run on the detected boxes in input pixels. With
+    ``mask_crops`` (the Predictor: no full-image mask per detection) ``mask_crops`` and
+    ``mask_regions`` instead of ``masks`` (see ``paste_mask_crops``)."""
     results: list[Prediction] = [{} for _ in image_sizes]
     if "sem" in settings.tasks:
         semantic = semantic_labels(
@@ -210,6 +213,7 @@ def postprocess(
             output_sizes,
             settings.class_agnostic,
             settings.mask_threshold,
+            crops=mask_crops,
         )
         for detection, mask in zip(detections, masks, strict=True):
             detection.update(mask)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from torchvision.ops import clip_boxes_to_image, roi_align
 from torchvision.ops.poolers import LevelMapper
 
 from visionmtl.models.heads.common import conv_gn_relu
-from visionmtl.models.paste import paste_masks
+from visionmtl.models.paste import paste_mask_crops, paste_masks
 from visionmtl.structures import Target
 
 
@@ -335,13 +336,15 @@ def paste_instance_masks(
     output_sizes: list[tuple[int, int]] | None,
     class_agnostic: bool,
     mask_threshold: float,
-) -> list[dict[str, Tensor]]:
+    crops: bool = False,
+) -> list[dict[str, Any]]:
     """Paste each detection's mask (channel of its label, sigmoid) into its box.
 
     ``mask_logits`` [sum K_i, C, M, M] for the boxes of each image in turn, ``counts[i]`` = K_i.
     ``detections[i]`` holds the ``boxes`` [K_i, 4] (in ``output_sizes[i]`` pixels when given,
     else in ``image_sizes[i]`` pixels) and ``labels`` [K_i] of the boxes the logits are for.
-    Returns per image ``masks`` [K_i, h, w] bool at the output (or image) size."""
+    Returns per image ``masks`` [K_i, h, w] bool at the output (or image) size; with ``crops``
+    instead ``mask_crops`` (K_i bool crops) and ``mask_regions`` [K_i, 4] (:func:`paste_mask_crops`)."""
     if len(detections) != len(counts):
         raise ValueError(
             f"paste_instance_masks got {len(detections)} detection lists for {len(counts)} images"
@@ -360,8 +363,12 @@ def paste_instance_masks(
         rows = torch.arange(image_logits.shape[0], device=image_logits.device)
         probs = image_logits[rows, channel.to(image_logits.device)].float().sigmoid()
         size = tuple(output_sizes[i]) if output_sizes is not None else tuple(image_sizes[i])
-        masks = paste_masks(probs, boxes, (int(size[0]), int(size[1])), mask_threshold)
-        results.append({"masks": masks})
+        size = (int(size[0]), int(size[1]))
+        if crops:
+            mask_crops, regions = paste_mask_crops(probs, boxes, size, mask_threshold)
+            results.append({"mask_crops": mask_crops, "mask_regions": regions})
+        else:
+            results.append({"masks": paste_masks(probs, boxes, size, mask_threshold)})
     return results
 
 
