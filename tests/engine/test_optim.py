@@ -58,3 +58,35 @@ def test_lr_follows_warmup_then_cosine(warmup_iters: int, total: int) -> None:
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-18)
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Linear(4, 4)
+        self.heads = nn.ModuleDict({"det": nn.Linear(4, 2), "sem": nn.Linear(4, 3)})
+
+
+def test_head_lr_gives_a_head_its_own_learning_rate() -> None:
+    model = _TwoHeads()
+    cfg = replace(TrainConfig(), lr=0.01, head_lr={"sem": 3.0, "inst": 2.0})  # no inst head here
+    optimizer = build_optimizer(model, cfg)
+    groups = optimizer.param_groups
+    assert [g["lr"] for g in groups] == [0.01, 0.01, 0.03, 0.03]
+    assert [len(g["params"]) for g in groups] == [2, 2, 1, 1]  # weights, biases; sem's own pair
+    sem = {id(p) for p in model.heads["sem"].parameters()}
+    assert {id(p) for g in groups[2:] for p in g["params"]} == sem
+    everything = [id(p) for g in groups for p in g["params"]]
+    assert sorted(everything) == sorted(id(p) for p in model.parameters())  # each exactly once
+    scheduler = build_scheduler(optimizer, replace(cfg, warmup_iters=0), 10)
+    optimizer.step()
+    scheduler.step()
+    assert groups[2]["lr"] == pytest.approx(3 * groups[0]["lr"])  # the schedule keeps the ratio
+
+
+def test_head_lr_rejects_unknown_tasks_and_non_positive_values() -> None:
+    from visionmtl.config import ConfigError, load_config
+
+    for bad in ("train.head_lr={seg: 2.0}", "train.head_lr={sem: 0}"):
+        with pytest.raises(ConfigError, match="head_lr"):
+            load_config(None, [bad])

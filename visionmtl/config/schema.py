@@ -338,6 +338,15 @@ class TrainConfig:
     # rescaled under torchrun; scale it linearly with the global batch yourself (README).
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 1e-4  # on weights only; biases and norms get none
+    # Task -> multiplier of lr for that task's head (e.g. {sem: 2.0}); the backbone, the neck and
+    # the other heads train with lr. Per-task learning rates, one remedy for a task that lags.
+    head_lr: Annotated[
+        dict[Str, Float],
+        _rule(
+            lambda m: set(m) <= set(TASKS) and all(value > 0 for value in m.values()),
+            f"task names from {list(TASKS)} mapped to multipliers > 0",
+        ),
+    ] = field(default_factory=dict)
     momentum: Probability = 0.9  # SGD momentum
     warmup_iters: NonNegativeInt = 100  # steps of linear warm-up from 0.001 * lr, then cosine to 0
     clip_grad_norm: NonNegativeFloat = 10.0  # max total gradient norm (0 disables clipping)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from timm.optim import param_groups_weight_decay
@@ -15,19 +17,34 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     """AdamW or SGD; biases and normalisation parameters (1-d tensors) get no weight decay;
     parameters without ``requires_grad`` (frozen backbone levels) are left out (timm's partition).
 
-    The groups are always ``[decay, no_decay]``, in that order, even when one is empty or
+    The groups are ``[decay, no_decay]``, in that order, even when one is empty or
     ``weight_decay`` is 0: ``last.pt`` matches optimizer state to groups by position. timm's
     partition is asked for with a placeholder decay because with 0 it puts everything in one
-    group, and it lists the no-decay group first."""
-    partition = param_groups_weight_decay(model, weight_decay=1.0)
-    params = {group["weight_decay"] > 0: group["params"] for group in partition}
-    groups = [
-        {"params": params.get(True, []), "weight_decay": cfg.weight_decay},
-        {"params": params.get(False, []), "weight_decay": 0.0},
-    ]
+    group, and it lists the no-decay group first. Each head of ``train.head_lr`` (in task
+    order) adds its own ``[decay, no_decay]`` pair with ``lr`` times its multiplier."""
+    heads = getattr(model, "heads", {})
+    scaled = [task for task in heads if task in cfg.head_lr]
+    apart = {id(p) for task in scaled for p in heads[task].parameters()}
+    groups = _decay_groups(model, cfg, cfg.lr, lambda p: id(p) not in apart)
+    for task in scaled:
+        groups += _decay_groups(heads[task], cfg, cfg.lr * cfg.head_lr[task], lambda p: True)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _decay_groups(
+    module: nn.Module, cfg: TrainConfig, lr: float, keep: Callable[[nn.Parameter], bool]
+) -> list[dict[str, Any]]:
+    """``[decay, no_decay]`` groups of the trainable parameters of ``module`` that ``keep``."""
+    partition = param_groups_weight_decay(module, weight_decay=1.0)
+    params = {
+        group["weight_decay"] > 0: [p for p in group["params"] if keep(p)] for group in partition
+    }
+    return [
+        {"params": params.get(True, []), "weight_decay": cfg.weight_decay, "lr": lr},
+        {"params": params.get(False, []), "weight_decay": 0.0, "lr": lr},
+    ]
 
 
 def build_scheduler(
