@@ -78,6 +78,16 @@ def build_maskrcnn(size: int) -> Any:
     return model
 
 
+def _mask_head_inputs(predictor: Any, padded: torch.Tensor, result: Any) -> tuple[Any, Any]:
+    """The pyramid maps the mask head reads (of ``padded``) and ``result``'s boxes as RoIs; the
+    boxes are in photo pixels, which only moves the RoIs: the work is the same."""
+    from visionmtl.models.heads.instance import boxes_to_rois
+    from visionmtl.models.postprocess import mask_features
+
+    features = mask_features(predictor.model.raw_outputs(padded))
+    return features, boxes_to_rois([torch.from_numpy(result.boxes)])
+
+
 def measure_size(size: int, photo: np.ndarray, repeats: int) -> dict[str, Any]:
     predictor = build_predictor(size)
     results = predictor(photo)
@@ -86,6 +96,8 @@ def measure_size(size: int, photo: np.ndarray, repeats: int) -> dict[str, Any]:
     with torch.no_grad():
         full = median_ms(lambda: predictor(photo), repeats)
         floor = median_ms(lambda: predictor.model.features(padded), repeats)
+        features, rois = _mask_head_inputs(predictor, padded, results[0])
+        mask_head = median_ms(lambda: predictor.model.mask_logits(features, rois), repeats)
         peer = build_maskrcnn(size)
         tensor = torch.from_numpy(photo).permute(2, 0, 1).float() / 255
         peer_out = peer([tensor])[0]
@@ -96,6 +108,9 @@ def measure_size(size: int, photo: np.ndarray, repeats: int) -> dict[str, Any]:
         "peer_detections": len(peer_out["boxes"]),
         "predictor_ms": full,
         "floor_ms": floor,
+        # the mask head alone on the image's detections (RoIAlign + its convolutions): work the
+        # floor does not include, and that grows with the detections
+        "mask_head_ms": mask_head,
         "maskrcnn_ms": peer_ms,
         "predictor_over_floor": full / floor,
         "predictor_over_maskrcnn": full / peer_ms,

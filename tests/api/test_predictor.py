@@ -132,8 +132,9 @@ def test_large_image_and_decompression_bomb(
     result = predictor(large)[0]
     assert result.sem_seg.shape == (1500, 2000)
     assert result.masks is not None and result.masks.shape[1:] == (1500, 2000)
-    # each mask is kept as the crop of its box (+1 px margin), not as a full 1500 x 2000 image
-    widths, heights = (result.boxes[:, 2:] - result.boxes[:, :2] + 3).T
+    # each mask is kept as the crop of its box (whole pixels + 1 px margin a side), not as a full
+    # 1500 x 2000 image
+    widths, heights = (result.boxes[:, 2:] - result.boxes[:, :2] + 4).T
     assert len(result) > 0
     assert sum(crop.size for crop in result.masks.crops) <= (widths * heights).sum()
     path = tmp_path / "big.png"
