@@ -3,7 +3,9 @@ detections per image (every model at random init with its score threshold at 0, 
 
 For each input size: median ms per 640x480 photo through :class:`Predictor` (preprocessing,
 network, decoding, NMS, mask pasting and the semantic map at the photo's size), the **floor**
-(backbone + FPN forward alone on the same preprocessed tensor), and torchvision's Mask R-CNN
+(backbone + FPN forward alone on the same preprocessed tensor), the mask head alone on the
+photo's detections (RoIAlign and its convolutions: the work the floor leaves out), and
+torchvision's Mask R-CNN
 (MobileNetV2-FPN, resizing to that short side, 81 classes) on the same photo. Then one
 4032x3024 photo through the Predictor: ms and the growth of peak RSS it causes.
 
@@ -86,14 +88,18 @@ def build_maskrcnn(size: int) -> Any:
     return model
 
 
-def _mask_head_inputs(predictor: Any, padded: torch.Tensor, result: Any) -> tuple[Any, Any]:
-    """The pyramid maps the mask head reads (of ``padded``) and ``result``'s boxes as RoIs; the
-    boxes are in photo pixels, which only moves the RoIs: the work is the same."""
+def _mask_head_inputs(
+    predictor: Any, padded: torch.Tensor, image_size: tuple[int, int], result: Any
+) -> tuple[Any, Any]:
+    """The pyramid maps the mask head reads (of ``padded``, the photo resized to
+    ``image_size``) and ``result``'s boxes, scaled from the photo to that size, as RoIs."""
+    from visionmtl.models.heads.detection import scale_boxes
     from visionmtl.models.heads.instance import boxes_to_rois
     from visionmtl.models.postprocess import mask_features
 
     features = mask_features(predictor.model.raw_outputs(padded))
-    return features, boxes_to_rois([torch.from_numpy(result.boxes)])
+    boxes = scale_boxes(torch.from_numpy(result.boxes), result.image_size, image_size)
+    return features, boxes_to_rois([boxes])
 
 
 def measure_size(size: int, photo: np.ndarray, repeats: int) -> dict[str, Any]:
@@ -104,7 +110,7 @@ def measure_size(size: int, photo: np.ndarray, repeats: int) -> dict[str, Any]:
     with torch.no_grad():
         full = median_ms(lambda: predictor(photo), repeats)
         floor = median_ms(lambda: predictor.model.features(padded), repeats)
-        features, rois = _mask_head_inputs(predictor, padded, results[0])
+        features, rois = _mask_head_inputs(predictor, padded, tuple(image.shape[-2:]), results[0])
         mask_head = median_ms(lambda: predictor.model.mask_logits(features, rois), repeats)
         peer = build_maskrcnn(size)
         tensor = torch.from_numpy(photo).permute(2, 0, 1).float() / 255

@@ -34,8 +34,9 @@ class Target(TypedDict, total=False):
     """One image's labels (a missing key: that task is not labelled for this image).
 
     boxes ``[N, 4]`` float xyxy pixels of the resized image; labels ``[N]`` int64, contiguous
-    0-based over the data set's categories; masks ``[N, H, W]`` uint8; sem_seg ``[H, W]`` int64 with
-    0 = background, k + 1 = semantic class k, 255 = ignore; image_id int; image_size and
+    0-based over the data set's categories; masks ``[N, H, W]`` uint8; sem_seg ``[H, W]`` int64 (uint8
+    from the training loader's compact transform) with 0 = background, k + 1 = semantic class k,
+    255 = ignore; image_id int; image_size and
     orig_size ``[2]`` int64 (h, w) of the resized (unpadded) and the original image."""
 
     boxes: Tensor
@@ -51,7 +52,9 @@ class Prediction(TypedDict, total=False):
     """One image's predictions, in the (unpadded) input image's pixels.
 
     boxes ``[N, 4]`` xyxy; scores ``[N]``; labels ``[N]`` contiguous 0-based; masks ``[N, H, W]``
-    bool; sem_seg ``[H, W]`` int64 semantic ids as in :class:`Target`."""
+    bool; sem_seg ``[H, W]`` int64 semantic ids as in :class:`Target`. ``postprocess(...,
+    mask_crops=True)`` (the Predictor) gives ``mask_crops`` (N bool crops) and ``mask_regions``
+    ``[N, 4]`` instead of ``masks``."""
 
     boxes: Tensor
     scores: Tensor

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,12 @@ def test_round_trip_subsets_areas_and_rle() -> None:
     subset = masks[np.array([False, True, True])]
     assert isinstance(subset, InstanceMasks) and np.array_equal(np.asarray(subset), dense[1:])
     assert np.array_equal(np.asarray(masks[::2]), dense[::2])
+    assert masks[1, 5, 10] and not masks[1, 7, 12] and np.array_equal(masks[0, 2:9], dense[0, 2:9])
+    with pytest.raises(TypeError, match="np.asarray"):
+        masks[:, 3]
+    with pytest.raises(TypeError, match="np.asarray"):
+        masks == masks  # noqa: B015, PLR0124
+    assert np.array_equal(np.asarray(pickle.loads(pickle.dumps(masks))), dense)
     for rle, want in zip(masks.to_rle(), dense, strict=True):
         rle = {**rle, "counts": rle["counts"].encode()}
         assert np.array_equal(mask_util.decode(rle).astype(bool), want)

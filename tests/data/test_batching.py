@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 import torch
 
 from visionmtl.data import Collator, build_transforms
@@ -86,7 +87,7 @@ def test_device_input_matches_the_float_pipeline() -> None:
     )
     expected, expected_targets = collate(plain)
     assert images.dtype == torch.float32 and images.shape == expected.shape
-    torch.testing.assert_close(images, expected, atol=1e-6, rtol=0)
+    assert torch.equal(images, expected)  # the same float32 operations: bit for bit
     for got, want in zip(targets, expected_targets, strict=True):
         assert torch.equal(got["sem_seg"].long(), want["sem_seg"])  # 255 padding and ignore kept
 
@@ -98,3 +99,7 @@ def test_device_input_passes_float_images_and_sets_the_layout() -> None:
     )
     assert torch.equal(moved, images)  # already normalised: untouched
     assert moved.is_contiguous(memory_format=torch.channels_last)
+    compact = images.to(torch.uint8)
+    del targets[0]["image_size"]
+    with pytest.raises(ValueError, match="image_size"):
+        DeviceInput((0.5,) * 3, (0.5,) * 3, torch.device("cpu"))(compact, targets)

@@ -170,3 +170,24 @@ def test_torchrun_two_processes_stay_in_sync(
     assert done.stdout.count("run directory: ") == 1  # rank 0 prints
     assert (tmp_path / "exp2" / "last.pt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "exp2"]
+
+
+def test_resume_with_head_lr_and_learned_weights(shapes_paths: dict, tmp_path: Path) -> None:
+    """train.head_lr adds named optimizer groups (before the uncertainty balancer's); resume with
+    the same config restores them, one with other head_lr groups is refused by name."""
+    from visionmtl.engine.checkpoint import CheckpointError
+
+    extra = ("train.head_lr={sem: 2.0}", "mtl.method=uncertainty")
+    cfg = resume_cfg(shapes_paths, tmp_path / "run", *extra)
+    assert train(cfg, tmp_path / "run", stop_after_steps=2)["interrupted"]
+    _, state = load_checkpoint(tmp_path / "run" / "last.pt")
+    names = [g["name"] for g in state["optimizer"]["param_groups"]]
+    assert names == ["decay", "no_decay", "head:sem/decay", "head:sem/no_decay", "balancer"]
+    lrs = [g["lr"] for g in state["optimizer"]["param_groups"]]
+    assert lrs[2] == pytest.approx(2 * lrs[0])
+    other = resume_cfg(shapes_paths, tmp_path / "run", "mtl.method=uncertainty")
+    with pytest.raises(CheckpointError, match="head_lr"):
+        train(other, tmp_path / "run", resume=True)
+    train(cfg, tmp_path / "run", resume=True)
+    _, state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["step"] == 6  # 2 epochs of 3 steps: the resumed run went to the end

@@ -1,5 +1,6 @@
 """User-facing API: Predictor, OnnxPredictor, Result, overlays."""
 
+from visionmtl.api.instance_masks import InstanceMasks
 from visionmtl.api.io import InputError, load_rgb
 from visionmtl.api.onnx_predictor import OnnxPredictor
 from visionmtl.api.predictor import Predictor
@@ -10,6 +11,7 @@ from visionmtl.api.visualize import draw_result, image_grid
 __all__ = [
     "Frame",
     "InputError",
+    "InstanceMasks",
     "OnnxPredictor",
     "Predictor",
     "Result",

@@ -142,8 +142,11 @@ class BasePredictor:
         masks = None
         if "mask_crops" in output:  # cropped to the boxes: a 12 MP photo needs no [N, H, W] array
             kept = np.flatnonzero(keep)
-            crops = [output["mask_crops"][i].cpu().numpy() for i in kept]
-            masks = InstanceMasks(crops, output["mask_regions"].numpy()[kept], image_size)
+            masks = InstanceMasks(
+                _host_crops([output["mask_crops"][i] for i in kept]),
+                output["mask_regions"].numpy()[kept],
+                image_size,
+            )
         return Result(
             boxes=boxes.astype(np.float32),
             scores=scores[keep].astype(np.float32),
@@ -155,3 +158,12 @@ class BasePredictor:
             sem_class_names=dict(self.sem_class_names) if sem_seg is not None else {},
             thing_ids=tuple(int(i) for i in self.category_ids),
         )
+
+
+def _host_crops(crops: list[torch.Tensor]) -> list[np.ndarray]:
+    """Bool crops on the device -> numpy, in one device-to-host copy (not one per detection)."""
+    if not crops:
+        return []
+    flat = torch.cat([crop.flatten() for crop in crops]).cpu().numpy()
+    pieces = np.split(flat, np.cumsum([crop.numel() for crop in crops])[:-1])
+    return [piece.reshape(crop.shape) for piece, crop in zip(pieces, crops, strict=True)]

@@ -16,7 +16,8 @@ class InstanceMasks:
     y_hi) int64 says where it lies; every pixel outside the region is False. It reads like the
     dense ``[N, H, W]`` bool array where a full mask is needed: ``masks[i]`` is mask i ``[H, W]``,
     ``np.asarray(masks)`` the dense stack (allocated on request), ``len``, ``shape`` and ``dtype``
-    as an array's. An index array or slice selects a subset (still cropped).
+    as an array's. An index array or slice selects a subset (still cropped). It is not an
+    ndarray: ``==``, ``.sum()`` and other array methods need ``np.asarray(masks)`` first.
     """
 
     dtype = np.dtype(bool)
@@ -70,25 +71,39 @@ class InstanceMasks:
         return f"InstanceMasks({len(self)} masks, image_size={self.image_size})"
 
     def __getitem__(self, index: Any) -> np.ndarray | InstanceMasks:
+        if isinstance(index, tuple) and index and isinstance(index[0], int | np.integer):
+            return self.dense(int(index[0]))[index[1:]]  # masks[i, y0:y1, x]
         if isinstance(index, int | np.integer):
             return self.dense(int(index))
+        if isinstance(index, tuple):
+            raise TypeError(
+                f"InstanceMasks[{index!r}]: index one mask first (masks[i, ...]) or use "
+                "np.asarray(masks) for the dense [N, H, W] array"
+            )
         chosen = np.arange(len(self))[index]  # slice, int array or bool array
         return InstanceMasks([self.crops[i] for i in chosen], self.regions[chosen], self.image_size)
+
+    def __eq__(self, other: object) -> bool:
+        # an array would compare pixel by pixel; an object identity answer would be wrong
+        raise TypeError("compare InstanceMasks as arrays: np.asarray(a) == np.asarray(b)")
+
+    __hash__ = None  # type: ignore[assignment]
 
     def dense(self, index: int) -> np.ndarray:
         """Mask ``index`` as bool ``[H, W]``."""
         mask = np.zeros(self.image_size, bool)
-        x_lo, y_lo, x_hi, y_hi = self.regions[index]
-        mask[y_lo:y_hi, x_lo:x_hi] = self.crops[index]
+        self._paste(index, mask)
         return mask
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         stack = np.zeros(self.shape, bool)
-        for k, (crop, (x_lo, y_lo, x_hi, y_hi)) in enumerate(
-            zip(self.crops, self.regions, strict=True)
-        ):
-            stack[k, y_lo:y_hi, x_lo:x_hi] = crop
+        for k in range(len(self)):
+            self._paste(k, stack[k])
         return stack if dtype is None else stack.astype(dtype)
+
+    def _paste(self, index: int, canvas: np.ndarray) -> None:
+        x_lo, y_lo, x_hi, y_hi = self.regions[index]
+        canvas[y_lo:y_hi, x_lo:x_hi] = self.crops[index]
 
     def areas(self) -> np.ndarray:
         """Foreground pixels per mask, int64 ``[N]``."""

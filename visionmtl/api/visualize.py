@@ -31,9 +31,10 @@ def instance_colour(index: int) -> tuple[int, int, int]:
 def _paint_instances(
     canvas: torch.Tensor, masks: InstanceMasks, colours: list[tuple[int, int, int]], alpha: float
 ) -> torch.Tensor:
-    """``draw_segmentation_masks`` on uint8 ``canvas`` [3, H, W] (a later mask over an earlier
-    one, one blend with ``alpha``), with each mask painted only over its crop: no [N, H, W]
-    array (100 masks of a 12 MP photo: 1.2 GB)."""
+    """Blend each mask's colour into uint8 ``canvas`` [3, H, W] in place, as
+    ``draw_segmentation_masks`` blends (one blend with ``alpha``), except that where masks
+    overlap the later one is drawn (torchvision blackens overlaps); each mask is painted only
+    over its crop: no [N, H, W] array (100 masks of a 12 MP photo: 1.2 GB)."""
     layer = canvas.clone()
     covered = torch.zeros(canvas.shape[1:], dtype=torch.bool)
     for crop, (x_lo, y_lo, x_hi, y_hi), colour in zip(

@@ -338,8 +338,9 @@ class TrainConfig:
     # rescaled under torchrun; scale it linearly with the global batch yourself (README).
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 1e-4  # on weights only; biases and norms get none
-    # Task -> multiplier of lr for that task's head (e.g. {sem: 2.0}); the backbone, the neck and
-    # the other heads train with lr. Per-task learning rates, one remedy for a task that lags.
+    # Task -> multiplier of lr for that task's head (e.g. {sem: 2.0}); the backbone, the neck, a
+    # task's adapters or cross-stitch branch, and the other heads train with lr. Per-task
+    # learning rates, one remedy for a task that lags.
     head_lr: Annotated[
         dict[Str, Float],
         _rule(

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from visionmtl.data.transforms import _scale_shift
+from visionmtl.data.transforms import scale_shift
 from visionmtl.structures import IGNORE_INDEX
 
 # Images are padded to a multiple of this: the coarsest stride of the backbone levels (8, 16, 32 by
@@ -89,7 +89,7 @@ class DeviceInput:
         device: torch.device,
         channels_last: bool = False,
     ) -> None:
-        scale, shift = _scale_shift(mean, std)
+        scale, shift = scale_shift(mean, std)
         self.device = device
         self.scale = torch.from_numpy(scale).view(1, 3, 1, 1).to(device)
         self.shift = torch.from_numpy(shift).view(1, 3, 1, 1).to(device)
@@ -99,16 +99,20 @@ class DeviceInput:
         self, images: Tensor, targets: list[dict[str, Tensor]]
     ) -> tuple[Tensor, list[dict[str, Tensor]]]:
         """(images float32 ``[B, 3, Hp, Wp]``, targets) on the device."""
-        # unpadded sizes read on the host, before the copy: no device sync per image
-        sizes = [t["image_size"].tolist() if "image_size" in t else None for t in targets]
-        images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, non_blocking=True, memory_format=self.layout)
         if images.dtype == torch.uint8:
-            images = images.float() * self.scale - self.shift
-            for image, size in zip(images, sizes, strict=True):
-                if size is not None:
-                    image[:, size[0] :].zero_()
-                    image[:, :, size[1] :].zero_()
-        return images.contiguous(memory_format=self.layout), move_targets(targets, self.device)
+            if any("image_size" not in t for t in targets):
+                raise ValueError(
+                    "DeviceInput: uint8 images need each target's image_size (the unpadded "
+                    "size), to set the padding to 0 after normalising"
+                )
+            # unpadded sizes read from the host copies: no device sync per image
+            sizes = [t["image_size"].tolist() for t in targets]
+            images = images.float().mul_(self.scale).sub_(self.shift)
+            for image, (height, width) in zip(images, sizes, strict=True):
+                image[:, height:].zero_()
+                image[:, :, width:].zero_()
+        return images, move_targets(targets, self.device)
 
 
 def orientation_groups(dataset: Any) -> list[int]:

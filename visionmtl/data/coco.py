@@ -74,7 +74,7 @@ class CocoDataset(Dataset):
 
     Target keys (see the project contract): ``boxes`` float32 ``[N, 4]`` xyxy, ``labels`` int64
     ``[N]`` contiguous over the categories sorted by JSON id, ``masks`` uint8 ``[N, h, w]``,
-    ``sem_seg`` int64 ``[h, w]`` (0 background, k + 1 category k, 255 crowd; with ``sem_classes``
+    ``sem_seg`` int64 ``[h, w]`` (uint8, and a uint8 image, from a ``compact`` transform; 0 background, k + 1 category k, 255 crowd; with ``sem_classes``
     k + 1 is ``sem_classes[k]``, see :func:`~visionmtl.data.classes.coco_sem_table`), ``image_id`` int64
     scalar, ``orig_size`` and ``image_size`` int64 ``[2]`` (h, w). Crowd annotations are not in
     boxes/labels/masks; their region is 255 in ``sem_seg``. ``masks`` and ``sem_seg`` are absent

@@ -95,7 +95,8 @@ class SemanticPngDataset(Dataset):
     ids (0 background, c + 1 semantic class c, 255 ignore); without it the PNG ids are the
     contract's (0 background, k = ``class_names[k - 1]``, 255 ignore). An id the map does not
     declare is a DataError naming the file, the id and its pixel count, or ignore (255) with
-    ``ignore_unknown``. The target holds ``sem_seg`` int64 ``[h, w]``, ``image_id``
+    ``ignore_unknown``. The target holds ``sem_seg`` int64 ``[h, w]`` (uint8 with a ``compact``
+    transform), ``image_id``
     (``id_offset + index``), ``orig_size`` and ``image_size``; it has no ``boxes``, ``labels`` or
     ``masks``, so detection and instance losses skip these images. Picklable (``spawn`` workers).
     """
@@ -215,7 +216,8 @@ class SemanticPngDataset(Dataset):
         )
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """Image float32 ``[3, h, w]`` (normalised) and ``{sem_seg, image_id, orig_size, image_size}``."""
+        """Image ``[3, h, w]`` as the transform makes it (float32 normalised; uint8 when compact)
+        and ``{sem_seg, image_id, orig_size, image_size}``."""
         sem_seg = self.load_class_map(index)
         image = self._aligned_image(index, sem_seg.shape)
         output = self.transform(image, sem_seg=sem_seg)

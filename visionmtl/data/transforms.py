@@ -25,7 +25,7 @@ STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 MIN_BOX_SIZE: float = 1.0
 
 
-def _scale_shift(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def scale_shift(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """float32 ``scale``, ``shift`` [3] with (pixel / 255 - mean) / std == pixel * scale - shift."""
     if mean is None or std is None:  # a config's data.mean/std before resolve_backbone_defaults
         raise ValueError("mean and std are None: resolve the config's backbone defaults first")
@@ -59,7 +59,7 @@ def normalize_image(
 ) -> Tensor:
     """Turn an RGB uint8 image ``[H, W, 3]`` into a float32 tensor ``[3, H, W]`` normalised with
     ``mean`` and ``std`` (per channel, on pixel / 255)."""
-    return _normalize(image, *_scale_shift(mean, std))
+    return _normalize(image, *scale_shift(mean, std))
 
 
 class Transform:
@@ -105,7 +105,7 @@ class Transform:
         self.color_jitter = float(color_jitter)
         self.mean = tuple(float(value) for value in mean)
         self.std = tuple(float(value) for value in std)
-        self._scale, self._shift = _scale_shift(self.mean, self.std)
+        self._scale, self._shift = scale_shift(self.mean, self.std)
         self.compact = bool(compact)
         self._pipeline = self._build()
         self._seed: int | None = None

@@ -25,25 +25,41 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     heads = getattr(model, "heads", {})
     scaled = [task for task in heads if task in cfg.head_lr]
     apart = {id(p) for task in scaled for p in heads[task].parameters()}
-    groups = _decay_groups(model, cfg, cfg.lr, lambda p: id(p) not in apart)
+    groups = _decay_groups(model, cfg, cfg.lr, lambda p: id(p) not in apart, "")
     for task in scaled:
-        groups += _decay_groups(heads[task], cfg, cfg.lr * cfg.head_lr[task], lambda p: True)
+        lr = cfg.lr * cfg.head_lr[task]
+        groups += _decay_groups(heads[task], cfg, lr, lambda p: True, f"head:{task}/")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def _decay_groups(
-    module: nn.Module, cfg: TrainConfig, lr: float, keep: Callable[[nn.Parameter], bool]
+    module: nn.Module,
+    cfg: TrainConfig,
+    lr: float,
+    keep: Callable[[nn.Parameter], bool],
+    prefix: str,
 ) -> list[dict[str, Any]]:
-    """``[decay, no_decay]`` groups of the trainable parameters of ``module`` that ``keep``."""
+    """``[decay, no_decay]`` groups of the trainable parameters of ``module`` that ``keep``, named
+    ``prefix + "decay"`` / ``"no_decay"`` (resume compares the names with ``last.pt``'s)."""
     partition = param_groups_weight_decay(module, weight_decay=1.0)
     params = {
         group["weight_decay"] > 0: [p for p in group["params"] if keep(p)] for group in partition
     }
     return [
-        {"params": params.get(True, []), "weight_decay": cfg.weight_decay, "lr": lr},
-        {"params": params.get(False, []), "weight_decay": 0.0, "lr": lr},
+        {
+            "params": params.get(True, []),
+            "weight_decay": cfg.weight_decay,
+            "lr": lr,
+            "name": prefix + "decay",
+        },
+        {
+            "params": params.get(False, []),
+            "weight_decay": 0.0,
+            "lr": lr,
+            "name": prefix + "no_decay",
+        },
     ]
 
 

@@ -114,7 +114,7 @@ class TrainingRun:
         self.balancer = build_balancer(cfg.mtl, cfg.model.tasks, device=device)
         if self.balancer.parameters():  # learned task weights (uncertainty) train with the network
             self.optimizer.add_param_group(
-                {"params": self.balancer.parameters(), "weight_decay": 0.0}
+                {"params": self.balancer.parameters(), "weight_decay": 0.0, "name": "balancer"}
             )
         self.shared_params = [p for p in self.model.shared_parameters() if p.requires_grad]
         self.scheduler = build_scheduler(
@@ -187,6 +187,18 @@ class TrainingRun:
         )
         return sampler, loader
 
+    def _check_param_groups(self, saved: list[dict]) -> None:
+        """Optimizer state is restored group by group, by position: groups of another layout
+        (``train.head_lr`` changed) would take the wrong parameters' state. ``last.pt`` files
+        from before the groups had names are not checked."""
+        names = [group.get("name") for group in saved]
+        wanted = [group.get("name") for group in self.optimizer.param_groups]
+        if all(names) and names != wanted:
+            raise CheckpointError(
+                f"{self.last_path}: its optimizer groups are {names} but this config makes "
+                f"{wanted} (train.head_lr or mtl.method changed?); resume with the run's config"
+            )
+
     def restore(self, resume: bool) -> Progress:
         """With ``resume`` and a ``last.pt``: model, optimizer, schedule, scaler, balancer, NaN
         guard and RNG states as they were saved, and the progress to continue from; else a fresh
@@ -196,6 +208,7 @@ class TrainingRun:
                 print(f"--resume: no {self.last_path} yet, starting from scratch")
             return Progress()
         _, state = load_checkpoint(self.last_path, map_location=self.device)
+        self._check_param_groups(state["optimizer"]["param_groups"])
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -210,8 +223,8 @@ class TrainingRun:
                     print(f"{self.last_path} has no EMA: it starts from the resumed weights")
         except (RuntimeError, ValueError, KeyError) as error:
             raise CheckpointError(
-                f"{self.last_path} does not fit this config (model, tasks, optimizer or "
-                f"mtl.method changed?): {str(error).splitlines()[0]}"
+                f"{self.last_path} does not fit this config (model, tasks, optimizer, "
+                f"train.head_lr or mtl.method changed?): {str(error).splitlines()[0]}"
             ) from None
         self.nan_guard.load_state_dict(state.get("nan_guard", {}))
         set_rng_state(own_rng_state(state, self.dist_info, self.last_path))

@@ -57,11 +57,13 @@ def paste_mask_crops(
     pixel of margin, clipped to the image; possibly empty). Memory: the sum of the box areas."""
     if mask_probs.dim() != 3 or boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(
-            f"paste_masks expects mask_probs [K, M, M] and boxes [K, 4], got "
+            f"paste_mask_crops expects mask_probs [K, M, M] and boxes [K, 4], got "
             f"{tuple(mask_probs.shape)} and {tuple(boxes.shape)}"
         )
     if mask_probs.shape[0] != boxes.shape[0]:
-        raise ValueError(f"paste_masks got {mask_probs.shape[0]} masks but {boxes.shape[0]} boxes")
+        raise ValueError(
+            f"paste_mask_crops got {mask_probs.shape[0]} masks but {boxes.shape[0]} boxes"
+        )
     height, width = int(image_size[0]), int(image_size[1])
     masks = mask_probs.float()
     boxes = boxes.to(device=mask_probs.device, dtype=torch.float32)
