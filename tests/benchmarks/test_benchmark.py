@@ -26,6 +26,7 @@ SCRIPTS = {
     "compile_check.py": "--steps",
     "gpu_check.py": "--smoke",
     "loader_throughput.py": "--sizes",
+    "loader_checkouts.py": "--runs",
     "step_time.py": "--checkout",
     "onnx_latency.py": "--images",
 }
