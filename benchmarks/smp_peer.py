@@ -79,8 +79,7 @@ def _batch(
     for i, target in enumerate(targets):
         sem = target["sem_seg"].long()
         labels[i, : sem.shape[0], : sem.shape[1]] = torch.where(sem == IGNORE_INDEX, sem, sem - 1)
-    images, _ = to_device(images, targets)
-    return images, labels.to(to_device.device)
+    return to_device.images(images, targets), labels.to(to_device.device)
 
 
 def train_smp(

@@ -99,20 +99,26 @@ class DeviceInput:
         self, images: Tensor, targets: list[dict[str, Tensor]]
     ) -> tuple[Tensor, list[dict[str, Tensor]]]:
         """(images float32 ``[B, 3, Hp, Wp]``, targets) on the device."""
+        return self.images(images, targets), move_targets(targets, self.device)
+
+    def images(self, images: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
+        """Only the images, on the device and normalised (``targets`` give the unpadded sizes
+        and stay where they are)."""
         images = images.to(self.device, non_blocking=True, memory_format=self.layout)
-        if images.dtype == torch.uint8:
-            if any("image_size" not in t for t in targets):
-                raise ValueError(
-                    "DeviceInput: uint8 images need each target's image_size (the unpadded "
-                    "size), to set the padding to 0 after normalising"
-                )
-            # unpadded sizes read from the host copies: no device sync per image
-            sizes = [t["image_size"].tolist() for t in targets]
-            images = images.float().mul_(self.scale).sub_(self.shift)
-            for image, (height, width) in zip(images, sizes, strict=True):
-                image[:, height:].zero_()
-                image[:, :, width:].zero_()
-        return images, move_targets(targets, self.device)
+        if images.dtype != torch.uint8:
+            return images
+        if any("image_size" not in t for t in targets):
+            raise ValueError(
+                "DeviceInput: uint8 images need each target's image_size (the unpadded "
+                "size), to set the padding to 0 after normalising"
+            )
+        # unpadded sizes read from the host copies: no device sync per image
+        sizes = [t["image_size"].tolist() for t in targets]
+        images = images.float().mul_(self.scale).sub_(self.shift)
+        for image, (height, width) in zip(images, sizes, strict=True):
+            image[:, height:].zero_()
+            image[:, :, width:].zero_()
+        return images
 
 
 def orientation_groups(dataset: Any) -> list[int]:

@@ -37,9 +37,21 @@ def scale_shift(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray
     return scale, shift
 
 
-def _normalize(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> Tensor:
+def _check_rgb(image: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape [H, W, 3], got {tuple(image.shape)}")
+
+
+def _sem_uint8(sem_seg: np.ndarray) -> np.ndarray:
+    """A class map ``[H, W]`` as uint8, refused when a value is outside 0..255 (uint8 would wrap)."""
+    sem_seg = np.asarray(sem_seg)
+    if sem_seg.size and (sem_seg.min() < 0 or sem_seg.max() > 255):
+        raise ValueError("sem_seg values must lie in 0..255")
+    return sem_seg.astype(np.uint8)
+
+
+def _normalize(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> Tensor:
+    _check_rgb(image)
     # numpy on one contiguous array: much faster than small torch ops in DataLoader workers
     scaled = image.astype(np.float32) * scale - shift
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
@@ -49,8 +61,7 @@ def _compact(image: np.ndarray) -> Tensor:
     """uint8 ``[H, W, 3]`` -> uint8 ``[3, H, W]``: a quarter of float32's bytes through worker
     shared memory and the host-device copy; :class:`~visionmtl.data.batching.DeviceInput`
     normalises it on the device."""
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an RGB image of shape [H, W, 3], got {tuple(image.shape)}")
+    _check_rgb(image)
     return torch.from_numpy(np.ascontiguousarray(np.asarray(image, np.uint8).transpose(2, 0, 1)))
 
 
@@ -221,10 +232,7 @@ class Transform:
         if masks is not None and len(masks) > 0:
             inputs["masks"] = [np.asarray(mask, np.uint8) for mask in masks]
         if sem_seg is not None:
-            sem_seg = np.asarray(sem_seg)
-            if sem_seg.size and (sem_seg.min() < 0 or sem_seg.max() > 255):
-                raise ValueError("sem_seg values must lie in 0..255")
-            inputs["mask"] = sem_seg.astype(np.uint8)
+            inputs["mask"] = _sem_uint8(sem_seg)
         result = self._pipeline(**inputs)
 
         out_image: np.ndarray = result["image"]
@@ -276,7 +284,7 @@ class Transform:
                 mask_array = mask_array[keep]
             output["masks"] = torch.from_numpy(np.ascontiguousarray(mask_array))
         if sem_seg is not None:
-            output["sem_seg"] = torch.from_numpy(np.asarray(sem_seg, self._sem_dtype).copy())
+            output["sem_seg"] = torch.from_numpy(_sem_uint8(sem_seg).astype(self._sem_dtype))
         return output
 
 
