@@ -17,15 +17,20 @@ if TYPE_CHECKING:
 
 # The tasks a model can learn, in the order they are reported (config ``model.tasks``).
 TASKS: tuple[str, ...] = ("det", "sem", "inst")
-# Target keys that carry each task's labels: a key that is absent means "not labelled here".
+# Target keys that carry each task's labels: a task none of whose keys is present is "not labelled
+# here". inst: the training loader's mask crops with their regions, or full-image masks.
 TARGET_KEYS: dict[str, tuple[str, ...]] = {
     "det": ("boxes", "labels"),
     "sem": ("sem_seg",),
-    "inst": ("masks",),
+    "inst": ("mask_crops", "mask_regions", "masks"),
 }
 # Semantic label id that no loss and no metric counts (crowd regions, void, unlabelled classes).
 IGNORE_INDEX: int = 255
 BACKGROUND: str = "background"  # the name of semantic id 0: none of the head's classes
+# Side of the square each instance's mask is drawn onto for the mask head's targets (its box plus
+# one cell each side, see visionmtl.data.rasterize): the targets (2 * model.inst.roi_size cells) are
+# resampled from it, so roi_size is at most half of it (a config rule).
+MASK_CROP_SIZE: int = 64
 # Semantic ids are 0 (background), 1..S (classes) and 255 (ignore), so S is at most 254.
 MAX_SEM_CLASSES: int = IGNORE_INDEX - 1
 
@@ -34,7 +39,9 @@ class Target(TypedDict, total=False):
     """One image's labels (a missing key: that task is not labelled for this image).
 
     boxes ``[N, 4]`` float xyxy pixels of the resized image; labels ``[N]`` int64, contiguous
-    0-based over the data set's categories; masks ``[N, H, W]`` uint8; sem_seg ``[H, W]`` int64 (uint8
+    0-based over the data set's categories; masks ``[N, H, W]`` uint8, or (the training loader's)
+    mask_crops ``[N, S, S]`` uint8 each covering mask_regions ``[N, 4]`` float32 xyxy pixels (the
+    instance's box with a margin, see :mod:`visionmtl.data.rasterize`); sem_seg ``[H, W]`` int64 (uint8
     from the training loader's compact transform) with 0 = background, k + 1 = semantic class k,
     255 = ignore; image_id int; image_size and
     orig_size ``[2]`` int64 (h, w) of the resized (unpadded) and the original image."""
@@ -42,6 +49,8 @@ class Target(TypedDict, total=False):
     boxes: Tensor
     labels: Tensor
     masks: Tensor
+    mask_crops: Tensor
+    mask_regions: Tensor
     sem_seg: Tensor
     image_id: int
     image_size: Tensor
@@ -79,7 +88,14 @@ def group_by_task(losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def labelled_tasks(targets: Sequence[Mapping[str, Any]]) -> set[str]:
     """The tasks that at least one of ``targets`` labels (see :data:`TARGET_KEYS`)."""
-    return {task for task, keys in TARGET_KEYS.items() if any(keys[0] in t for t in targets)}
+    return {
+        task for task, keys in TARGET_KEYS.items() if any(key in t for t in targets for key in keys)
+    }
+
+
+def labels_instances(target: Mapping[str, Any]) -> bool:
+    """Whether ``target`` labels instance masks (see :data:`TARGET_KEYS`)."""
+    return any(key in target for key in TARGET_KEYS["inst"])
 
 
 def check_sem_class_count(sem_names: Sequence[str]) -> None:

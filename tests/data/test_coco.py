@@ -51,6 +51,18 @@ def _write_set(root: Path, annotations: list[dict[str, Any]], **overrides: Any) 
     return ann_file
 
 
+def _sample(mask: np.ndarray, region: np.ndarray, size: int) -> np.ndarray:
+    """``mask`` [H, W] read at the cell centres of a ``size`` x ``size`` grid over ``region`` (xyxy),
+    nearest pixel, 0 outside: what a mask crop over ``region`` should hold."""
+    x0, y0, x1, y1 = region.tolist()
+    xs = np.floor(x0 + (np.arange(size) + 0.5) * (x1 - x0) / size).astype(int)
+    ys = np.floor(y0 + (np.arange(size) + 0.5) * (y1 - y0) / size).astype(int)
+    inside = (ys[:, None] >= 0) & (ys[:, None] < mask.shape[0])
+    inside = inside & (xs[None, :] >= 0) & (xs[None, :] < mask.shape[1])
+    values = mask[ys.clip(0, mask.shape[0] - 1)[:, None], xs.clip(0, mask.shape[1] - 1)[None, :]]
+    return np.where(inside, values, 0)
+
+
 def _check_against_pycocotools(dataset: CocoDataset) -> None:
     coco = _load_coco(dataset.ann_file)
     for index, image_id in enumerate(dataset.image_ids):
@@ -60,23 +72,31 @@ def _check_against_pycocotools(dataset: CocoDataset) -> None:
         assert target["image_id"].item() == image_id
         assert target["orig_size"].tolist() == target["image_size"].tolist()
         anns = [a for a in coco.imgToAnns[image_id] if not a["iscrowd"]]
-        assert len(target["boxes"]) == len(anns) == len(target["masks"]) == len(target["labels"])
-        for ann, box, mask, label in zip(
-            anns, target["boxes"], target["masks"], target["labels"], strict=True
+        crops, regions = target["mask_crops"], target["mask_regions"]
+        assert len(target["boxes"]) == len(anns) == len(crops) == len(target["labels"])
+        _, _, masks = dataset.original_instances(index)  # full-size masks, for evaluation
+        assert masks is not None and len(masks) == len(anns)
+        for ann, box, crop, region, mask, label in zip(
+            anns, target["boxes"], crops, regions, masks, target["labels"], strict=True
         ):
             x, y, w, h = ann["bbox"]
             np.testing.assert_allclose(box.numpy(), [x, y, x + w, y + h], atol=1e-3)
-            np.testing.assert_array_equal(mask.numpy(), coco.annToMask(ann))
+            np.testing.assert_array_equal(mask, coco.annToMask(ann))
+            # the crop covers the box and holds the mask there: the polygon drawn on the crop's
+            # grid, against pixels read at its cells (blocky where a small object is enlarged)
+            assert region[0] < box[0] and region[1] < box[1] and region[2:].gt(box[2:]).all()
+            expected = _sample(coco.annToMask(ann), region.numpy(), crop.shape[-1]).astype(bool)
+            drawn = crop.numpy().astype(bool)
+            assert (drawn & expected).sum() >= 0.75 * (drawn | expected).sum() > 0
             assert dataset.category_ids[label] == ann["category_id"]
         crowd = [a for a in coco.imgToAnns[image_id] if a["iscrowd"]]
         sem_seg = target["sem_seg"]
         for ann in crowd:
             assert (sem_seg[torch.from_numpy(coco.annToMask(ann)) > 0] == 255).all()
         if not crowd:
-            union = (
-                target["masks"].sum(0) > 0 if len(anns) else torch.zeros_like(sem_seg, dtype=bool)
-            )
-            assert torch.equal(sem_seg > 0, union)
+            union = masks.sum(0) > 0 if len(anns) else np.zeros(tuple(sem_seg.shape), bool)
+            # drawn box by box at the image's size: the same pixels but a few on outlines
+            assert ((sem_seg.numpy() > 0) != union).mean() < 1e-3
 
 
 def test_matches_pycocotools_on_shapes(shapes_paths: dict[str, Path]) -> None:
@@ -158,7 +178,8 @@ def test_crowd_sem_seg_order_and_empty_image(tmp_path: Path) -> None:
     assert (sem_seg[30:35, 40:45] == 255).all() and sem_seg[36, 46] == 0
     _, empty = dataset[1]
     assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,)
-    assert empty["masks"].shape == (0, 40, 50) and empty["masks"].dtype == torch.uint8
+    assert empty["mask_crops"].shape == (0, 64, 64) and empty["mask_crops"].dtype == torch.uint8
+    assert empty["mask_regions"].shape == (0, 4)
     assert empty["sem_seg"].shape == (40, 50) and (empty["sem_seg"] == 0).all()
 
 
@@ -179,13 +200,21 @@ def test_uncompressed_rle_and_resize(tmp_path: Path) -> None:
     ]
     ann_file = _write_set(tmp_path, annotations)
     full = CocoDataset(ann_file, tmp_path / "images")
-    np.testing.assert_array_equal(full[1][1]["masks"][0].numpy(), mask)
+    np.testing.assert_array_equal(full.original_instances(1)[2][0], mask)
+    crop = full[1][1]["mask_crops"][0]
+    assert crop[1:-1, 1:-1].eq(1).all() and crop.sum() == 62 * 62  # the box, a cell of margin
     resized = CocoDataset(ann_file, tmp_path / "images", build_transforms(100, train=False))
     image, target = resized[1]
     assert image.shape == (3, 80, 100)
     assert target["image_size"].tolist() == [80, 100] and target["orig_size"].tolist() == [40, 50]
     np.testing.assert_allclose(target["boxes"][0].numpy(), [20, 16, 60, 48], atol=1e-3)
-    assert target["masks"].shape == (1, 80, 100) and target["sem_seg"].shape == (80, 100)
+    assert target["mask_crops"].shape == (1, 64, 64) and target["sem_seg"].shape == (80, 100)
+    margin = np.array([-40, -32, 40, 32]) / 62  # one cell of the 64-cell crop over the box
+    np.testing.assert_allclose(
+        target["mask_regions"][0].numpy(), [20, 16, 60, 48] + margin, atol=1e-3
+    )
+    assert target["mask_crops"][0].sum() == 62 * 62
+    assert target["sem_seg"][16:48, 20:60].eq(2).all() and target["sem_seg"].sum() == 2 * 32 * 40
 
 
 def test_broken_and_missing_image_raise(tmp_path: Path) -> None:

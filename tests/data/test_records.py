@@ -84,7 +84,10 @@ def test_compact_storage_round_trips_coco_tiny(shared_data_dir: Path, tmp_path: 
     cached_set = CocoDataset(*args, on_invalid="skip", cache_dir=tmp_path)
     for index in range(0, len(plain), max(1, len(plain) // 6)):
         (_, a), (_, b) = plain[index], cached_set[index]
-        assert all(torch.equal(a[key], b[key]) for key in ("boxes", "labels", "masks", "sem_seg"))
+        assert all(
+            torch.equal(a[key], b[key])
+            for key in ("boxes", "labels", "mask_crops", "mask_regions", "sem_seg")
+        )
     assert cached_set.annotation_changes() == plain.annotation_changes()
 
 
@@ -131,9 +134,9 @@ def test_masks_are_not_decoded_without_inst_or_sem(
     def no_decoding(*args, **kwargs):
         raise AssertionError("a segmentation was decoded")
 
-    monkeypatch.setattr(coco_module, "decode_segmentation", no_decoding)
+    monkeypatch.setattr(coco_module, "Segment", no_decoding)
     _, target = CocoDataset(*args, tasks=["det"])[0]
-    assert "masks" not in target and "sem_seg" not in target and len(target["boxes"]) > 0
+    assert "mask_crops" not in target and "sem_seg" not in target and len(target["boxes"]) > 0
     for tasks in (["det", "inst"], ["sem"], None):
         with pytest.raises(AssertionError, match="decoded"):
             CocoDataset(*args, tasks=tasks)[0]

@@ -100,7 +100,7 @@ def test_targets_lack_the_keys_of_unlabelled_tasks(mixed: Any, main_set: CocoDat
     main_len = len(main_set)
     assert len(mixed) == main_len + 2 * NUM_SOURCE_IMAGES
     _, main_target = mixed[0]
-    assert {"boxes", "labels", "masks", "sem_seg"} <= set(main_target)
+    assert {"boxes", "labels", "mask_crops", "mask_regions", "sem_seg"} <= set(main_target)
     _, png_target = mixed[main_len]
     assert set(png_target) == {"sem_seg", "image_id", "orig_size", "image_size"}
     _, box_target = mixed[main_len + NUM_SOURCE_IMAGES]
@@ -117,7 +117,8 @@ def test_labels_are_remapped_by_name(mixed: Any, main_set: CocoDataset) -> None:
         _, main_target = main_set[index]
         _, png_target = mixed[main_len + index]
         _, box_target = mixed[main_len + NUM_SOURCE_IMAGES + index]
-        assert torch.equal(png_target["sem_seg"], main_target["sem_seg"])
+        # the PNGs hold original_sem_seg (full-size masks); the COCO target's map is drawn per box
+        assert np.array_equal(png_target["sem_seg"].numpy(), main_set.original_sem_seg(index))
         assert torch.equal(box_target["boxes"], main_target["boxes"])
         assert torch.equal(box_target["labels"], main_target["labels"])
     assert mixed.class_names == main_set.class_names
@@ -174,7 +175,7 @@ def test_png_source_with_training_transform_pickles(png_source: SourceConfig) ->
 def test_task_filter_rejects_inst_without_det(main_set: CocoDataset) -> None:
     with pytest.raises(ValueError, match="'inst' needs 'det'"):
         TaskFilter(main_set, ["sem", "inst"])
-    assert set(TaskFilter(main_set, ["det", "inst"])[0][1]) >= {"boxes", "labels", "masks"}
+    assert set(TaskFilter(main_set, ["det", "inst"])[0][1]) >= {"boxes", "labels", "mask_crops"}
     assert "sem_seg" not in TaskFilter(main_set, ["det", "inst"])[0][1]
 
 

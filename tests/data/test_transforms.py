@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 
-from visionmtl.data import MEAN, STD, Transform, build_transforms, normalize_image
+from visionmtl.data import MEAN, STD, CocoDataset, Transform, build_transforms, normalize_image
+from visionmtl.data.rasterize import Segment, Shapes
 
 
 def _scene(height: int = 60, width: int = 90) -> tuple[np.ndarray, ...]:
@@ -172,3 +175,79 @@ def test_train_resizes_each_array_once(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(calls) == 1 + 3 + 1  # image, 3 masks, sem_seg
         sides.add(max(out["image"].shape[1:]))
     assert min(sides) >= 30 and max(sides) <= 90 and len(sides) >= 10  # jittered, in range
+
+
+def _shapes_scene() -> tuple[np.ndarray, np.ndarray, Shapes]:
+    """A 60x90 image with two polygon instances (an L-shape, not mirror-symmetric, and a
+    triangle) and a crowd RLE: image, boxes [2, 4], their Shapes."""
+    image = np.random.default_rng(1).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    l_shape = [10, 10, 40, 10, 40, 20, 20, 20, 20, 50, 10, 50]
+    triangle = [50, 40, 80, 40, 50, 55]
+    crowd = np.zeros((60, 90), np.uint8)
+    crowd[0:5, 80:90] = 1
+    segments = [Segment([l_shape], 60, 90), Segment([triangle], 60, 90)]
+    crowd_rle = mask_utils.encode(np.asfortranarray(crowd))
+    shapes = Shapes(60, 90, segments, np.array([3, 5]), [Segment(crowd_rle, 60, 90)])
+    boxes = np.array([[10, 10, 40, 50], [50, 40, 80, 55]], np.float32)
+    return image, boxes, shapes
+
+
+def test_shapes_are_drawn_at_the_output_size_and_follow_the_flip() -> None:
+    image, boxes, shapes = _shapes_scene()
+    transform = Transform(180, train=True, scale_range=(1.0, 1.0), hflip_prob=0.5, color_jitter=0)
+    outputs = {}
+    for seed in range(12):  # both outcomes of the coin
+        torch.manual_seed(seed)
+        out = transform(image, boxes=boxes, labels=np.array([0, 1]), shapes=shapes)
+        flipped = bool(out["boxes"][0, 0] > 90)
+        outputs[flipped] = out
+    assert set(outputs) == {False, True}
+    plain, mirrored = outputs[False], outputs[True]
+    assert plain["sem_seg"].shape == (120, 180) and "masks" not in plain
+    # drawn at twice the size: the L's arm and the crowd corner, ids painted, background 0
+    assert (
+        plain["sem_seg"][20:40, 20:80].eq(3).all() and plain["sem_seg"][60:100, 20:40].eq(3).all()
+    )
+    assert (
+        plain["sem_seg"][60:100, 41:80].eq(0).all() and plain["sem_seg"][0:10, 160:].eq(255).all()
+    )
+    assert plain["sem_seg"][82, 102] == 5
+    assert torch.equal(mirrored["sem_seg"], plain["sem_seg"].flip(-1))
+    assert torch.equal(mirrored["mask_crops"], plain["mask_crops"].flip(-1))
+    regions = plain["mask_regions"]
+    np.testing.assert_allclose(
+        mirrored["mask_regions"].numpy(),
+        torch.stack([180 - regions[:, 2], regions[:, 1], 180 - regions[:, 0], regions[:, 3]], 1),
+        atol=1e-4,
+    )
+    # each crop's inner cells hold the shape over its box: the L's top-left cell is filled, its
+    # bottom-right (outside the L) empty; the outer ring of cells is the margin
+    crop = plain["mask_crops"][0]
+    assert crop.shape == (64, 64) and crop[1, 1] == 1 and crop[-2, -2] == 0
+    assert crop[0].eq(0).all() and crop[:, -1].eq(0).all()
+
+
+def test_shapes_need_boxes_and_replace_masks() -> None:
+    image, boxes, shapes = _shapes_scene()
+    with pytest.raises(ValueError, match="shapes replace masks"):
+        Transform(None, train=False)(image, shapes=shapes)
+    with pytest.raises(ValueError, match="shapes replace masks"):
+        Transform(None, train=False)(image, boxes=boxes, sem_seg=np.zeros((60, 90)), shapes=shapes)
+
+
+def test_polygons_are_not_decoded_at_full_size_in_training(
+    shapes_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per sample, polygon work is bounded by the boxes (crops and box regions of the semantic map),
+    not instances x image pixels: nothing asks for a full-size mask."""
+
+    def full_size(*args: object) -> None:
+        raise AssertionError("a full-size mask was decoded")
+
+    monkeypatch.setattr(Segment, "full", full_size)
+    transform = build_transforms(96, train=True, compact=True)
+    dataset = CocoDataset(shapes_paths["train_ann"], shapes_paths["train_images"], transform)
+    _, target = dataset[0]
+    assert len(target["mask_crops"]) > 0 and target["sem_seg"].dtype == torch.uint8
+    with pytest.raises(AssertionError, match="full-size"):
+        dataset.original_instances(0)  # evaluation's ground truth is full size, on purpose

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 import visionmtl.models.paste as paste_module
-from visionmtl.models.heads.instance import MaskHead
+from visionmtl.data.rasterize import Segment, crop_regions
+from visionmtl.models.heads.instance import MaskHead, jitter_boxes
 from visionmtl.models.paste import paste_masks
+from visionmtl.structures import MASK_CROP_SIZE
 
 STRIDES = [4, 8, 16]
 SIZE = 64
@@ -249,6 +251,38 @@ def test_mask_targets_follow_the_boxes() -> None:
     mask_target = head.mask_targets(target["masks"], target["boxes"])
     assert mask_target.shape == (1, 14, 14)
     assert bool((mask_target[0, :, :7] == 1).all()) and bool((mask_target[0, :, 7:] == 0).all())
+
+
+def test_targets_from_mask_crops_match_the_full_mask_on_jittered_rois() -> None:
+    """The loader's crops (a polygon drawn on a 64-cell grid over its box) give the mask head the
+    targets the full-image mask gives, on the box and on jittered RoIs reaching past it; and the
+    loss takes either form."""
+    torch.manual_seed(0)
+    polygon = [20, 12, 90, 30, 70, 80, 30, 60]  # a skewed quadrilateral in a 100 x 120 image
+    segment = Segment([polygon], 100, 120)
+    full = torch.from_numpy(segment.full())[None]
+    box = torch.tensor([[20.0, 12.0, 90.0, 80.0]])
+    regions = crop_regions(box.numpy())
+    crops = torch.from_numpy(segment.render(regions[0], MASK_CROP_SIZE, MASK_CROP_SIZE))[None]
+    regions = torch.from_numpy(regions).float()
+    head = small_head(roi_size=14)
+    rois = torch.cat([box, jitter_boxes(box.repeat(30, 1), (100, 120), 0.2, 0.5)])
+    index = torch.zeros(len(rois), dtype=torch.long)
+    from_crops = head.mask_targets(crops[index], rois, regions[index])
+    from_full = head.mask_targets(full[index], rois)
+    assert (from_crops == from_full).float().mean() > 0.97
+    assert (from_crops != from_full).float().mean() > 0  # the crop is its own raster
+    shifted = regions + torch.tensor([10.0, 0.0, 10.0, 0.0])  # a crop placed wrong does not match
+    assert (head.mask_targets(crops[index], rois, shifted[index]) == from_full).float().mean() < 0.9
+    head.train()
+    features = [torch.randn(1, 8, 100 // s, 120 // s) for s in STRIDES]
+    outputs = head(features, [box], [(100, 120)])
+    crop_target = {"boxes": box, "labels": torch.tensor([1]), "mask_crops": crops}
+    crop_target["mask_regions"] = regions
+    full_target = {"boxes": box, "labels": torch.tensor([1]), "masks": full}
+    crop_loss = head.loss(outputs, [crop_target], [box], [torch.tensor([1])])["inst/mask"]
+    full_loss = head.loss(outputs, [full_target], [box], [torch.tensor([1])])["inst/mask"]
+    assert torch.isclose(crop_loss, full_loss, rtol=0.05)
 
 
 def test_postprocess_pastes_the_label_channel_at_the_output_size() -> None:

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
-from visionmtl.structures import TASKS
+from visionmtl.structures import MASK_CROP_SIZE, TASKS
 
 # ---------------------------------------------------------------- field types and rules
 
@@ -166,7 +166,9 @@ class SemConfig:
 class InstConfig:
     """Mask R-CNN style mask head (RoIAlign on the pyramid, small FCN, 2 * roi_size masks)."""
 
-    roi_size: PositiveInt = 14  # RoIAlign output size in cells; masks are predicted at twice this
+    # RoIAlign output size in cells; masks are predicted at twice this, and their training targets
+    # are resampled from MASK_CROP_SIZE crops, hence the upper bound
+    roi_size: Annotated[PositiveInt, Field(le=MASK_CROP_SIZE // 2)] = 14
     channels: PositiveInt = 128  # channels of the mask FCN
     num_convs: NonNegativeInt = 4  # 3x3 convs before the upsampling deconv
     class_agnostic: Bool = False  # one mask per box instead of one per class

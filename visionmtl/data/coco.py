@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from pycocotools import mask as mask_utils
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert, clip_boxes_to_image
@@ -19,39 +18,16 @@ from torchvision.ops import box_convert, clip_boxes_to_image
 from visionmtl.data.checks import CheckReport, Problem
 from visionmtl.data.classes import coco_sem_table
 from visionmtl.data.coco_index import build_index
+from visionmtl.data.rasterize import Segment, Shapes, paint_semantic
 from visionmtl.data.records import cache_key, cached
 from visionmtl.data.transforms import Transform
 from visionmtl.errors import DataError
-from visionmtl.structures import IGNORE_INDEX, semantic_classes
+from visionmtl.structures import semantic_classes
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
     """Decode a COCO segmentation (polygons, uncompressed or compressed RLE) to a uint8 ``[H, W]`` mask."""
-    if isinstance(segmentation, list):
-        polygons = [polygon for polygon in segmentation if len(polygon) >= 6]
-        if not polygons:
-            return np.zeros((height, width), np.uint8)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes):
-        counts = segmentation["counts"]
-        rle = {
-            "size": segmentation["size"],
-            "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
-        }
-    else:
-        raise ValueError("segmentation is neither a polygon list nor an RLE dict with 'counts'")
-    return decode_rle(rle)
-
-
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    """``pycocotools.mask.decode`` of one RLE to uint8 ``[H, W]``, without its numpy-2 DeprecationWarning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=".*__array__ implementation", category=DeprecationWarning
-        )
-        return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+    return Segment(segmentation, height, width).full()
 
 
 def _boxes_in_image(bboxes: list[Any], height: int, width: int) -> tuple[np.ndarray, list[int]]:
@@ -205,50 +181,62 @@ class CocoDataset(Dataset):
             f"says {expected[0]}x{expected[1]}; fix width/height in the JSON or the image"
         )
 
+    def _parts(
+        self, index: int, height: int, width: int, decode: bool
+    ) -> tuple[np.ndarray, np.ndarray, list[Segment] | None, list[Segment] | None]:
+        """Boxes ``[N, 4]`` (original pixels, clipped), labels ``[N]``, the segments of those
+        instances and of the crowd regions; the segments None without ``decode`` or when some
+        annotation has no segmentation (the image is not labelled for inst and sem)."""
+        annotations = [a for a in self.annotations(index) if is_box_target(a)]
+        labelled = decode and all(a.get("segmentation") for a in annotations)
+        objects = [a for a in annotations if not a.get("iscrowd", 0)]
+        box_array, kept = _boxes_in_image([a["bbox"] for a in objects], height, width)
+        objects = [objects[i] for i in kept]
+        labels = np.asarray([self.cat_id_to_label[a["category_id"]] for a in objects], np.int64)
+        if not labelled:
+            return box_array, labels, None, None
+        crowd = [a for a in annotations if a.get("iscrowd", 0)]
+        return (
+            box_array,
+            labels,
+            [self._segment(index, a, height, width) for a in objects],
+            [self._segment(index, a, height, width) for a in crowd],
+        )
+
+    def _segment(self, index: int, annotation: dict[str, Any], height: int, width: int) -> Segment:
+        try:
+            return Segment(annotation["segmentation"], height, width)
+        except (ValueError, TypeError, KeyError) as error:
+            raise self._fail(
+                f"annotation {annotation['id']} (image {int(self._index.image_ids[index])})",
+                f"segmentation cannot be decoded ({error})",
+                "use polygons or RLE with the image's height and width",
+            ) from None
+
+    def _sem_values(self, labels: np.ndarray) -> tuple[np.ndarray, int]:
+        """The semantic id each instance of ``labels`` paints, and the background's."""
+        if self._sem_table is None:
+            return labels + 1, 0
+        return self._sem_table[labels + 1], int(self._sem_table[0])
+
     def _instances(
         self, index: int, height: int, width: int, decode: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Boxes ``[N, 4]``, labels ``[N]``, masks ``[N, H, W]`` and sem_seg ``[H, W]`` at original
         size; masks and sem_seg None without ``decode`` or when some annotation has no segmentation."""
-        image_id = int(self._index.image_ids[index])
-        annotations = [a for a in self.annotations(index) if is_box_target(a)]
-        labelled_masks = decode and all(a.get("segmentation") for a in annotations)
-        objects, masks, crowd_masks = [], [], []
-        for annotation in annotations:
-            mask = None
-            if labelled_masks:
-                try:
-                    mask = decode_segmentation(annotation["segmentation"], height, width)
-                except (ValueError, TypeError, KeyError) as error:
-                    raise self._fail(
-                        f"annotation {annotation['id']} (image {image_id})",
-                        f"segmentation cannot be decoded ({error})",
-                        "use polygons or RLE with the image's height and width",
-                    ) from None
-            if annotation.get("iscrowd", 0):
-                crowd_masks.append(mask)
-                continue
-            objects.append(annotation)
-            masks.append(mask)
-        box_array, kept = _boxes_in_image([a["bbox"] for a in objects], height, width)
-        labels = [self.cat_id_to_label[objects[i]["category_id"]] for i in kept]
-        label_array = np.asarray(labels, np.int64)
-        masks = [masks[i] for i in kept]
-        if not labelled_masks:
-            return box_array, label_array, None, None
-        mask_array = (np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)).astype(
-            np.uint8
+        boxes, labels, segments, crowd = self._parts(index, height, width, decode)
+        if segments is None or crowd is None:
+            return boxes, labels, None, None
+        masks = [segment.full() for segment in segments]
+        mask_array = np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)
+        values, background = self._sem_values(labels)
+        whole = (0, 0, width, height)
+        sem_seg = paint_semantic(
+            np.full((height, width), background, np.int64),
+            [(whole, mask, int(value)) for mask, value in zip(masks, values, strict=True)],
+            [(whole, segment.full()) for segment in crowd],
         )
-        sem_seg = np.zeros((height, width), np.int64)
-        areas = mask_array.sum(axis=(1, 2), dtype=np.int64)
-        # Paint large instances first so small ones stay visible on top of them.
-        for instance in np.argsort(-areas, kind="stable"):
-            sem_seg[mask_array[instance] > 0] = label_array[instance] + 1
-        if self._sem_table is not None:
-            sem_seg = self._sem_table[sem_seg]
-        for crowd_mask in crowd_masks:
-            sem_seg[crowd_mask > 0] = IGNORE_INDEX
-        return box_array, label_array, mask_array, sem_seg
+        return boxes, labels, mask_array, sem_seg
 
     def original_instances(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Boxes ``[N, 4]`` float32 xyxy, labels ``[N]`` (contiguous; ``category_ids[label]`` is
@@ -337,18 +325,28 @@ class CocoDataset(Dataset):
         warnings.warn(f"{error} (skipped: {failed} of {total} images failed)", stacklevel=3)
 
     def _item(self, index: int, image: np.ndarray) -> tuple[Tensor, dict[str, Tensor]]:
-        """Target and transform for image ``index``, already loaded as ``[H, W, 3]`` uint8."""
+        """Target and transform for image ``index``, already loaded as ``[H, W, 3]`` uint8.
+
+        With a :class:`~visionmtl.data.transforms.Transform`, the segmentations are drawn after
+        the image is resized, straight at the size needed (``mask_crops`` and ``sem_seg``); another
+        transform gets full-size ``masks`` and ``sem_seg``."""
         height, width = image.shape[:2]
-        boxes, labels, masks, sem_seg = self._instances(index, height, width, self.decode_masks)
-        output = self.transform(image, boxes=boxes, labels=labels, masks=masks, sem_seg=sem_seg)
+        if isinstance(self.transform, Transform):
+            boxes, labels, segments, crowd = self._parts(index, height, width, self.decode_masks)
+            shapes = None
+            if segments is not None and crowd is not None:
+                values, background = self._sem_values(labels)
+                shapes = Shapes(height, width, segments, values, crowd, background)
+            output = self.transform(image, boxes=boxes, labels=labels, shapes=shapes)
+        else:
+            boxes, labels, masks, sem_seg = self._instances(index, height, width, self.decode_masks)
+            output = self.transform(image, boxes=boxes, labels=labels, masks=masks, sem_seg=sem_seg)
         image_tensor = output["image"]
         target: dict[str, Tensor] = {
-            "boxes": output["boxes"],
-            "labels": output["labels"],
+            key: output[key]
+            for key in ("boxes", "labels", "masks", "mask_crops", "mask_regions", "sem_seg")
+            if key in output
         }
-        if masks is not None:
-            target["masks"] = output["masks"]
-            target["sem_seg"] = output["sem_seg"]
         target["image_id"] = torch.tensor(int(self._index.image_ids[index]), dtype=torch.int64)
         target["orig_size"] = torch.tensor([height, width], dtype=torch.int64)
         target["image_size"] = torch.tensor(list(image_tensor.shape[-2:]), dtype=torch.int64)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from visionmtl.data.coco import decode_rle
+from visionmtl.data.rasterize import decode_rle
 
 CATEGORIES: list[dict[str, Any]] = [
     {"id": 1, "name": "circle", "supercategory": "shape"},

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import clip_boxes_to_image, remove_small_boxes
 
+from visionmtl.data.rasterize import Shapes
+
 # ImageNet statistics: the default here, and what every model trained before the run's config
 # held data.mean / data.std (a checkpoint of format < 3) expects.
 MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -146,7 +148,8 @@ class Transform:
             min_width=MIN_BOX_SIZE,
             min_height=MIN_BOX_SIZE,
         )
-        return A.Compose(steps, bbox_params=bbox_params)
+        # applied params: whether this sample was flipped, for the shapes drawn after it
+        return A.Compose(steps, bbox_params=bbox_params, save_applied_params=True)
 
     def _long_sides(self) -> int | list[int]:
         """The long side after resizing: ``image_size``, or in training every whole size of
@@ -199,6 +202,7 @@ class Transform:
         labels: np.ndarray | None = None,
         masks: np.ndarray | None = None,
         sem_seg: np.ndarray | None = None,
+        shapes: Shapes | None = None,
     ) -> dict[str, Tensor]:
         """Transform an RGB uint8 image ``[H, W, 3]`` and whichever targets are given.
 
@@ -208,8 +212,18 @@ class Transform:
         float32 ``[M, 4]``, ``labels`` int64 ``[M]``, ``masks`` uint8 ``[M, h, w]``, ``sem_seg`` int64
         ``[h, w]``; boxes below 1 px are dropped together with their labels and masks. With
         ``compact``: ``image`` uint8 ``[3, h, w]`` and ``sem_seg`` uint8, not normalised.
+
+        ``shapes`` (instead of ``masks`` and ``sem_seg``; one segment per box): the instances are
+        drawn after the image is placed, straight at the size needed (:mod:`~visionmtl.data.rasterize`),
+        giving ``mask_crops`` uint8 ``[M, S, S]`` and ``mask_regions`` float32 ``[M, 4]`` (xyxy,
+        output pixels: the area each crop covers) instead of ``masks``, and ``sem_seg``.
         """
+        if shapes is not None and (masks is not None or sem_seg is not None or boxes is None):
+            raise ValueError("shapes replace masks and sem_seg, and need the boxes they belong to")
         if self._pipeline is None:
+            if shapes is not None:
+                output, kept = self._identity(image, boxes, labels, None, None, with_kept=True)
+                return self._with_shapes(output, shapes, boxes, kept, (1.0, 1.0), False)
             return self._identity(image, boxes, labels, masks, sem_seg)
         self._sync_seed()
         num_boxes = 0 if boxes is None else len(boxes)
@@ -254,6 +268,42 @@ class Transform:
             output["masks"] = torch.from_numpy(np.ascontiguousarray(mask_array))
         if sem_seg is not None:
             output["sem_seg"] = torch.from_numpy(result["mask"].astype(self._sem_dtype))
+        if shapes is not None:
+            height, width = image.shape[:2]
+            scale = (out_width / width, out_height / height)
+            flipped = any(name == "HorizontalFlip" for name, _ in result["applied_transforms"])
+            return self._with_shapes(output, shapes, box_array, kept, scale, flipped)
+        return output
+
+    def _with_shapes(
+        self,
+        output: dict[str, Tensor],
+        shapes: Shapes,
+        boxes: np.ndarray,
+        kept: np.ndarray,
+        scale: tuple[float, float],
+        flipped: bool,
+    ) -> dict[str, Tensor]:
+        """``output`` plus the ``kept`` instances of ``shapes`` drawn at the output size:
+        ``mask_crops``, ``mask_regions`` (output pixels) and ``sem_seg``, mirrored if ``flipped``."""
+        out_size = (int(output["image"].shape[-2]), int(output["image"].shape[-1]))
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        crops, regions, sem_seg = shapes.draw(boxes, kept, scale, out_size)
+        regions = regions * np.array([scale[0], scale[1], scale[0], scale[1]])
+        if flipped:
+            crops, sem_seg = crops[:, :, ::-1], sem_seg[:, ::-1]
+            regions = np.stack(
+                [
+                    out_size[1] - regions[:, 2],
+                    regions[:, 1],
+                    out_size[1] - regions[:, 0],
+                    regions[:, 3],
+                ],
+                axis=1,
+            )
+        output["mask_crops"] = torch.from_numpy(np.ascontiguousarray(crops))
+        output["mask_regions"] = torch.from_numpy(regions.astype(np.float32).reshape(-1, 4))
+        output["sem_seg"] = torch.from_numpy(np.ascontiguousarray(sem_seg, self._sem_dtype))
         return output
 
     def _identity(
@@ -263,8 +313,10 @@ class Transform:
         labels: np.ndarray | None,
         masks: np.ndarray | None,
         sem_seg: np.ndarray | None,
-    ) -> dict[str, Tensor]:
-        """Normalise only; boxes are clipped and sub-pixel ones dropped as in the resizing path."""
+        with_kept: bool = False,
+    ) -> Any:
+        """Normalise only; boxes are clipped and sub-pixel ones dropped as in the resizing path.
+        With ``with_kept``: ``(output, indices of the boxes kept)``."""
         height, width = image.shape[:2]
         output: dict[str, Tensor] = {"image": self._image_out(image)}
         keep, num_boxes = None, None
@@ -285,7 +337,7 @@ class Transform:
             output["masks"] = torch.from_numpy(np.ascontiguousarray(mask_array))
         if sem_seg is not None:
             output["sem_seg"] = torch.from_numpy(_sem_uint8(sem_seg).astype(self._sem_dtype))
-        return output
+        return (output, keep if keep is not None else np.zeros(0, np.int64)) if with_kept else output
 
 
 def build_transforms(

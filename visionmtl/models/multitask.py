@@ -15,7 +15,7 @@ from visionmtl.models.postprocess import (
     mask_feature_name,
     postprocess,
 )
-from visionmtl.structures import ClassSpec, Prediction, Target
+from visionmtl.structures import ClassSpec, Prediction, Target, labels_instances
 
 # The neck's output: one pyramid (maps by ascending stride), or task -> that task's pyramid.
 Features = list[Tensor] | dict[str, list[Tensor]]
@@ -126,8 +126,8 @@ class MultiTaskModel(nn.Module):
                 device = task_features[0].device
                 no_boxes = torch.zeros((0, 4), dtype=torch.float32, device=device)
                 no_labels = torch.zeros(0, dtype=torch.int64, device=device)
-                boxes = [t["boxes"] if "masks" in t else no_boxes for t in targets]
-                labels = [t["labels"] if "masks" in t else no_labels for t in targets]
+                boxes = [t["boxes"] if labels_instances(t) else no_boxes for t in targets]
+                labels = [t["labels"] if labels_instances(t) else no_labels for t in targets]
                 sizes = [_image_size(t, padded_shape) for t in targets]
                 outputs = head(task_features, boxes, sizes)
                 losses.update(head.loss(outputs, targets, boxes, labels))

@@ -290,7 +290,7 @@ def test_policies_keep_the_expected_annotations(tmp_path: Path) -> None:
     _, target = fixed[0]
     boxes = sorted(target["boxes"].tolist())
     assert boxes == [[0, 30, 10, 40], [5, 5, 15, 15], [20, 20, 30, 25], [40, 5, 50, 15]]
-    assert target["masks"].shape[0] == 4
+    assert target["mask_crops"].shape[0] == 4
     actions = {p.annotation_id: p.action for p in fixed.problems}
     assert actions[2] == "fixed: bbox clipped to the image"
     assert actions[3] == "fixed: bbox recomputed from the segmentation"

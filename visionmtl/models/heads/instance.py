@@ -222,8 +222,8 @@ class MaskHead(nn.Module):
         and RoIs, in float32.
 
         ``boxes`` / ``labels`` are the per-image ground-truth boxes [N_i, 4] / labels [N_i] given
-        to ``forward``; each RoI's target is its instance's mask (targets[i]["masks"]
-        [N_i, Hp, Wp] uint8) RoIAligned onto the RoI (``outputs["roi_boxes"]``: the box itself or
+        to ``forward``; each RoI's target is its instance's mask (targets[i]["mask_crops"] over
+        their ``mask_regions``, or ``masks`` [N_i, Hp, Wp] uint8) RoIAligned onto the RoI (``outputs["roi_boxes"]``: the box itself or
         a jittered copy). Images without ``masks`` are not labelled for this task and contribute
         nothing."""
         logits = outputs["mask_logits"].float()
@@ -248,16 +248,18 @@ class MaskHead(nn.Module):
         for i, (image_logits, image_index, image_rois) in enumerate(
             zip(logits.split(counts), roi_index.split(counts), roi_boxes.split(counts), strict=True)
         ):
-            if "masks" not in targets[i] or image_index.numel() == 0:
+            instance = instance_masks(targets[i])
+            if instance is None or image_index.numel() == 0:
                 continue
-            masks = targets[i]["masks"]
+            masks, regions = instance
             if masks.shape[0] != boxes[i].shape[0] or labels[i].shape[0] != boxes[i].shape[0]:
                 raise ValueError(
                     f"MaskHead.loss: image {i} has {masks.shape[0]} masks, {labels[i].shape[0]} "
                     f"labels and {boxes[i].shape[0]} boxes; they must be the same instances"
                 )
             image_index = image_index.to(masks.device)
-            mask_targets.append(self.mask_targets(masks[image_index], image_rois))
+            regions = None if regions is None else regions[image_index.to(regions.device)]
+            mask_targets.append(self.mask_targets(masks[image_index], image_rois, regions))
             channel = (
                 torch.zeros_like(image_index)
                 if self.class_agnostic
@@ -272,16 +274,25 @@ class MaskHead(nn.Module):
         return {"inst/mask": loss}
 
     @torch.no_grad()
-    def mask_targets(self, masks: Tensor, boxes: Tensor) -> Tensor:
-        """masks [N, H, W] (uint8/bool/float) and boxes [N, 4] xyxy in mask pixels -> binary float
-        targets [N, 2 * roi_size, 2 * roi_size]: each mask RoIAligned onto its box, >= 0.5."""
+    def mask_targets(self, masks: Tensor, boxes: Tensor, regions: Tensor | None = None) -> Tensor:
+        """masks [N, Hm, Wm] (uint8/bool/float), each covering ``regions`` [N, 4] xyxy image pixels
+        (default: the whole mask, ``(0, 0, Wm, Hm)``), and boxes [N, 4] xyxy image pixels ->
+        binary float targets [N, 2 * roi_size, 2 * roi_size]: each mask RoIAligned onto its box,
+        >= 0.5. Outside its region a mask reads 0."""
         size = 2 * self.roi_size
         if masks.shape[0] == 0:
             return masks.new_zeros((0, size, size), dtype=torch.float32)
+        boxes = boxes.to(device=masks.device, dtype=torch.float32)
+        height, width = masks.shape[-2:]
+        if regions is not None:  # box coordinates -> cells of each mask's grid
+            regions = regions.to(device=masks.device, dtype=torch.float32)
+            origin = regions[:, :2].repeat(1, 2)
+            cells = torch.tensor([width, height], dtype=torch.float32, device=masks.device)
+            boxes = (boxes - origin) * (cells / (regions[:, 2:] - regions[:, :2])).repeat(1, 2)
         rois = torch.cat(
             [
                 torch.arange(masks.shape[0], device=masks.device, dtype=torch.float32)[:, None],
-                boxes.to(device=masks.device, dtype=torch.float32),
+                boxes,
             ],
             dim=1,
         )
@@ -315,6 +326,17 @@ class MaskHead(nn.Module):
             self.class_agnostic,
             self.mask_threshold,
         )
+
+
+def instance_masks(target: Target) -> tuple[Tensor, Tensor | None] | None:
+    """A target's instance masks and the regions [N, 4] they cover: the training loader's
+    ``mask_crops`` [N, S, S] with ``mask_regions``, or full-image ``masks`` [N, H, W] (regions None:
+    the whole image); None when the target does not label instances."""
+    if "mask_crops" in target:
+        return target["mask_crops"], target["mask_regions"]
+    if "masks" in target:
+        return target["masks"], None
+    return None
 
 
 def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
