@@ -34,47 +34,57 @@ COCO_CATEGORY_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66
 
 def synthetic_coco(num_images: int, path: Path, seed: int = 0) -> Path:
     """Write a COCO instances file of ``num_images`` images with COCO-train statistics."""
-    from pycocotools import mask as mask_utils
-
     rng = np.random.default_rng(seed)
     images, annotations = [], []
-    angles = np.linspace(0, 2 * np.pi, 22, endpoint=False)
     for image_id in range(1, num_images + 1):
         width, height = 640, int(rng.choice([427, 480, 640]))
         images.append(
             {"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": width, "height": height}
         )
         for _ in range(int(rng.poisson(6.9))):
-            w, h = rng.uniform(8, width / 2), rng.uniform(8, height / 2)
-            x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
-            annotation = {
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "iscrowd": 0,
-                "category_id": int(rng.choice(COCO_CATEGORY_IDS)),
-                "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
-                "area": round(w * h, 2),
-            }
-            if rng.random() < 0.01:
-                mask = np.zeros((height, width), np.uint8, order="F")
-                mask[int(y) : int(y + h), int(x) : int(x + w)] = 1
-                rle = mask_utils.encode(mask)
-                annotation.update(
-                    iscrowd=1, segmentation={"size": rle["size"], "counts": rle["counts"].decode()}
-                )
-            else:
-                radius = 0.5 * (0.8 + 0.2 * rng.random(22))
-                xs = x + w * (0.5 + radius * np.cos(angles))
-                ys = y + h * (0.5 + radius * np.sin(angles))
-                annotation["segmentation"] = [np.round(np.stack([xs, ys], 1).ravel(), 2).tolist()]
-            annotations.append(annotation)
-    categories = [
-        {"id": i, "name": f"class{i}", "supercategory": "thing"} for i in COCO_CATEGORY_IDS
-    ]
+            annotations.append(random_object(rng, len(annotations) + 1, image_id, width, height))
     path.write_text(
-        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+        json.dumps({"images": images, "annotations": annotations, "categories": categories()})
     )
     return path
+
+
+def categories() -> list[dict[str, Any]]:
+    """COCO's 80 category ids, with placeholder names."""
+    return [{"id": i, "name": f"class{i}", "supercategory": "thing"} for i in COCO_CATEGORY_IDS]
+
+
+def random_object(
+    rng: np.random.Generator, ann_id: int, image_id: int, width: int, height: int
+) -> dict[str, Any]:
+    """One annotation with COCO-train-like statistics: a box of 8 px to half the image per side,
+    a 22-point polygon blob inside it, and 1 % of them crowd RLE boxes."""
+    from pycocotools import mask as mask_utils
+
+    w, h = rng.uniform(8, width / 2), rng.uniform(8, height / 2)
+    x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+    annotation: dict[str, Any] = {
+        "id": ann_id,
+        "image_id": image_id,
+        "iscrowd": 0,
+        "category_id": int(rng.choice(COCO_CATEGORY_IDS)),
+        "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
+        "area": round(w * h, 2),
+    }
+    if rng.random() < 0.01:
+        mask = np.zeros((height, width), np.uint8, order="F")
+        mask[int(y) : int(y + h), int(x) : int(x + w)] = 1
+        rle = mask_utils.encode(mask)
+        annotation.update(
+            iscrowd=1, segmentation={"size": rle["size"], "counts": rle["counts"].decode()}
+        )
+    else:
+        angles = np.linspace(0, 2 * np.pi, 22, endpoint=False)
+        radius = 0.5 * (0.8 + 0.2 * rng.random(22))
+        xs = x + w * (0.5 + radius * np.cos(angles))
+        ys = y + h * (0.5 + radius * np.sin(angles))
+        annotation["segmentation"] = [np.round(np.stack([xs, ys], 1).ravel(), 2).tolist()]
+    return annotation
 
 
 def _rss_mb(field: str = "VmRSS") -> float:

@@ -10,39 +10,62 @@ from disk, decoded, augmented and turned into tensors, ``--passes`` passes over 
   of the long side to ``--size``, float image; also without the float conversion (uint8 out,
   as ours since the device normalises). It makes no semantic map.
 Both alternate pass by pass in one process, so machine noise hits both alike.
+``--instances N ...``: the same photos with N synthetic objects each instead of their own (COCO-
+train-like boxes, 22-point polygons, 1 % crowd RLE; :func:`benchmarks.data_scale.random_object`).
 
-    python benchmarks/loader_throughput.py --sizes 512 800 --passes 3
+    python benchmarks/loader_throughput.py --sizes 512 800 --passes 3 [--instances 1 8 32 90]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's visionmtl first
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.cli import emit_json  # noqa: E402
+from benchmarks.data_scale import categories, random_object  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/coco_tiny"
 ANN = DATA / "annotations/instances_train2017.json"
 IMAGES = DATA / "images/train2017"
 
 
-def ours(size: int, color_jitter: float = 0.2):  # noqa: ANN201
+def with_instances(count: int, path: Path, seed: int = 0) -> Path:
+    """coco_tiny's train photos with ``count`` synthetic objects each, written to ``path``."""
+    data = json.loads(ANN.read_text())
+    rng = np.random.default_rng(seed)
+    annotations = [
+        random_object(
+            rng, len(data["images"]) * k + i + 1, image["id"], image["width"], image["height"]
+        )
+        for i, image in enumerate(data["images"])
+        for k in range(count)
+    ]
+    path.write_text(json.dumps({**data, "annotations": annotations, "categories": categories()}))
+    return path
+
+
+def ours(size: int, color_jitter: float = 0.2, ann: Path = ANN):  # noqa: ANN201
     from visionmtl.data import CocoDataset, build_transforms
 
     # compact: uint8 image and semantic map, as the training loader delivers them (normalised
     # later on the device by DeviceInput)
     transform = build_transforms(size, train=True, color_jitter=color_jitter, compact=True)
-    return CocoDataset(ANN, IMAGES, transform, tasks=["det", "sem", "inst"])
+    return CocoDataset(ann, IMAGES, transform, tasks=["det", "sem", "inst"])
 
 
-def peer(size: int, uint8: bool = False):  # noqa: ANN201
+def peer(size: int, uint8: bool = False, ann: Path = ANN):  # noqa: ANN201
     """torchvision's reference pipeline; ``uint8``: without its float conversion (a peer that, like
     ours, leaves the image uint8 for the device)."""
     from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
@@ -65,6 +88,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument(
+        "--instances", type=int, nargs="+", help="synthetic objects per image (default: COCO's own)"
+    )
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
     if not ANN.is_file():
@@ -74,29 +100,38 @@ def main() -> int:
 
     cv2.setNumThreads(1)
     rows = []
-    for size in args.sizes:
-        pipelines = {
-            "visionmtl": ours(size),
-            "visionmtl_no_color_jitter": ours(size, color_jitter=0.0),  # the peer has none
-            "torchvision_v2": peer(size),
-            "torchvision_v2_uint8": peer(size, uint8=True),
-        }
-        rates: dict[str, list[float]] = {name: [] for name in pipelines}
-        for _ in range(args.passes + 1):  # the first pass warms the file cache: not counted
-            for name, dataset in pipelines.items():
-                rates[name].append(samples_per_second(dataset))
-        row = {"size": size, "images": len(pipelines["visionmtl"])}
-        row |= {
-            f"{name}_samples_per_s": round(statistics.median(r[1:]), 2) for name, r in rates.items()
-        }
-        peer_rate = row["torchvision_v2_samples_per_s"]
-        uint8_rate = row["torchvision_v2_uint8_samples_per_s"]
-        for name in ("visionmtl", "visionmtl_no_color_jitter"):
-            row[f"{name}_over_peer"] = round(row[f"{name}_samples_per_s"] / peer_rate, 3)
-            row[f"{name}_over_uint8_peer"] = round(row[f"{name}_samples_per_s"] / uint8_rate, 3)
-        rows.append(row)
+    with tempfile.TemporaryDirectory() as work:
+        for count in args.instances or [None]:
+            ann = ANN if count is None else with_instances(count, Path(work) / f"n{count}.json")
+            for size in args.sizes:
+                rows.append(measure(size, ann, args.passes) | {"instances_per_image": count})
     emit_json(rows, args.out)
     return 0
+
+
+def measure(size: int, ann: Path, passes: int) -> dict:
+    """Samples/s of each pipeline at long side ``size`` on ``ann`` (median of ``passes``)."""
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' COCO() prints
+        pipelines = {
+            "visionmtl": ours(size, ann=ann),
+            "visionmtl_no_color_jitter": ours(size, color_jitter=0.0, ann=ann),  # peer has none
+            "torchvision_v2": peer(size, ann=ann),
+            "torchvision_v2_uint8": peer(size, uint8=True, ann=ann),
+        }
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    for _ in range(passes + 1):  # the first pass warms the file cache: not counted
+        for name, dataset in pipelines.items():
+            rates[name].append(samples_per_second(dataset))
+    row = {"size": size, "images": len(pipelines["visionmtl"])}
+    row |= {
+        f"{name}_samples_per_s": round(statistics.median(r[1:]), 2) for name, r in rates.items()
+    }
+    peer_rate = row["torchvision_v2_samples_per_s"]
+    uint8_rate = row["torchvision_v2_uint8_samples_per_s"]
+    for name in ("visionmtl", "visionmtl_no_color_jitter"):
+        row[f"{name}_over_peer"] = round(row[f"{name}_samples_per_s"] / peer_rate, 3)
+        row[f"{name}_over_uint8_peer"] = round(row[f"{name}_samples_per_s"] / uint8_rate, 3)
+    return row
 
 
 if __name__ == "__main__":

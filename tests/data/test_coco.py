@@ -18,6 +18,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from visionmtl.data import CocoDataset, Collator, DataError, build_transforms
+from visionmtl.data.batching import limit_opencv_threads, limit_worker_threads
 
 # pycocotools' annToMask trips a numpy-2 DeprecationWarning inside pycocotools itself.
 pytestmark = pytest.mark.filterwarnings("ignore:.*__array__ implementation:DeprecationWarning")
@@ -284,3 +285,30 @@ def test_picklable_and_spawn_dataloader(shapes_paths: dict[str, Path]) -> None:
     images, targets = batches[0]
     assert images.shape[0] == 4 and images.shape[-1] % 32 == 0
     assert [t["image_id"].item() for t in targets] == dataset.image_ids[:4]
+
+
+def test_a_worker_forked_after_the_parent_used_opencv_still_loads(tmp_path: Path) -> None:
+    """OpenCV's thread pool, once it has run in the parent, hangs ``cv2.setNumThreads`` in a forked
+    worker: limit_opencv_threads in the parent (as the training and evaluation loaders do) keeps
+    the worker init from touching it. Without it this test's worker hangs (its timeout fails it)."""
+    mask = np.zeros((40, 50), np.uint8)
+    mask[8:24, 10:30] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    annotation = {"id": 1, "image_id": 10, "category_id": 9, "bbox": [10, 8, 20, 16]}
+    annotation |= {"segmentation": {"size": [40, 50], "counts": rle["counts"].decode()}}
+    transform = build_transforms(400, train=True, compact=True)  # large: OpenCV goes parallel
+    dataset = CocoDataset(_write_set(tmp_path, [annotation]), tmp_path / "images", transform)
+    for _ in range(3):
+        dataset[0]  # the parent runs OpenCV first, with its thread pool
+    limit_opencv_threads()
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=2,
+        num_workers=1,
+        collate_fn=Collator(),
+        multiprocessing_context="fork",
+        worker_init_fn=limit_worker_threads,
+        timeout=60,  # a hung worker fails the test instead of the suite
+    )
+    _, targets = next(iter(loader))
+    assert targets[0]["mask_crops"].shape == (1, 64, 64) and targets[0]["mask_crops"].sum() > 3000

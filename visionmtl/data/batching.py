@@ -26,7 +26,7 @@ class Collator:
     Images are padded bottom/right with 0 to ``[B, 3, Hp, Wp]``, ``Hp`` and ``Wp`` multiples of
     ``size_divisor``; each target's ``masks`` ``[N, h, w]`` are padded with 0 and ``sem_seg``
     ``[h, w]`` with 255 (ignore) to ``[.., Hp, Wp]``. Other keys (``image_size`` stays the unpadded
-    size) are passed through. Targets may be ``{}`` (inference). Picklable.
+    size; ``mask_crops`` are in image pixels and need no padding) are passed through. Targets may be ``{}`` (inference). Picklable.
     """
 
     def __init__(self, size_divisor: int = SIZE_DIVISOR) -> None:
@@ -143,10 +143,21 @@ def orientation_groups(dataset: Any) -> list[int]:
     return groups
 
 
+def limit_opencv_threads() -> None:
+    """One OpenCV thread in this process. Call it in the main process before a DataLoader starts
+    workers: forked workers inherit the setting. OpenCV's thread pool, once it has run, does not
+    survive a fork, and ``cv2.setNumThreads`` in the forked worker then waits forever (mmengine
+    likewise sets it in the parent)."""
+    import cv2  # albumentations' dependency
+
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+
+
 def limit_worker_threads(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one OpenCV thread per worker. torch already runs one thread
     in each worker, but OpenCV (albumentations' resizes and colour ops) starts a pool as large as
-    the machine in every worker: 8 workers x 64 cores = 512 threads fighting for 64 cores."""
-    import cv2  # albumentations' dependency; imported here, in the worker
-
-    cv2.setNumThreads(1)
+    the machine in every worker: 8 workers x 64 cores = 512 threads fighting for 64 cores. A
+    forked worker has it from the main process (:func:`limit_opencv_threads`, which must run
+    there first); a spawned one sets it here."""
+    limit_opencv_threads()

@@ -49,12 +49,18 @@ class CocoDataset(Dataset):
     """A COCO-format data set: ``dataset[i] -> (image [3, h, w], target dict)``.
 
     Target keys (see the project contract): ``boxes`` float32 ``[N, 4]`` xyxy, ``labels`` int64
-    ``[N]`` contiguous over the categories sorted by JSON id, ``masks`` uint8 ``[N, h, w]``,
-    ``sem_seg`` int64 ``[h, w]`` (uint8, and a uint8 image, from a ``compact`` transform; 0 background, k + 1 category k, 255 crowd; with ``sem_classes``
-    k + 1 is ``sem_classes[k]``, see :func:`~visionmtl.data.classes.coco_sem_table`), ``image_id`` int64
-    scalar, ``orig_size`` and ``image_size`` int64 ``[2]`` (h, w). Crowd annotations are not in
-    boxes/labels/masks; their region is 255 in ``sem_seg``. ``masks`` and ``sem_seg`` are absent
-    for an image where some annotation has no segmentation (that task is not labelled there).
+    ``[N]`` contiguous over the categories sorted by JSON id, ``mask_crops`` uint8 ``[N, S, S]``
+    (S = ``MASK_CROP_SIZE``) each covering ``mask_regions`` float32 ``[N, 4]`` xyxy (the
+    instance's box plus one cell per side; drawn there, never at full size, see
+    :mod:`~visionmtl.data.rasterize`), ``sem_seg`` int64 ``[h, w]`` (uint8, and a uint8 image,
+    from a ``compact`` transform; 0 background, k + 1 category k, 255 crowd; with ``sem_classes``
+    k + 1 is ``sem_classes[k]``, see :func:`~visionmtl.data.classes.coco_sem_table`), ``image_id``
+    int64 scalar, ``orig_size`` and ``image_size`` int64 ``[2]`` (h, w). Crowd annotations are not
+    in boxes/labels/masks; their region is 255 in ``sem_seg``. The mask keys and ``sem_seg`` are
+    absent for an image where some annotation has no segmentation (those tasks are not labelled
+    there). A ``transform`` that is not a :class:`~visionmtl.data.transforms.Transform` gets
+    and returns full-size ``masks`` uint8 ``[N, h, w]`` instead of the crops;
+    :meth:`original_instances` gives full-size masks for evaluation.
 
     ``on_invalid`` ("error" | "skip" | "fix") is applied to the problems that
     :func:`~visionmtl.data.checks.check_coco_data` finds in the JSON (see
@@ -70,9 +76,9 @@ class CocoDataset(Dataset):
     are kept packed (:class:`~visionmtl.data.records.PackedRecords`), so DataLoader workers share
     them without copying.
 
-    ``transform`` is called as ``transform(image, boxes=, labels=, masks=, sem_seg=)`` and must return
-    a dict like :class:`~visionmtl.data.transforms.Transform`; by default images keep their size
-    and are only normalised.
+    ``transform``: a :class:`~visionmtl.data.transforms.Transform` (called with ``shapes=``), or any
+    callable ``transform(image, boxes=, labels=, masks=, sem_seg=)`` returning a dict like it; by
+    default images keep their size and are only normalised.
     """
 
     def __init__(

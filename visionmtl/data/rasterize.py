@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -75,18 +74,19 @@ class Segment:
                 for p in self.polygons
             ]
             return decode_rle(mask_utils.merge(mask_utils.frPyObjects(moved, out_h, out_w)))
-        # Nearest cell centre: output centre (u + 0.5) sits at x0 + (u + 0.5) / scale_x.
-        matrix = np.array(
-            [[1 / scale_x, 0, x0 + 0.5 / scale_x - 0.5], [0, 1 / scale_y, y0 + 0.5 / scale_y - 0.5]]
-        )
-        return cv2.warpAffine(
-            self._decoded,
-            matrix,
-            (out_w, out_h),
-            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0,
-        )
+        # Nearest pixel to each cell centre, in numpy: cv2.warpAffine's thread pool hangs in a
+        # DataLoader worker forked after the parent process used it.
+        rows = _nearest(y0, 1 / scale_y, out_h, self.height)
+        cols = _nearest(x0, 1 / scale_x, out_w, self.width)
+        picked = self._decoded[rows.clip(0)[:, None], cols.clip(0)[None, :]]
+        return np.where((rows >= 0)[:, None] & (cols >= 0)[None, :], picked, 0).astype(np.uint8)
+
+
+def _nearest(start: float, step: float, count: int, size: int) -> np.ndarray:
+    """Index of the pixel holding each of ``count`` cell centres ``start + (k + 0.5) * step``,
+    -1 where it is outside ``0..size - 1``."""
+    index = np.floor(start + (np.arange(count) + 0.5) * step).astype(np.int64)
+    return np.where((index >= 0) & (index < size), index, -1)
 
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:

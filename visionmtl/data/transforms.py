@@ -337,7 +337,9 @@ class Transform:
             output["masks"] = torch.from_numpy(np.ascontiguousarray(mask_array))
         if sem_seg is not None:
             output["sem_seg"] = torch.from_numpy(_sem_uint8(sem_seg).astype(self._sem_dtype))
-        return (output, keep if keep is not None else np.zeros(0, np.int64)) if with_kept else output
+        return (
+            (output, keep if keep is not None else np.zeros(0, np.int64)) if with_kept else output
+        )
 
 
 def build_transforms(

@@ -15,7 +15,12 @@ from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
 from visionmtl.data import SIZE_DIVISOR, Collator, MixedDataset
-from visionmtl.data.batching import DeviceInput, limit_worker_threads, orientation_groups
+from visionmtl.data.batching import (
+    DeviceInput,
+    limit_opencv_threads,
+    limit_worker_threads,
+    orientation_groups,
+)
 from visionmtl.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -170,6 +175,8 @@ class TrainingRun:
             drop_last=len(train_set) > batch_size * dist_info.world_size,
             groups=orientation_groups(train_set) if cfg.data.aspect_ratio_grouping else None,
         )
+        if cfg.data.num_workers > 0:
+            limit_opencv_threads()  # before the workers fork, see there
         loader = DataLoader(
             SeededDataset(train_set),
             batch_size=batch_size,
