@@ -12,6 +12,7 @@ from visionmtl.data.checks._values import (
     image_file_issue,
     is_int,
     number_issue,
+    plain_numbers,
     polygon_issue,
     rle_issue,
     show,
@@ -322,11 +323,12 @@ class _Checker:
         if not isinstance(bbox, list | tuple) or len(bbox) != 4:
             add("error", "bad-type", f"bbox {show(bbox)} is not [x, y, w, h]", hint, "bbox")
             return
-        for value in bbox:
-            issue = number_issue(value)
-            if issue:
-                add("error", issue[0], f"bbox {show(bbox)}: {issue[1]}", hint, "bbox")
-                return
+        if not plain_numbers(bbox):  # the slow path only to name the bad value
+            for value in bbox:
+                issue = number_issue(value)
+                if issue:
+                    add("error", issue[0], f"bbox {show(bbox)}: {issue[1]}", hint, "bbox")
+                    return
         x, y, width, height = (float(value) for value in bbox)
         if width < 0 or height < 0:
             add(
