@@ -73,7 +73,7 @@ def peer(size: int, uint8: bool = False, ann: Path = ANN):  # noqa: ANN201
 
     steps = [v2.ToImage(), v2.RandomHorizontalFlip(0.5), v2.Resize(size=None, max_size=size)]
     transform = v2.Compose(steps if uint8 else [*steps, v2.ToDtype(torch.float32, scale=True)])
-    dataset = CocoDetection(str(IMAGES), str(ANN), transforms=transform)
+    dataset = CocoDetection(str(IMAGES), str(ann), transforms=transform)
     return wrap_dataset_for_transforms_v2(dataset, target_keys=("boxes", "labels", "masks"))
 
 

@@ -56,3 +56,16 @@ def test_gpu_check_script_runs_in_its_smoke_mode(tmp_path: Path) -> None:
         "sem/ce",
         "inst/mask",
     }
+
+
+def test_loader_benchmark_gives_both_pipelines_the_synthetic_objects(tmp_path: Path) -> None:
+    """``loader_throughput.py --instances N``: ours and the peer read the same N objects per photo."""
+    from benchmarks import loader_throughput
+
+    if not loader_throughput.ANN.is_file():
+        pytest.skip("needs ../shared/data/coco_tiny")
+    ann = loader_throughput.with_instances(5, tmp_path / "five.json")
+    ours, theirs = loader_throughput.ours(128, ann=ann), loader_throughput.peer(128, ann=ann)
+    for index in range(4):  # coco_tiny's own photos hold other numbers of objects
+        assert len(theirs[index][1]["boxes"]) == len(theirs[index][1]["masks"]) == 5
+        assert 3 <= len(ours[index][1]["boxes"]) <= 5  # crowd and sub-pixel boxes are not objects
