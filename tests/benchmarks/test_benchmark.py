@@ -29,6 +29,7 @@ SCRIPTS = {
     "loader_checkouts.py": "--runs",
     "step_time.py": "--checkout",
     "onnx_latency.py": "--images",
+    "mask_targets.py": "--size",
 }
 
 
