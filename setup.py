@@ -12,7 +12,7 @@ setup(
         "torch>=2.6",
         "torchvision>=0.21",  # draw_bounding_boxes(fill_labels=)
         "timm>=0.9",
-        "albumentations>=1.4",
+        "albumentations>=2.0",
         "pycocotools>=2.0.7",
         "pydantic>=2.7",  # config validation (pydantic.dataclasses, Strict)
         "pyyaml>=6.0",

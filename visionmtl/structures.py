@@ -29,7 +29,7 @@ IGNORE_INDEX: int = 255
 BACKGROUND: str = "background"  # the name of semantic id 0: none of the head's classes
 # Side of the square each instance's mask is drawn onto for the mask head's targets (its box plus
 # one cell each side, see visionmtl.data.rasterize): the targets (2 * model.inst.roi_size cells) are
-# resampled from it, so roi_size is at most half of it (a config rule).
+# resampled from its 62 cells over the box, so roi_size is at most 31 (a config rule).
 MASK_CROP_SIZE: int = 64
 # Semantic ids are 0 (background), 1..S (classes) and 255 (ignore), so S is at most 254.
 MAX_SEM_CLASSES: int = IGNORE_INDEX - 1
@@ -39,9 +39,10 @@ class Target(TypedDict, total=False):
     """One image's labels (a missing key: that task is not labelled for this image).
 
     boxes ``[N, 4]`` float xyxy pixels of the resized image; labels ``[N]`` int64, contiguous
-    0-based over the data set's categories; masks ``[N, H, W]`` uint8, or (the training loader's)
-    mask_crops ``[N, S, S]`` uint8 each covering mask_regions ``[N, 4]`` float32 xyxy pixels (the
-    instance's box with a margin, see :mod:`visionmtl.data.rasterize`); sem_seg ``[H, W]`` int64 (uint8
+    0-based over the data set's categories; masks ``[N, H, W]`` uint8, or (what ``CocoDataset``
+    with a ``Transform`` gives) mask_crops ``[N, S, S]`` uint8 each covering mask_regions
+    ``[N, 4]`` float32 xyxy pixels (the instance's box with a margin, see
+    :mod:`visionmtl.data.rasterize`); sem_seg ``[H, W]`` int64 (uint8
     from the training loader's compact transform) with 0 = background, k + 1 = semantic class k,
     255 = ignore; image_id int; image_size and
     orig_size ``[2]`` int64 (h, w) of the resized (unpadded) and the original image."""

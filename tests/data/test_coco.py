@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from visionmtl.data import CocoDataset, Collator, DataError, build_transforms
-from visionmtl.data.batching import limit_opencv_threads, limit_worker_threads
+from visionmtl.data.batching import worker_options
+from visionmtl.data.rasterize import crop_regions
 
 # pycocotools' annToMask trips a numpy-2 DeprecationWarning inside pycocotools itself.
 pytestmark = pytest.mark.filterwarnings("ignore:.*__array__ implementation:DeprecationWarning")
@@ -85,7 +87,7 @@ def _check_against_pycocotools(dataset: CocoDataset) -> None:
             np.testing.assert_array_equal(mask, coco.annToMask(ann))
             # the crop covers the box and holds the mask there: the polygon drawn on the crop's
             # grid, against pixels read at its cells (blocky where a small object is enlarged)
-            assert region[0] < box[0] and region[1] < box[1] and region[2:].gt(box[2:]).all()
+            np.testing.assert_allclose(region.numpy(), crop_regions(box.numpy())[0], rtol=1e-6)
             expected = _sample(coco.annToMask(ann), region.numpy(), crop.shape[-1]).astype(bool)
             drawn = crop.numpy().astype(bool)
             assert (drawn & expected).sum() >= 0.75 * (drawn | expected).sum() > 0
@@ -289,8 +291,8 @@ def test_picklable_and_spawn_dataloader(shapes_paths: dict[str, Path]) -> None:
 
 def test_a_worker_forked_after_the_parent_used_opencv_still_loads(tmp_path: Path) -> None:
     """OpenCV's thread pool, once it has run in the parent, hangs ``cv2.setNumThreads`` in a forked
-    worker: limit_opencv_threads in the parent (as the training and evaluation loaders do) keeps
-    the worker init from touching it. Without it this test's worker hangs (its timeout fails it)."""
+    worker: ``worker_options`` (what the training and evaluation loaders are built with) limits
+    OpenCV in the parent first. Without that this test's worker hangs (its timeout fails it)."""
     mask = np.zeros((40, 50), np.uint8)
     mask[8:24, 10:30] = 1
     rle = mask_utils.encode(np.asfortranarray(mask))
@@ -298,17 +300,37 @@ def test_a_worker_forked_after_the_parent_used_opencv_still_loads(tmp_path: Path
     annotation |= {"segmentation": {"size": [40, 50], "counts": rle["counts"].decode()}}
     transform = build_transforms(400, train=True, compact=True)  # large: OpenCV goes parallel
     dataset = CocoDataset(_write_set(tmp_path, [annotation]), tmp_path / "images", transform)
+    cv2.setNumThreads(2)  # what another test, or the user's process, may have left
     for _ in range(3):
         dataset[0]  # the parent runs OpenCV first, with its thread pool
-    limit_opencv_threads()
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=2,
-        num_workers=1,
         collate_fn=Collator(),
         multiprocessing_context="fork",
-        worker_init_fn=limit_worker_threads,
         timeout=60,  # a hung worker fails the test instead of the suite
+        **worker_options(1),
     )
     _, targets = next(iter(loader))
     assert targets[0]["mask_crops"].shape == (1, 64, 64) and targets[0]["mask_crops"].sum() > 3000
+
+
+def test_the_training_loader_limits_opencv_before_its_workers_fork(
+    shapes_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import visionmtl.data.batching as batching
+    from visionmtl.config import load_config
+    from visionmtl.engine.training_run import TrainingRun
+
+    calls: list[int] = []
+    monkeypatch.setattr(batching, "limit_opencv_threads", lambda: calls.append(1))
+    cfg = load_config(None, ["data.num_workers=2"])
+    run = SimpleNamespace(
+        cfg=cfg, dist_info=SimpleNamespace(rank=0, world_size=1), device=torch.device("cpu")
+    )
+    dataset = CocoDataset(shapes_paths["val_ann"], shapes_paths["val_images"])
+    _, loader = TrainingRun._build_loader(run, dataset)  # type: ignore[arg-type]
+    assert calls == [1] and loader.num_workers == 2
+    assert loader.worker_init_fn is batching.limit_worker_threads

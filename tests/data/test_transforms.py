@@ -214,7 +214,11 @@ def test_shapes_are_drawn_at_the_output_size_and_follow_the_flip() -> None:
     assert plain["sem_seg"][82, 102] == 5
     assert torch.equal(mirrored["sem_seg"], plain["sem_seg"].flip(-1))
     assert torch.equal(mirrored["mask_crops"], plain["mask_crops"].flip(-1))
-    regions = plain["mask_regions"]
+    regions = plain["mask_regions"]  # the boxes, at twice the size, with one cell of 62 per side
+    cells = (plain["boxes"][:, 2:] - plain["boxes"][:, :2]) / 62
+    expected = torch.cat([plain["boxes"][:, :2] - cells, plain["boxes"][:, 2:] + cells], 1)
+    torch.testing.assert_close(regions, expected)
+    torch.testing.assert_close(plain["boxes"], torch.from_numpy(boxes) * 2)
     np.testing.assert_allclose(
         mirrored["mask_regions"].numpy(),
         torch.stack([180 - regions[:, 2], regions[:, 1], 180 - regions[:, 0], regions[:, 3]], 1),
@@ -225,6 +229,24 @@ def test_shapes_are_drawn_at_the_output_size_and_follow_the_flip() -> None:
     crop = plain["mask_crops"][0]
     assert crop.shape == (64, 64) and crop[1, 1] == 1 and crop[-2, -2] == 0
     assert crop[0].eq(0).all() and crop[:, -1].eq(0).all()
+
+
+def test_an_instance_too_small_to_train_on_keeps_its_class_in_the_semantic_map() -> None:
+    """A 160 x 3.6 px wire in a 200 x 200 image shrunk to 50 px: its box falls under 1 px tall and
+    is dropped with its crop, but the row of pixels it covers stays its class in the semantic map
+    (not background)."""
+    image = np.zeros((200, 200, 3), np.uint8)
+    wire = [20, 40.2, 180, 40.2, 180, 43.8, 20, 43.8]  # covers the centres of output row 10
+    shapes = Shapes(200, 200, [Segment([wire], 200, 200)], np.array([9]))
+    box = np.array([[20, 40.2, 180, 43.8]], np.float32)
+    out = Transform(50, train=False)(image, boxes=box, labels=np.array([0]), shapes=shapes)
+    assert out["boxes"].shape == (0, 4) and out["mask_crops"].shape == (0, 64, 64)
+    assert out["sem_seg"][10, 5:45].eq(9).all() and (out["sem_seg"] == 9).sum() == 40
+
+
+def test_semantic_values_must_fit_the_map() -> None:
+    with pytest.raises(ValueError, match="0..255"):
+        Shapes(10, 10, [Segment([[1, 1, 5, 1, 5, 5]], 10, 10)], np.array([300]))
 
 
 def test_shapes_need_boxes_and_replace_masks() -> None:

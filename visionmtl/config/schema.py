@@ -167,8 +167,9 @@ class InstConfig:
     """Mask R-CNN style mask head (RoIAlign on the pyramid, small FCN, 2 * roi_size masks)."""
 
     # RoIAlign output size in cells; masks are predicted at twice this, and trained on targets
-    # resampled from the loader's 64-cell mask crops (MASK_CROP_SIZE), hence at most 32
-    roi_size: Annotated[PositiveInt, Field(le=MASK_CROP_SIZE // 2)] = 14
+    # resampled from the loader's mask crops (62 of MASK_CROP_SIZE's 64 cells on the box), hence
+    # at most 31
+    roi_size: Annotated[PositiveInt, Field(le=(MASK_CROP_SIZE - 2) // 2)] = 14
     channels: PositiveInt = 128  # channels of the mask FCN
     num_convs: NonNegativeInt = 4  # 3x3 convs before the upsampling deconv
     class_agnostic: Bool = False  # one mask per box instead of one per class

@@ -26,7 +26,8 @@ class Collator:
     Images are padded bottom/right with 0 to ``[B, 3, Hp, Wp]``, ``Hp`` and ``Wp`` multiples of
     ``size_divisor``; each target's ``masks`` ``[N, h, w]`` are padded with 0 and ``sem_seg``
     ``[h, w]`` with 255 (ignore) to ``[.., Hp, Wp]``. Other keys (``image_size`` stays the unpadded
-    size; ``mask_crops`` are in image pixels and need no padding) are passed through. Targets may be ``{}`` (inference). Picklable.
+    size; ``mask_crops`` cover ``mask_regions``, in image pixels: nothing to pad) are passed
+    through. Targets may be ``{}`` (inference). Picklable.
     """
 
     def __init__(self, size_divisor: int = SIZE_DIVISOR) -> None:
@@ -141,6 +142,15 @@ def orientation_groups(dataset: Any) -> list[int]:
                 width = height = 0
         groups.append(int(width > height))
     return groups
+
+
+def worker_options(num_workers: int) -> dict[str, Any]:
+    """DataLoader keyword arguments for ``num_workers`` workers that run one OpenCV thread each;
+    call it where the DataLoader is built (the main process): it limits OpenCV here first, see
+    :func:`limit_opencv_threads`."""
+    if num_workers > 0:
+        limit_opencv_threads()
+    return {"num_workers": num_workers, "worker_init_fn": limit_worker_threads}
 
 
 def limit_opencv_threads() -> None:

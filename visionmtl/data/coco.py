@@ -70,7 +70,7 @@ class CocoDataset(Dataset):
     broken one is skipped, see :meth:`__getitem__`.
 
     ``tasks``: the tasks the targets are read for (None: all); without inst and sem the
-    segmentations are not decoded and targets have no ``masks`` / ``sem_seg``. ``cache_dir``: where
+    segmentations are not decoded and targets have no mask keys and no ``sem_seg``. ``cache_dir``: where
     the checked, cleaned annotations are cached, keyed by the file's path and contents and the
     settings (None: no cache; see :func:`~visionmtl.data.records.cached`). The records
     are kept packed (:class:`~visionmtl.data.records.PackedRecords`), so DataLoader workers share

@@ -102,7 +102,8 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
 def crop_regions(boxes: np.ndarray, size: int = MASK_CROP_SIZE) -> np.ndarray:
     """boxes ``[N, 4]`` xyxy -> the regions ``[N, 4]`` their ``size`` x ``size`` mask crops cover:
     each box with one cell of margin per side, so the crop's border cells are outside the box
-    (0 for a mask inside its box) and RoIs reaching past the box read 0, as on a full mask."""
+    (0 for a mask inside its box) and RoIs reaching past the box read 0, as on a full mask. A mask
+    that reaches outside its box (a box drawn too tight) is cut at the region."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     cells = (boxes[:, 2:] - boxes[:, :2]) / (size - 2)
     return np.concatenate([boxes[:, :2] - cells, boxes[:, 2:] + cells], axis=1)
@@ -153,6 +154,8 @@ class Shapes:
     ) -> None:
         if len(segments) != len(values):
             raise ValueError(f"got {len(segments)} segments but {len(values)} semantic values")
+        if any(not 0 <= int(v) <= 255 for v in [*values, background]):
+            raise ValueError("sem_seg values must lie in 0..255")
         self.height, self.width = height, width
         self.segments, self.values = list(segments), np.asarray(values, np.int64)
         self.crowd, self.background = list(crowd), int(background)
@@ -164,9 +167,10 @@ class Shapes:
         scale: tuple[float, float],
         out_size: tuple[int, int],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draw the instances ``kept`` (indices into ``segments``; ``boxes`` ``[N, 4]`` their
-        original boxes, all N) on an image scaled by ``scale`` (x, y) to ``out_size`` (h, w),
-        not mirrored.
+        """Draw the semantic map of every instance and the mask crops of those ``kept`` (indices
+        into ``segments``: the boxes the transform kept) on an image scaled by ``scale`` (x, y) to
+        ``out_size`` (h, w), not mirrored; ``boxes`` ``[N, 4]`` are the original boxes, all N.
+        An instance whose box became too small to train on is still its class in the map.
 
         Returns ``mask_crops`` uint8 ``[K, S, S]`` (S = ``MASK_CROP_SIZE``) over the regions
         ``[K, 4]`` float64 (original pixels, see :func:`crop_regions`) and the semantic map
@@ -174,12 +178,12 @@ class Shapes:
         out_h, out_w = out_size
         scale_x, scale_y = scale
         pieces = []
-        for index in kept:
-            cells = pixel_region(boxes[index], scale, out_size)
+        for segment, box, value in zip(self.segments, boxes, self.values, strict=True):
+            cells = pixel_region(box, scale, out_size)
             x0, y0, x1, y1 = cells
-            region = (x0 / scale_x, y0 / scale_y, x1 / scale_x, y1 / scale_y)
-            mask = self.segments[index].render(region, y1 - y0, x1 - x0)
-            pieces.append((cells, mask, int(self.values[index])))
+            if x1 > x0 and y1 > y0:
+                region = (x0 / scale_x, y0 / scale_y, x1 / scale_x, y1 / scale_y)
+                pieces.append((cells, segment.render(region, y1 - y0, x1 - x0), int(value)))
         whole = (0.0, 0.0, float(self.width), float(self.height))
         crowd = [((0, 0, out_w, out_h), c.render(whole, out_h, out_w)) for c in self.crowd]
         canvas = np.full((out_h, out_w), self.background, np.uint8)

@@ -1,7 +1,9 @@
 """Image + target transforms (resize, flip, colour jitter, normalisation) built on albumentations.
 
 Geometry is applied once to the image, the boxes, every instance mask and the semantic map together,
-so all targets stay aligned. Masks and the semantic map are resized with nearest-neighbour.
+so all targets stay aligned. Given masks and a semantic map are resized with nearest-neighbour;
+given ``shapes`` (the COCO data set's segmentations) are drawn afterwards straight at the output
+size (:mod:`visionmtl.data.rasterize`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from visionmtl.data.rasterize import Shapes
 # held data.mean / data.std (a checkpoint of format < 3) expects.
 MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# The pipeline steps whose geometry drawn ``shapes`` follow (resize, then maybe a flip; colour
+# jitter moves no pixel): :meth:`Transform._with_shapes` knows no other.
+_SHAPES_KNOWN: frozenset[str] = frozenset({"LongestMaxSize", "HorizontalFlip", "ColorJitter"})
 
 # Boxes narrower or shorter than this (in pixels, after the transform) are dropped with their
 # label and mask: a sub-pixel box cannot be learned and breaks box-regression targets.
@@ -222,9 +228,9 @@ class Transform:
             raise ValueError("shapes replace masks and sem_seg, and need the boxes they belong to")
         if self._pipeline is None:
             if shapes is not None:
-                output, kept = self._identity(image, boxes, labels, None, None, with_kept=True)
+                output, kept = self._identity(image, boxes, labels, None, None)
                 return self._with_shapes(output, shapes, boxes, kept, (1.0, 1.0), False)
-            return self._identity(image, boxes, labels, masks, sem_seg)
+            return self._identity(image, boxes, labels, masks, sem_seg)[0]
         self._sync_seed()
         num_boxes = 0 if boxes is None else len(boxes)
         box_array = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32)
@@ -271,7 +277,10 @@ class Transform:
         if shapes is not None:
             height, width = image.shape[:2]
             scale = (out_width / width, out_height / height)
-            flipped = any(name == "HorizontalFlip" for name, _ in result["applied_transforms"])
+            applied = {name for name, _ in result["applied_transforms"]}
+            if applied - _SHAPES_KNOWN:  # a new geometric step must be taught to _with_shapes
+                raise NotImplementedError(f"shapes cannot follow {sorted(applied - _SHAPES_KNOWN)}")
+            flipped = "HorizontalFlip" in applied
             return self._with_shapes(output, shapes, box_array, kept, scale, flipped)
         return output
 
@@ -313,10 +322,9 @@ class Transform:
         labels: np.ndarray | None,
         masks: np.ndarray | None,
         sem_seg: np.ndarray | None,
-        with_kept: bool = False,
-    ) -> Any:
+    ) -> tuple[dict[str, Tensor], np.ndarray]:
         """Normalise only; boxes are clipped and sub-pixel ones dropped as in the resizing path.
-        With ``with_kept``: ``(output, indices of the boxes kept)``."""
+        Returns the output and the indices of the boxes kept."""
         height, width = image.shape[:2]
         output: dict[str, Tensor] = {"image": self._image_out(image)}
         keep, num_boxes = None, None
@@ -338,7 +346,8 @@ class Transform:
         if sem_seg is not None:
             output["sem_seg"] = torch.from_numpy(_sem_uint8(sem_seg).astype(self._sem_dtype))
         return (
-            (output, keep if keep is not None else np.zeros(0, np.int64)) if with_kept else output
+            output,
+            keep if keep is not None else np.zeros(0, np.int64),
         )
 
 

@@ -15,12 +15,7 @@ from torch.utils.data import DataLoader
 
 from visionmtl.config import Config
 from visionmtl.data import SIZE_DIVISOR, Collator, MixedDataset
-from visionmtl.data.batching import (
-    DeviceInput,
-    limit_opencv_threads,
-    limit_worker_threads,
-    orientation_groups,
-)
+from visionmtl.data.batching import DeviceInput, orientation_groups, worker_options
 from visionmtl.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -175,18 +170,15 @@ class TrainingRun:
             drop_last=len(train_set) > batch_size * dist_info.world_size,
             groups=orientation_groups(train_set) if cfg.data.aspect_ratio_grouping else None,
         )
-        if cfg.data.num_workers > 0:
-            limit_opencv_threads()  # before the workers fork, see there
         loader = DataLoader(
             SeededDataset(train_set),
             batch_size=batch_size,
             sampler=sampler,
-            num_workers=cfg.data.num_workers,
             collate_fn=Collator(SIZE_DIVISOR),
             persistent_workers=cfg.data.num_workers > 0,
             # Page-locked batches make the non-blocking copies to the GPU truly asynchronous.
             pin_memory=self.device.type == "cuda",
-            worker_init_fn=limit_worker_threads,
+            **worker_options(cfg.data.num_workers),
             # Worker base seeds from a generator of the loader's own, not the global RNG: the
             # training steps draw from that (mask-head box jitter), and an iterator made on
             # resume must not advance it (samples are seeded by the sampler, not by workers).

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Subset
 
 from visionmtl.config import Config
 from visionmtl.data import SIZE_DIVISOR, CocoDataset, Collator, DataError, SemanticPngDataset
-from visionmtl.data.batching import limit_opencv_threads, limit_worker_threads
+from visionmtl.data.batching import worker_options
 from visionmtl.evaluation.coco_eval import CocoEvaluator, ground_truth_changes
 from visionmtl.evaluation.report import merge_metrics
 from visionmtl.evaluation.semseg_eval import SemSegEvaluator
@@ -112,15 +112,12 @@ def run_evaluation(
         )
     rank, world_size = shard
     images = dataset if world_size == 1 else Subset(dataset, range(rank, len(dataset), world_size))
-    if num_workers > 0:
-        limit_opencv_threads()  # before the workers fork, see there
     loader = DataLoader(
         images,
         batch_size=cfg.eval.batch_size,
         shuffle=False,
-        num_workers=num_workers,
         collate_fn=Collator(SIZE_DIVISOR),
-        worker_init_fn=limit_worker_threads,
+        **worker_options(num_workers),
     )
     iou_types = ("bbox", "segm") if "inst" in tasks else ("bbox",)
     coco_eval = (

@@ -28,6 +28,9 @@ def test_vectorised_rle_parser_equals_the_reference_on_masks_and_on_junk() -> No
             assert list(runs) == reference, text
         outcomes.add(reference is None)
     assert outcomes == {True, False}  # both malformed and well-formed strings were drawn
+    for text in ("€", "1é0", "0" * 4 + "\u0100"):  # not ASCII: no RLE character at all
+        assert rle_string_runs(text) is None and rle_string_counts(text) is None
+        assert rle_issue({"size": [1, 15], "counts": text}, (1, 15)) is not None
     # a run of more than 7 characters (a non-canonical zero-padded encoding) takes the slow path
     padded = "1" + "P" * 8 + "0"
     assert list(rle_string_runs(padded)) == rle_string_counts(padded) == [1, 0]

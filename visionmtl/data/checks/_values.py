@@ -96,9 +96,12 @@ _FAST_RUN_CHARS = 7
 
 
 def rle_string_runs(text: str) -> np.ndarray | list[int] | None:
-    """:func:`rle_string_counts`, vectorised: int64 run lengths, or None if malformed. A COCO-
-    sized file has thousands of crowd RLE strings of thousands of characters each."""
-    codes = np.frombuffer(text.encode("latin-1", "replace"), np.uint8).astype(np.int64) - 48
+    """:func:`rle_string_counts`, vectorised: int64 run lengths (a list from the reference parser
+    when a run is longer than numpy's fast path takes), or None if malformed. A COCO-sized file
+    has thousands of crowd RLE strings of thousands of characters each."""
+    if not text.isascii():  # every valid character is ASCII (48..111)
+        return None
+    codes = np.frombuffer(text.encode("ascii"), np.uint8).astype(np.int64) - 48
     if codes.size == 0:
         return np.zeros(0, np.int64)
     if codes.min() < 0 or codes.max() >= 64 or codes[-1] & 0x20:

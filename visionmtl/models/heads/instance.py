@@ -223,9 +223,10 @@ class MaskHead(nn.Module):
 
         ``boxes`` / ``labels`` are the per-image ground-truth boxes [N_i, 4] / labels [N_i] given
         to ``forward``; each RoI's target is its instance's mask (targets[i]["mask_crops"] over
-        their ``mask_regions``, or ``masks`` [N_i, Hp, Wp] uint8) RoIAligned onto the RoI (``outputs["roi_boxes"]``: the box itself or
-        a jittered copy). Images without ``masks`` are not labelled for this task and contribute
-        nothing."""
+        their ``mask_regions``, or ``masks`` [N_i, Hp, Wp] uint8) RoIAligned onto the RoI
+        (``outputs["roi_boxes"]``: the box itself or a jittered copy). Images without mask keys
+        (:func:`~visionmtl.structures.labels_instances`) are not labelled for this task and
+        contribute nothing."""
         logits = outputs["mask_logits"].float()
         counts = outputs["num_boxes"].tolist()
         if not (len(targets) == len(boxes) == len(labels) == len(counts)):
