@@ -42,7 +42,8 @@ def measure(size: int) -> dict[str, float]:
         sem_pixels += target["sem_seg"].numel()
         info = crops.image_info(index)
         scale = np.array([image.shape[-1] / info["width"], image.shape[-2] / info["height"]] * 2)
-        _, _, segments, _ = crops._parts(index, info["height"], info["width"], True)
+        _, _, shapes = crops._parts(index, info["height"], info["width"], True)
+        segments = shapes.segments
         if len(target["boxes"]) == 0 or len(segments) != len(target["boxes"]):
             continue
         torch.manual_seed(index)

@@ -189,10 +189,11 @@ class CocoDataset(Dataset):
 
     def _parts(
         self, index: int, height: int, width: int, decode: bool
-    ) -> tuple[np.ndarray, np.ndarray, list[Segment] | None, list[Segment] | None]:
-        """Boxes ``[N, 4]`` (original pixels, clipped), labels ``[N]``, the segments of those
-        instances and of the crowd regions; the segments None without ``decode`` or when some
-        annotation has no segmentation (the image is not labelled for inst and sem)."""
+    ) -> tuple[np.ndarray, np.ndarray, Shapes | None]:
+        """Boxes ``[N, 4]`` (original pixels, clipped), labels ``[N]`` and the
+        :class:`~visionmtl.data.rasterize.Shapes` of those instances and of the crowd regions;
+        None without ``decode`` or when some annotation has no segmentation (the image is not
+        labelled for inst and sem)."""
         annotations = [a for a in self.annotations(index) if is_box_target(a)]
         labelled = decode and all(a.get("segmentation") for a in annotations)
         objects = [a for a in annotations if not a.get("iscrowd", 0)]
@@ -200,14 +201,18 @@ class CocoDataset(Dataset):
         objects = [objects[i] for i in kept]
         labels = np.asarray([self.cat_id_to_label[a["category_id"]] for a in objects], np.int64)
         if not labelled:
-            return box_array, labels, None, None
+            return box_array, labels, None
         crowd = [a for a in annotations if a.get("iscrowd", 0)]
-        return (
-            box_array,
-            labels,
+        values, background = self._sem_values(labels)
+        shapes = Shapes(
+            height,
+            width,
             [self._segment(index, a, height, width) for a in objects],
+            values,
             [self._segment(index, a, height, width) for a in crowd],
+            background,
         )
+        return box_array, labels, shapes
 
     def _segment(self, index: int, annotation: dict[str, Any], height: int, width: int) -> Segment:
         try:
@@ -230,17 +235,16 @@ class CocoDataset(Dataset):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Boxes ``[N, 4]``, labels ``[N]``, masks ``[N, H, W]`` and sem_seg ``[H, W]`` at original
         size; masks and sem_seg None without ``decode`` or when some annotation has no segmentation."""
-        boxes, labels, segments, crowd = self._parts(index, height, width, decode)
-        if segments is None or crowd is None:
+        boxes, labels, shapes = self._parts(index, height, width, decode)
+        if shapes is None:
             return boxes, labels, None, None
-        masks = [segment.full() for segment in segments]
+        masks = [segment.full() for segment in shapes.segments]
         mask_array = np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)
-        values, background = self._sem_values(labels)
         whole = (0, 0, width, height)
         sem_seg = paint_semantic(
-            np.full((height, width), background, np.int64),
-            [(whole, mask, int(value)) for mask, value in zip(masks, values, strict=True)],
-            [(whole, segment.full()) for segment in crowd],
+            np.full((height, width), shapes.background, np.int64),
+            [(whole, mask, int(value)) for mask, value in zip(masks, shapes.values, strict=True)],
+            [(whole, segment.full()) for segment in shapes.crowd],
         )
         return boxes, labels, mask_array, sem_seg
 
@@ -338,11 +342,7 @@ class CocoDataset(Dataset):
         transform gets full-size ``masks`` and ``sem_seg``."""
         height, width = image.shape[:2]
         if isinstance(self.transform, Transform):
-            boxes, labels, segments, crowd = self._parts(index, height, width, self.decode_masks)
-            shapes = None
-            if segments is not None and crowd is not None:
-                values, background = self._sem_values(labels)
-                shapes = Shapes(height, width, segments, values, crowd, background)
+            boxes, labels, shapes = self._parts(index, height, width, self.decode_masks)
             output = self.transform(image, boxes=boxes, labels=labels, shapes=shapes)
         else:
             boxes, labels, masks, sem_seg = self._instances(index, height, width, self.decode_masks)
